@@ -1,0 +1,284 @@
+"""Comparing representations across layers and models: CKA, RSA and Procrustes alignment.
+
+* ``linear_cka``: linear centered kernel alignment between two sets of activations for the same
+  n inputs (Kornblith et al. 2019). Invariant to orthogonal transforms and isotropic scaling,
+  so it compares layers or models of different widths.
+* ``rsa``: representational similarity analysis; correlation of two label-by-label similarity
+  matrices (e.g. ``cosine_matrix`` of label means in two layers).
+* ``procrustes_fit`` / ``procrustes_cosine``: best orthogonal map between two spaces and how well
+  it transfers to held-out rows.
+* ``normalised_depth`` puts layers of models with different depths on one 0..1 axis.
+
+Caveats:
+
+* Linear CKA with n small relative to d is biased upwards: even unrelated representations score
+  well above 0. Compare CKA values computed on the same n, and prefer n >> d where possible.
+* RSA on k labels uses only k(k-1)/2 numbers; with few labels it is noisy.
+* Degenerate inputs return 0.0 rather than nan (constant activations in CKA, constant
+  similarity matrices in RSA) so heatmaps stay plottable; a 0 can therefore mean "undefined".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_float_matrix, check_positive_int, check_seed, rankdata
+
+__all__ = [
+    "best_pairs",
+    "cka_matrix",
+    "linear_cka",
+    "normalised_depth",
+    "procrustes_cosine",
+    "procrustes_fit",
+    "rsa",
+    "rsa_matrix",
+]
+
+
+def _center_scaled(X: np.ndarray) -> np.ndarray:
+    Xc = X - X.mean(axis=0)
+    # CKA ignores scale; dividing by the Frobenius norm keeps the 4th-power terms in range.
+    f = np.linalg.norm(Xc)
+    return Xc / f if f > 0.0 else Xc
+
+
+def _self_term(Xc: np.ndarray) -> float:
+    """||Xc^T Xc||_F, via whichever of the [d, d] or [n, n] Gram matrices is smaller."""
+    n, d = Xc.shape
+    G = Xc.T @ Xc if d <= n else Xc @ Xc.T
+    return float(np.linalg.norm(G))
+
+
+def _cross_term(Xc: np.ndarray, Yc: np.ndarray) -> float:
+    """||Yc^T Xc||_F^2 = <Xc Xc^T, Yc Yc^T>_F, choosing the cheaper of the two forms."""
+    n, d1 = Xc.shape
+    d2 = Yc.shape[1]
+    if n * (d1 + d2) < d1 * d2:
+        return float(np.sum((Xc @ Xc.T) * (Yc @ Yc.T)))
+    M = Yc.T @ Xc
+    return float(np.sum(M * M))
+
+
+def _cka_prepared(Xc, sx, Yc, sy) -> float:
+    if sx == 0.0 or sy == 0.0:
+        return 0.0
+    return float(np.clip(_cross_term(Xc, Yc) / (sx * sy), 0.0, 1.0))
+
+
+def _check_same_rows(X: np.ndarray, Y: np.ndarray, xname: str, yname: str) -> None:
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"{xname} and {yname} must describe the same inputs: "
+            f"{X.shape[0]} rows vs {Y.shape[0]} rows"
+        )
+
+
+def linear_cka(X, Y) -> float:
+    """Linear CKA between X: [n, d1] and Y: [n, d2] (rows are the same n inputs).
+
+    Columns are centered, then CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), in [0, 1].
+    Uses the [n, n] Gram form when n is small relative to the widths, so it is exact and cheap
+    for both n < d and n > d. Returns 0.0 if either input is constant across rows.
+    """
+    X = as_float_matrix(X, "X", min_rows=2)
+    Y = as_float_matrix(Y, "Y", min_rows=2)
+    _check_same_rows(X, Y, "X", "Y")
+    Xc, Yc = _center_scaled(X), _center_scaled(Y)
+    return _cka_prepared(Xc, _self_term(Xc), Yc, _self_term(Yc))
+
+
+def cka_matrix(layers_a, layers_b) -> np.ndarray:
+    """Linear CKA between every layer of A and every layer of B.
+
+    layers_a: list of La arrays [n, d1]; layers_b: list of Lb arrays [n, d2]; all share the same
+    n rows in the same order. Returns [La, Lb] float64.
+    """
+    prepared = []
+    for side, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
+        if len(layers) == 0:
+            raise ValueError(f"{side} is empty")
+        out = []
+        for i, X in enumerate(layers):
+            Xc = _center_scaled(as_float_matrix(X, f"{side}[{i}]", min_rows=2))
+            out.append((Xc, _self_term(Xc)))
+        prepared.append(out)
+    pa, pb = prepared
+    n = pa[0][0].shape[0]
+    for side, prep in (("layers_a", pa), ("layers_b", pb)):
+        for i, (Xc, _) in enumerate(prep):
+            if Xc.shape[0] != n:
+                raise ValueError(f"{side}[{i}] has {Xc.shape[0]} rows, layers_a[0] has {n}")
+    M = np.empty((len(pa), len(pb)))
+    for i, (Xc, sx) in enumerate(pa):
+        for j, (Yc, sy) in enumerate(pb):
+            M[i, j] = _cka_prepared(Xc, sx, Yc, sy)
+    return M
+
+
+def _check_similarity_matrix(C, name: str) -> np.ndarray:
+    C = as_float_matrix(C, name)
+    if C.shape[0] != C.shape[1]:
+        raise ValueError(f"{name} must be square [k, k], got shape {C.shape[0]}x{C.shape[1]}")
+    if C.shape[0] < 3:
+        raise ValueError(f"{name} needs k >= 3 labels for a correlation, got k={C.shape[0]}")
+    return C
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = np.sqrt((a @ a) * (b @ b))
+    if denom == 0.0:
+        return 0.0
+    return float(np.clip((a @ b) / denom, -1.0, 1.0))
+
+
+_RSA_METHODS = ("pearson", "spearman")
+
+
+def _rsa_vectors(C: np.ndarray, method: str) -> np.ndarray:
+    v = C[np.triu_indices(C.shape[0], k=1)]
+    return rankdata(v) if method == "spearman" else v
+
+
+def _check_method(method: str) -> None:
+    if method not in _RSA_METHODS:
+        raise ValueError(f"method {method!r} not in {list(_RSA_METHODS)!r}")
+
+
+def rsa(C1, C2, method: str = "pearson") -> float:
+    """Correlation of the off-diagonal upper triangles of two label-by-label matrices.
+
+    C1, C2: [k, k] with k >= 3 and the labels in the same order (e.g. ``cosine_matrix`` of label
+    means in two layers). method: "pearson" or "spearman" (Pearson on average ranks).
+    Returns a float in [-1, 1]; 0.0 if either triangle is constant.
+    """
+    _check_method(method)
+    C1 = _check_similarity_matrix(C1, "C1")
+    C2 = _check_similarity_matrix(C2, "C2")
+    if C1.shape != C2.shape:
+        raise ValueError(f"C1 is {C1.shape[0]}x{C1.shape[0]} but C2 is {C2.shape[0]}x{C2.shape[0]}")
+    return _pearson(_rsa_vectors(C1, method), _rsa_vectors(C2, method))
+
+
+def rsa_matrix(mats_a, mats_b, method: str = "pearson") -> np.ndarray:
+    """RSA between every layer's similarity matrix in A and in B.
+
+    mats_a: list of La arrays [k, k]; mats_b: list of Lb arrays [k, k]; same k labels, same
+    order. Returns [La, Lb] float64.
+    """
+    _check_method(method)
+    vecs = []
+    for side, mats in (("mats_a", mats_a), ("mats_b", mats_b)):
+        if len(mats) == 0:
+            raise ValueError(f"{side} is empty")
+        vecs.append(
+            [
+                _rsa_vectors(_check_similarity_matrix(C, f"{side}[{i}]"), method)
+                for i, C in enumerate(mats)
+            ]
+        )
+    va, vb = vecs
+    m = va[0].shape[0]
+    for side, vs in (("mats_a", va), ("mats_b", vb)):
+        for i, v in enumerate(vs):
+            if v.shape[0] != m:
+                raise ValueError(f"{side}[{i}] has a different number of labels from mats_a[0]")
+    M = np.empty((len(va), len(vb)))
+    for i, a in enumerate(va):
+        for j, b in enumerate(vb):
+            M[i, j] = _pearson(a, b)
+    return M
+
+
+def best_pairs(M, top: int = 5) -> list[tuple[int, int, float]]:
+    """The ``top`` largest entries of a layer-by-layer matrix M: [La, Lb].
+
+    Returns a list of (i, j, value), largest value first; ties go to the smaller (i, j).
+    nan entries are skipped. Returns fewer than ``top`` if M has fewer finite entries.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.size == 0:
+        raise ValueError(f"M must be a non-empty 2-D matrix, got shape {M.shape}")
+    top = check_positive_int(top, "top")
+    flat = M.ravel()
+    keep = np.flatnonzero(~np.isnan(flat))
+    # Stable sort on the negated values keeps row-major order among ties.
+    order = keep[np.argsort(-flat[keep], kind="stable")][:top]
+    rows, cols = np.unravel_index(order, M.shape)
+    return [(int(i), int(j), float(M[i, j])) for i, j in zip(rows, cols, strict=True)]
+
+
+def normalised_depth(n_layers: int) -> np.ndarray:
+    """Relative depth of each layer: layer i -> i / (n_layers - 1). Returns [n_layers] in [0, 1].
+
+    A single-layer model gives [0.0].
+    """
+    n_layers = check_positive_int(n_layers, "n_layers")
+    if n_layers == 1:
+        return np.zeros(1)
+    return np.arange(n_layers) / (n_layers - 1)
+
+
+def _orthogonal_map(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(A.T @ B)
+    return U @ Vt
+
+
+def procrustes_fit(A, B) -> np.ndarray:
+    """Orthogonal R: [d, d] minimising ||A R - B||_F for A: [n, d], B: [n, d].
+
+    No centering or scaling is applied (center the inputs first if offsets should not count).
+    """
+    A = as_float_matrix(A, "A")
+    B = as_float_matrix(B, "B")
+    if A.shape != B.shape:
+        raise ValueError(
+            f"A and B must have the same shape, got {A.shape[0]}x{A.shape[1]} "
+            f"and {B.shape[0]}x{B.shape[1]}"
+        )
+    return _orthogonal_map(A, B)
+
+
+def _pad_to(X: np.ndarray, width: int) -> np.ndarray:
+    if X.shape[1] == width:
+        return X
+    return np.pad(X, ((0, 0), (0, width - X.shape[1])))
+
+
+def procrustes_cosine(A, B, seed=0, center: bool = True) -> float:
+    """Held-out quality of the best orthogonal map from A: [n, d1] to B: [n, d2].
+
+    Rows are the same n inputs in both. The rows are shuffled and split in half; R is fitted on
+    the first half and the mean row-wise cosine between (A_test R) and B_test is returned
+    (1 = the spaces match up to a rotation; about 0 for unrelated data).
+
+    If d1 != d2 the narrower input is zero-padded on the right to the wider width, so R maps
+    into the shared padded space; the padded coordinates carry no information.
+    With center=True (default) both sides are centered with their fitting-half means before
+    fitting and scoring, so a shared constant offset (common in activations) does not inflate
+    the cosine. Needs n >= 4 so each half has at least 2 rows.
+    """
+    A = as_float_matrix(A, "A")
+    B = as_float_matrix(B, "B")
+    _check_same_rows(A, B, "A", "B")
+    n = A.shape[0]
+    if n < 4:
+        raise ValueError(f"procrustes_cosine needs at least 4 shared rows, got {n}")
+    rng = check_seed(seed)
+    width = max(A.shape[1], B.shape[1])
+    A, B = _pad_to(A, width), _pad_to(B, width)
+    perm = rng.permutation(n)
+    train, test = perm[: n // 2], perm[n // 2 :]
+    A_train, B_train, A_test, B_test = A[train], B[train], A[test], B[test]
+    if center:
+        ma, mb = A_train.mean(axis=0), B_train.mean(axis=0)
+        A_train, A_test = A_train - ma, A_test - ma
+        B_train, B_test = B_train - mb, B_test - mb
+    R = _orthogonal_map(A_train, B_train)
+    P = A_test @ R
+    num = np.einsum("ij,ij->i", P, B_test)
+    den = np.linalg.norm(P, axis=1) * np.linalg.norm(B_test, axis=1)
+    cos = np.divide(num, den, out=np.zeros_like(num), where=den > 0.0)
+    return float(np.clip(cos, -1.0, 1.0).mean())

@@ -1,0 +1,98 @@
+"""Load a resolved model into a capture backend (the only place that calls from_pretrained).
+
+Hugging Face ids are passed through untouched: they work where the hub is reachable or the
+weights are cached, and fail with a clear ModelError otherwise. TransformerLens is given the
+already-loaded Hugging Face model, so it never downloads weights itself; it needs its official
+name for architectures it only knows by name (Gemma 3), otherwise the local folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from extraction.capture import Backend, HFBackend, TLBackend
+from extraction.models import ModelError, ResolvedModel
+
+TL_PROCESSING = {
+    "none": {},
+    "default": {"fold_ln": True, "center_writing_weights": True, "center_unembed": True},
+}
+
+
+@dataclass
+class Loaded:
+    backend: Backend
+    tokenizer: object
+    hf_model: torch.nn.Module
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(
+    resolved: ResolvedModel,
+    backend: str = "hf",
+    device: str = "auto",
+    compute_dtype: str = "float32",
+    tl_processing: str = "none",
+) -> Loaded:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, compute_dtype)
+    target = pick_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.source)
+        hf_model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot load model {resolved.name!r} from {resolved.source}: {exc}"
+        ) from exc
+    hf_model.to(target).eval()
+    if backend == "hf":
+        return Loaded(HFBackend(hf_model), tokenizer, hf_model)
+    if backend != "transformer_lens":
+        raise ModelError(f"unknown backend {backend!r}; choose hf or transformer_lens")
+    return Loaded(
+        _load_tl(resolved, hf_model, tokenizer, target, dtype, tl_processing), tokenizer, hf_model
+    )
+
+
+def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> TLBackend:
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as tl_loading
+
+    if processing not in TL_PROCESSING:
+        raise ModelError(
+            f"unknown TransformerLens processing {processing!r}; choose none or default"
+        )
+    tl_name = resolved.embedded.tl_name if resolved.embedded and resolved.embedded.tl_name else None
+    name = tl_name or resolved.source
+    try:
+        cfg = tl_loading.get_pretrained_model_config(
+            name, hf_cfg=hf_model.config.to_dict(), device=str(device), dtype=dtype
+        )
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+        state = tl_loading.get_pretrained_state_dict(name, cfg, hf_model)
+    except (NotImplementedError, ValueError, OSError) as exc:
+        raise ModelError(f"TransformerLens cannot load {resolved.name!r}: {exc}") from exc
+    options = {
+        "fold_ln": False,
+        "center_writing_weights": False,
+        "center_unembed": False,
+        "fold_value_biases": False,
+        "refactor_factored_attn_matrices": False,
+        **TL_PROCESSING[processing],
+    }
+    model.load_and_process_state_dict(state, **options)
+    model.to(device)
+    label = (
+        "none (raw weights, same basis as Hugging Face)"
+        if processing == "none"
+        else ("fold_ln, center_writing_weights, center_unembed (residual basis differs from HF)")
+    )
+    return TLBackend(model, label)

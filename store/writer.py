@@ -1,0 +1,320 @@
+"""Write one run into the store: stream vectors to Parquet part files, then commit.
+
+The writer never holds more than `flush_bytes` of vectors in memory, whatever the run's size: rows
+are buffered per batch and written as a part file once the buffer is full. A part is written to a
+temporary name and renamed, and only whole batches go into a part, so after a SIGKILL every part on
+disk holds complete samples. `resume` reads which samples those are and the caller skips them.
+
+Commit order: remaining part, manifest.json, then the `_COMMITTED` marker, each fsynced. Readers
+ignore any run without the marker, so a killed run is never half-visible.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store import layout
+from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
+from store.errors import StoreError
+from store.manifest import RunManifest
+
+DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
+# Vectors are wide (a row is 1-2 KiB), so row groups are sized by bytes: a few MiB keeps DuckDB's
+# per-group overhead low while letting it skip groups by (hook, position, layer) statistics.
+DEFAULT_ROW_GROUP_BYTES = 8 * 1024 * 1024
+
+
+def vector_schema(d_model: int, dtype: str) -> pa.Schema:
+    value_type = pa.float16() if dtype == "float16" else pa.float32()
+    return pa.schema(
+        [
+            ("hook", pa.string()),
+            ("position", pa.string()),
+            ("layer", pa.int16()),
+            ("sample_idx", pa.int32()),
+            ("token_idx", pa.int32()),
+            ("vector", pa.list_(value_type, d_model)),
+        ]
+    )
+
+
+TOKEN_SCHEMA = pa.schema(
+    [
+        ("sample_idx", pa.int32()),
+        ("token_idx", pa.int32()),
+        ("token_id", pa.int32()),
+        ("token", pa.string()),
+    ]
+)
+
+
+@dataclass
+class _Buffer:
+    # key (hook, position, layer) -> list of (sample_idx [m], token_idx [m], vectors [m, d])
+    chunks: dict[tuple[str, str, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(
+        default_factory=dict
+    )
+    tokens: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = field(default_factory=list)
+    nbytes: int = 0
+    rows: int = 0
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.tokens.clear()
+        self.nbytes = 0
+        self.rows = 0
+
+
+class RunWriter:
+    """Streams the rows of one run into `STORE/runs/<run_id>/`. Use `create` or `resume`."""
+
+    def __init__(
+        self,
+        run_path: Path,
+        d_model: int,
+        dtype: str,
+        next_part: int = 0,
+        done: set[int] | None = None,
+        flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+    ) -> None:
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"unknown dtype {dtype!r}; choose float16 or float32")
+        self.run_path = run_path
+        self.run_id = run_path.name
+        self.d_model = d_model
+        self.dtype = dtype
+        self.np_dtype = np.float16 if dtype == "float16" else np.float32
+        self.schema = vector_schema(d_model, dtype)
+        self.flush_bytes = flush_bytes
+        self.rows_per_group = max(1024, row_group_bytes // (d_model * self.np_dtype().itemsize))
+        self._next_part = next_part
+        self._done: set[int] = set(done or ())
+        self._buffer = _Buffer()
+        self._buffered_samples: list[int] = []
+        self._lock_handle: Any = None
+        self.rows_written = 0
+        self.overflow_values = 0
+        self.write_seconds = 0.0
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, run_id: str, config: dict[str, Any], **kwargs: Any) -> RunWriter:
+        run_path = layout.run_dir(Path(root), run_id)
+        if run_path.exists():
+            raise StoreError(f"run {run_id!r} already exists in {root}")
+        layout.vectors_dir(run_path).mkdir(parents=True)
+        layout.tokens_dir(run_path).mkdir()
+        writer = cls(run_path, **kwargs)
+        writer._acquire_lock()
+        atomic_write_text(
+            layout.config_path(run_path), json.dumps(config, indent=2, sort_keys=True)
+        )
+        return writer
+
+    @classmethod
+    def resume(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
+        """Reopen an uncommitted run: drop half-written files, keep whole parts, find done ones."""
+        run_path = layout.run_dir(Path(root), run_id)
+        if layout.is_committed(run_path):
+            raise StoreError(f"run {run_id!r} is already committed; nothing to resume")
+        if not layout.config_path(run_path).is_file():
+            raise StoreError(f"run {run_id!r} has no config.json in {root}; cannot resume it")
+        writer = cls(run_path, **kwargs)
+        writer._acquire_lock()
+        vec_dir, tok_dir = layout.vectors_dir(run_path), layout.tokens_dir(run_path)
+        for stale in list(vec_dir.glob(".*")) + list(tok_dir.glob(".*")):
+            stale.unlink()
+        vector_parts = sorted(vec_dir.glob(layout.PART_GLOB))
+        # A tokens part is written before its vectors part; without the vectors part it is orphaned.
+        kept = {p.name for p in vector_parts}
+        for orphan in tok_dir.glob(layout.PART_GLOB):
+            if orphan.name not in kept:
+                orphan.unlink()
+        done: set[int] = set()
+        for part in vector_parts:
+            column = pq.read_table(part, columns=["sample_idx"]).column("sample_idx")
+            done.update(np.unique(column.to_numpy()).tolist())
+            writer.rows_written += len(column)
+        writer._done = done
+        writer._next_part = (int(vector_parts[-1].stem.split("-")[1]) + 1) if vector_parts else 0
+        return writer
+
+    def _acquire_lock(self) -> None:
+        handle = open(self.run_path / ".lock", "a+")  # noqa: SIM115 - held for the writer's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise StoreError(f"run {self.run_id!r} is being written by another process") from exc
+        self._lock_handle = handle
+
+    def close(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # -- writing ---------------------------------------------------------------------------
+    @property
+    def done_samples(self) -> frozenset[int]:
+        return frozenset(self._done)
+
+    def write_samples(self, table: pa.Table) -> None:
+        """Write the sample table (one row per sample, `sample_idx` first). Idempotent on resume."""
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression="zstd")
+        atomic_write_bytes(layout.samples_path(self.run_path), buffer.getvalue().to_pybytes())
+
+    def add(
+        self,
+        hook: str,
+        position: str,
+        layer: int,
+        sample_idx: np.ndarray,
+        token_idx: np.ndarray,
+        vectors: np.ndarray,
+    ) -> None:
+        """Buffer rows. vectors: [m, d_model]; sample_idx, token_idx: [m] (-1 token = pooled)."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.d_model:
+            raise ValueError(f"vectors shape {vectors.shape} != [m, {self.d_model}]")
+        stored = vectors.astype(self.np_dtype, copy=False)
+        if self.np_dtype == np.float16:
+            self.overflow_values += int(np.count_nonzero(~np.isfinite(stored))) - int(
+                np.count_nonzero(~np.isfinite(vectors))
+            )
+        chunk = (sample_idx.astype(np.int32), token_idx.astype(np.int32), stored)
+        self._buffer.chunks.setdefault((hook, position, int(layer)), []).append(chunk)
+        self._buffer.nbytes += stored.nbytes
+        self._buffer.rows += len(stored)
+
+    def add_tokens(
+        self,
+        sample_idx: np.ndarray,
+        token_idx: np.ndarray,
+        token_ids: np.ndarray,
+        tokens: list[str],
+    ) -> None:
+        self._buffer.tokens.append((sample_idx, token_idx, token_ids, tokens))
+
+    def end_batch(self, sample_indices: list[int]) -> None:
+        """Mark a batch whole; flush if the buffer is full. Only whole batches reach a part."""
+        self._buffered_samples.extend(sample_indices)
+        if self._buffer.nbytes >= self.flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer.rows:
+            return
+        started = time.perf_counter()
+        name = layout.part_name(self._next_part)
+        if self._buffer.tokens:
+            self._write_part(layout.tokens_dir(self.run_path) / name, self._token_table())
+        table = self._vector_table()
+        self._write_part(layout.vectors_dir(self.run_path) / name, table)
+        self.rows_written += table.num_rows
+        self._done.update(self._buffered_samples)
+        self._buffered_samples.clear()
+        self._buffer.clear()
+        self._next_part += 1
+        self.write_seconds += time.perf_counter() - started
+
+    def _vector_table(self) -> pa.Table:
+        columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        # Sorted by (hook, position, layer) so row-group statistics let readers skip groups.
+        for (hook, position, layer), chunks in sorted(self._buffer.chunks.items()):
+            sample_idx = np.concatenate([c[0] for c in chunks])
+            order = np.argsort(sample_idx, kind="stable")
+            count = len(sample_idx)
+            columns["hook"].append(pa.array([hook] * count, pa.string()))
+            columns["position"].append(pa.array([position] * count, pa.string()))
+            columns["layer"].append(pa.array(np.full(count, layer, np.int16)))
+            columns["sample_idx"].append(pa.array(sample_idx[order]))
+            columns["token_idx"].append(pa.array(np.concatenate([c[1] for c in chunks])[order]))
+            flat = np.concatenate([c[2] for c in chunks])[order].reshape(-1)
+            columns["vector"].append(
+                pa.FixedSizeListArray.from_arrays(pa.array(flat), self.d_model)
+            )
+        arrays = [pa.chunked_array(columns[f.name], f.type) for f in self.schema]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def _token_table(self) -> pa.Table:
+        parts = self._buffer.tokens
+        return pa.table(
+            {
+                "sample_idx": pa.array(np.concatenate([p[0] for p in parts]).astype(np.int32)),
+                "token_idx": pa.array(np.concatenate([p[1] for p in parts]).astype(np.int32)),
+                "token_id": pa.array(np.concatenate([p[2] for p in parts]).astype(np.int32)),
+                "token": pa.array([t for p in parts for t in p[3]], pa.string()),
+            },
+            schema=TOKEN_SCHEMA,
+        )
+
+    def _write_part(self, path: Path, table: pa.Table) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=self.rows_per_group,
+            use_dictionary=["hook", "position"],
+            write_statistics=True,
+        )
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def write_progress(self, done: int, total: int, **extra: Any) -> None:
+        payload = {"done": done, "total": total, "updated": time.time(), **extra}
+        atomic_write_text(layout.progress_path(self.run_path), json.dumps(payload))
+
+    def commit(self, manifest: RunManifest) -> None:
+        """Flush what is left, write the manifest, then the marker: the run becomes visible."""
+        if manifest.run_id != self.run_id:
+            raise ValueError(f"manifest run id {manifest.run_id!r} != writer's {self.run_id!r}")
+        self.flush()
+        atomic_write_text(layout.manifest_path(self.run_path), manifest.to_json())
+        atomic_write_text(layout.marker_path(self.run_path), manifest.created_at or "committed")
+        fsync_dir(self.run_path)
+        self.close()
+
+
+def list_uncommitted(root: Path) -> list[Path]:
+    runs = layout.runs_dir(Path(root))
+    if not runs.is_dir():
+        return []
+    return sorted(p for p in runs.iterdir() if p.is_dir() and not layout.is_committed(p))
+
+
+def is_locked(run_path: Path) -> bool:
+    """True while a writer process holds the run (so `clean` must not delete it)."""
+    lock = run_path / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def remove_uncommitted(root: Path) -> list[str]:
+    """Delete runs that never committed and that no live writer holds. Returns their ids."""
+    removed = []
+    for run_path in list_uncommitted(root):
+        if not is_locked(run_path):
+            shutil.rmtree(run_path)
+            removed.append(run_path.name)
+    return removed

@@ -1,0 +1,111 @@
+"""Tests for analysis.pairs: minimal-pair differences, dimension ranking, token maps."""
+
+import numpy as np
+import pytest
+
+from analysis import (
+    DimensionStats,
+    dimension_consistency,
+    mean_abs_difference,
+    pair_differences,
+    per_category_mean_abs,
+    rank_dimensions,
+    relative_difference,
+    token_difference_map,
+)
+
+
+def test_differences_and_magnitudes():
+    A = np.array([[1.0, 0.0], [0.0, 2.0]])
+    B = np.array([[1.0, 3.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(pair_differences(A, B), [[0.0, 3.0], [0.0, -2.0]])
+    assert mean_abs_difference(A, B) == pytest.approx(5.0 / 4.0)
+    # mean ||B-A|| = 2.5; mean of (||A||+||B||)/2 = ((1+sqrt(10))/2 + (2+0)/2)/2
+    expected = 2.5 / (((1 + np.sqrt(10)) / 2 + 1.0) / 2)
+    assert relative_difference(A, B) == pytest.approx(expected)
+    assert relative_difference(np.zeros((2, 3)), np.zeros((2, 3))) == 0.0
+
+
+def test_relative_difference_is_scale_free():
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(10, 4)), rng.normal(size=(10, 4))
+    assert relative_difference(100 * A, 100 * B) == pytest.approx(relative_difference(A, B))
+    assert relative_difference(A, A) == 0.0
+
+
+def test_per_category_mean_abs():
+    A = np.zeros((4, 2))
+    B = np.array([[1.0, 1.0], [3.0, 3.0], [0.0, 2.0], [0.0, 0.0]])
+    out = per_category_mean_abs(A, B, ["noun", "noun", "verb", "adj"])
+    assert out == {"adj": 0.0, "noun": 2.0, "verb": 1.0}
+    with pytest.raises(ValueError, match="categories has length 3 but there are 4 rows"):
+        per_category_mean_abs(A, B, ["a", "b", "c"])
+
+
+def test_shape_mismatch_is_named():
+    with pytest.raises(ValueError, match="same shape, got 3x2 and 3x4"):
+        pair_differences(np.zeros((3, 2)), np.zeros((3, 4)))
+
+
+def test_dimension_consistency_finds_planted_dimensions():
+    rng = np.random.default_rng(1)
+    p, d = 80, 30
+    A = rng.normal(size=(p, d)) * np.linspace(1.0, 5.0, d)
+    B = A + 0.05 * rng.normal(size=(p, d))
+    B[:, 7] += 2.0  # consistent, large relative to its spread
+    B[:, 29] += rng.choice([-3.0, 3.0], size=p)  # big change but the dimension varies a lot
+    B[:, 12] = A[:, 12]  # untouched
+    stats = dimension_consistency(A, B)
+    assert isinstance(stats, DimensionStats)
+    assert stats.mean_abs.shape == stats.std.shape == stats.score.shape == (d,)
+    idx, vals = rank_dimensions(stats, k=2, largest=True)
+    assert idx.tolist() == [7, 29]
+    assert vals[0] >= vals[1]
+    low_idx, low_vals = rank_dimensions(stats, k=1, largest=False)
+    assert low_idx.tolist() == [12] and low_vals[0] == 0.0
+    assert rank_dimensions(stats, k=100)[0].shape == (d,)
+
+
+def test_dimension_consistency_constant_dimensions():
+    A = np.array([[1.0, 5.0, 0.0], [2.0, 5.0, 0.0]])
+    B = np.array([[1.0, 6.0, 0.0], [2.0, 6.0, 0.0]])
+    stats = dimension_consistency(A, B)
+    assert stats.score[1] == np.inf
+    assert stats.score[2] == 0.0 and stats.score[0] == 0.0
+    assert rank_dimensions(stats, k=1)[0].tolist() == [1]
+
+
+def test_dimension_consistency_validation():
+    with pytest.raises(ValueError, match="A needs at least 2 row"):
+        dimension_consistency(np.zeros((1, 3)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        rank_dimensions(dimension_consistency(np.eye(3), np.eye(3)[::-1]), k=0)
+    with pytest.raises(TypeError, match="stats must be a DimensionStats"):
+        rank_dimensions(np.zeros(3))
+
+
+def test_token_difference_map():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(3, 5, 4)).astype(np.float16)
+    B = A.copy()
+    B[1, 2] += np.float16(2.0)
+    M = token_difference_map(A, B)
+    assert M.shape == (3, 5) and M.dtype == np.float64
+    expected = np.zeros((3, 5))
+    expected[1, 2] = 4.0  # ||(2, 2, 2, 2)||
+    np.testing.assert_allclose(M, expected, atol=1e-2)
+    with pytest.raises(
+        ValueError, match=r"same \[L, t, d\] shape, got \(3, 5, 4\) and \(3, 6, 4\)"
+    ):
+        token_difference_map(A, np.zeros((3, 6, 4)))
+    with pytest.raises(ValueError, match="A must be 3-D"):
+        token_difference_map(np.zeros((5, 4)), np.zeros((5, 4)))
+
+
+def test_float16_pairs():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(20, 8))
+    B = A + 1.0
+    assert mean_abs_difference(A.astype(np.float16), B.astype(np.float16)) == pytest.approx(
+        1.0, abs=1e-2
+    )

