@@ -15,9 +15,8 @@ with st.sidebar:
         "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
     )
 
-navigation = st.navigation(
-    [
-        st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
-    ]
-)
+PAGES = [
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+]
+navigation = st.navigation(PAGES)
 navigation.run()

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny models built from configs, and a tiny store made by real extraction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.tiny import build_store, emotion_rows, pair_rows, tiny_model_dir
+
+HOOKS = ("resid_pre", "resid_post", "mlp_out")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: tiny_model_dir(kind, root / kind) for kind in ("llama", "gemma3", "gpt2")}
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory) -> dict:
+    """A store with emotions on tiny llama, gemma3 and gpt2, and minimal pairs (with `all`)."""
+    root = tmp_path_factory.mktemp("tiny-store")
+    work = tmp_path_factory.mktemp("tiny-work")
+    common = {"hooks": HOOKS, "positions": ("last", "mean"), "dataset_name": "emotions"}
+    run_ids = build_store(
+        root,
+        work,
+        [
+            {"kind": "llama", "rows": emotion_rows(), "name": "emo-llama", **common},
+            {"kind": "gemma3", "rows": emotion_rows(), "name": "emo-gemma3", **common},
+            {"kind": "gpt2", "rows": emotion_rows(), "name": "emo-gpt2", **common},
+            {
+                "kind": "llama",
+                "rows": pair_rows(),
+                "name": "pairs-llama",
+                "hooks": HOOKS,
+                "positions": ("last", "mean", "all"),
+                "dataset_name": "minimal_pairs",
+            },
+        ],
+    )
+    return {"root": root, "run_ids": run_ids}
