@@ -13,7 +13,7 @@ from pathlib import Path
 from extraction.datasets import DatasetError
 from extraction.models import EMBEDDED, ModelError
 from store import StoreError, open_store
-from store.manifest import HOOKS, POSITIONS
+from store.manifest import HOOKS, POSITIONS, validate_run_id
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run with the same settings")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--flush-mb", type=float, default=64.0,
+                     help="MB of vectors buffered before a part file is written")  # fmt: skip
+    # The app's job registry picks the id up front, so it can watch and clean up the run.
+    run.add_argument("--run-id", help="use this run id (must be new; not with --resume)")
 
     listing = sub.add_parser("list", help="list committed runs")
     listing.add_argument("--store", required=True, type=Path)
@@ -73,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from extraction.runner import RunConfig, execute
 
+    if args.run_id is not None:
+        if args.resume:
+            raise ValueError("--run-id and --resume cannot be combined")
+        validate_run_id(args.run_id)
     config = RunConfig(
         model=args.model,
         dataset=args.dataset,
@@ -90,7 +98,16 @@ def _run(args: argparse.Namespace) -> int:
         compute_dtype=args.compute_dtype,
         tl_processing=args.tl_processing,
     )
-    result = execute(config, args.store, resume=args.resume, progress=not args.no_progress)
+    if args.flush_mb <= 0:
+        raise ValueError(f"--flush-mb {args.flush_mb} must be > 0")
+    result = execute(
+        config,
+        args.store,
+        resume=args.resume,
+        progress=not args.no_progress,
+        flush_bytes=int(args.flush_mb * 1024 * 1024),
+        run_id=args.run_id,
+    )
     print(result.run_id)
     return 0
 

@@ -8,7 +8,10 @@ name for architectures it only knows by name (Gemma 3), otherwise the local fold
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -34,6 +37,28 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _quiet_transformers() -> None:
+    # Our own progress bar reports the run; transformers' per-load bars and info lines would
+    # bury it (and a bad-input error must stay the only line on stderr).
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def model_layer_count(resolved: ResolvedModel) -> int:
+    """Number of decoder blocks, read from the config alone (no weights)."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(resolved.source)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the config of {resolved.name!r}: {exc}") from exc
+    config = getattr(config, "text_config", None) or config
+    return int(config.num_hidden_layers)
+
+
 def load(
     resolved: ResolvedModel,
     backend: str = "hf",
@@ -43,6 +68,7 @@ def load(
 ) -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     dtype = getattr(torch, compute_dtype)
     target = pick_device(device)
     try:
@@ -62,6 +88,25 @@ def load(
     )
 
 
+def _neutral_path(source: str) -> str:
+    """A link to a local model folder whose path names no architecture.
+
+    TransformerLens picks the architecture of a path by substrings of the path itself ("llama",
+    "gemma-3", ...) before reading its config.json, so `/models/llama-tiny` of a GPT-2 would load
+    wrongly. A link under a hex-named folder makes it read config.json instead. Hub ids pass as is.
+    """
+    folder = Path(source)
+    if not folder.is_dir():
+        return source
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    link_dir = Path(tempfile.gettempdir()) / f"actx-tl-{digest}"
+    link_dir.mkdir(exist_ok=True)
+    link = link_dir / "m"
+    if not link.exists():
+        link.symlink_to(folder.resolve(), target_is_directory=True)
+    return str(link)
+
+
 def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> TLBackend:
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as tl_loading
@@ -71,7 +116,7 @@ def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> T
             f"unknown TransformerLens processing {processing!r}; choose none or default"
         )
     tl_name = resolved.embedded.tl_name if resolved.embedded and resolved.embedded.tl_name else None
-    name = tl_name or resolved.source
+    name = tl_name or _neutral_path(resolved.source)
     try:
         cfg = tl_loading.get_pretrained_model_config(
             name, hf_cfg=hf_model.config.to_dict(), device=str(device), dtype=dtype

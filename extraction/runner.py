@@ -187,15 +187,21 @@ def execute(
     progress: bool = True,
     loaded=None,
     flush_bytes: int | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Run one extraction into `store_root`. `loaded` reuses an already-loaded model."""
+    """Run one extraction into `store_root`. `loaded` reuses an already-loaded model.
+
+    `run_id` presets the new run's id (the app's job registry knows it before the run starts).
+    """
     from tqdm import tqdm
 
-    from extraction.loading import load
+    from extraction.loading import load, model_layer_count
 
     started = time.perf_counter()
     dataset = load_dataset(config.dataset)
     resolved = resolve(config.model)
+    # Check the layers against the config before spending time on the weights.
+    parse_layers(config.layers, model_layer_count(resolved))
     if loaded is None:
         loaded = load(
             resolved, config.backend, config.device, config.compute_dtype, config.tl_processing
@@ -213,14 +219,16 @@ def execute(
     writer_options = {"d_model": backend.d_model, "dtype": config.dtype}
     if flush_bytes:
         writer_options["flush_bytes"] = flush_bytes
-    run_id = _find_resumable(store_root, fingerprint) if resume else None
+    if run_id is not None and resume:
+        raise ValueError("a preset run id cannot be combined with resume")
+    preset, run_id = run_id, (_find_resumable(store_root, fingerprint) if resume else None)
     if run_id:
         writer = RunWriter.resume(store_root, run_id, **writer_options)
         _log(f"resuming {run_id}: {len(writer.done_samples)} of {len(dataset)} samples stored")
     else:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = config.name or f"{dataset.name}-{resolved.name.split('/')[-1]}"
-        run_id = validate_run_id(f"{base}-{stamp}-{os.urandom(2).hex()}"[:128])
+        run_id = validate_run_id(preset or f"{base}-{stamp}-{os.urandom(2).hex()}"[:128])
         writer = RunWriter.create(
             store_root,
             run_id,

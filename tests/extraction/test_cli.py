@@ -1,0 +1,160 @@
+"""The CLI as a user meets it: real subprocesses, exit codes, one-line errors, SIGKILL + resume,
+and a reader in another process while a run is written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from store import open_store
+from tests.support.tiny import emotion_rows, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "extraction", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, **kwargs,
+    )  # fmt: skip
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "extraction", *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "emo.jsonl", emotion_rows(per_label=4))
+
+
+def test_run_prints_run_id_last_and_list_shows_it(tmp_path, tiny_models, dataset):
+    store = tmp_path / "store"
+    done = cli("run", "--model", str(tiny_models["llama"]), "--dataset", str(dataset),
+               "--hooks", "resid_post,mlp_out", "--layers", "all", "--positions", "last,mean",
+               "--store", str(store))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    assert [m.run_id for m in open_store(store).runs()] == [run_id]
+    assert "100%" in done.stderr  # the progress bar
+    listed = cli("list", "--store", str(store))
+    assert listed.returncode == 0 and run_id in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["--layers", "7"], "layer 7 out of range 0..3"),
+        (["--hooks", "resid_mid"], "unknown hook 'resid_mid'"),
+        (["--dataset", "BAD"], "line 2: missing column 'label'"),
+        (["--positions", "first"], "unknown position 'first'"),
+        (["--batch-size", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_commits_nothing(
+    tmp_path, tiny_models, dataset, args, message
+):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "a"}\n{"text": "no label"}\n')
+    base = {
+        "--model": str(tiny_models["llama"]),
+        "--dataset": str(dataset),
+        "--store": str(tmp_path / "s"),
+    }
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = str(bad) if value == "BAD" else value
+    done = cli("run", *[x for pair in base.items() for x in pair], "--no-progress")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert "Traceback" not in done.stderr
+    runs = tmp_path / "s" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def _wait_for(predicate, timeout=120.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _big_dataset(tmp_path, n_per_label=100):
+    return write_jsonl(tmp_path / "big.jsonl", emotion_rows(per_label=n_per_label))
+
+
+def test_sigkill_mid_run_leaves_nothing_visible_and_resume_finishes(tmp_path, tiny_models):
+    store_root = tmp_path / "store"
+    args = ["run", "--model", str(tiny_models["llama"]), "--dataset", str(_big_dataset(tmp_path)),
+            "--hooks", "resid_pre,resid_post,mlp_out", "--batch-size", "4", "--flush-mb", "0.01",
+            "--store", str(store_root), "--no-progress"]  # fmt: skip
+    proc = _start(*args)
+    parts = lambda: list(store_root.glob("runs/*/vectors/part-*.parquet"))  # noqa: E731
+    _wait_for(lambda: len(parts()) >= 3 or proc.poll() is not None, what="parts")
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert open_store(store_root).runs() == []
+
+    done = cli(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    store = open_store(store_root)
+    (manifest,) = store.runs()
+    assert manifest.row_counts["resumed_samples"] > 0
+    counts = store.query(
+        "SELECT count(*) AS n, count(DISTINCT (hook, position, layer, sample_idx)) AS d, "
+        "count(DISTINCT sample_idx) AS s FROM vectors",
+    ).frame.iloc[0]
+    assert counts["n"] == counts["d"] == 300 * 3 * 4 * 2
+    assert counts["s"] == 300
+    # A plain rerun (no --resume) also works and starts a fresh run.
+    assert cli(*args).returncode == 0
+    assert len(open_store(store_root).runs()) == 2
+
+
+def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_models, dataset):
+    store_root = tmp_path / "store"
+    first = cli("run", "--model", str(tiny_models["llama"]), "--dataset", str(dataset),
+                "--store", str(store_root), "--no-progress")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    committed = first.stdout.strip().splitlines()[-1]
+    writer = _start("run", "--model", str(tiny_models["llama"]), "--dataset",
+                    str(_big_dataset(tmp_path)), "--batch-size", "2", "--flush-mb", "0.01",
+                    "--store", str(store_root), "--no-progress")  # fmt: skip
+    reader_code = (
+        "import sys, time\n"
+        "from store import open_store\n"
+        "store = open_store(sys.argv[1]); reads = 0; seen = set()\n"
+        "deadline = time.monotonic() + 240\n"
+        "while time.monotonic() < deadline:\n"
+        "    ids = [m.run_id for m in store.runs()]; seen.add(len(ids))\n"
+        "    X, s = store.vectors(sys.argv[2], 'resid_post', 1, 'last')\n"
+        "    n = store.query('SELECT count(*) AS n FROM vectors').frame['n'][0]\n"
+        "    reads += 1\n"
+        "    if len(ids) == 2: break\n"
+        "print(reads, sorted(seen), X.shape[0])\n"
+    )
+    reader = subprocess.run(
+        [sys.executable, "-c", reader_code, str(store_root), committed],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    writer.wait(timeout=300)
+    assert writer.returncode == 0, writer.stderr.read()
+    assert reader.returncode == 0, reader.stderr
+    reads, seen, rows = reader.stdout.split(" ", 1)[0], reader.stdout, reader.stdout.split()[-1]
+    assert int(reads) > 5  # it kept reading while the other process wrote
+    assert "[1, 2]" in seen  # saw one run during the write, two once it committed
+    assert int(rows) == 12

@@ -1,0 +1,144 @@
+"""The store on synthetic runs: round trip, visibility only after commit, the query layer's
+parameters, row cap and errors, and part files sized and sorted for DuckDB."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from store import RunManifest, RunWriter, StoreError, open_store
+
+D = 8
+
+
+def _manifest(run_id: str, n: int, **overrides) -> RunManifest:
+    fields = dict(
+        run_id=run_id, name=run_id, model="synthetic", model_source="none",
+        architecture="llama", weights_sha256="0" * 64, n_layers=3, d_model=D, backend="hf",
+        weight_processing="none", hooks=("resid_post",), layers=(0, 1, 2),
+        positions=("last", "mean"), dtype="float16", dataset_name="synthetic",
+        dataset_sha256="1" * 64, n_samples=n, created_at="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    fields.update(overrides)
+    return RunManifest(**fields)
+
+
+def _samples(run_id: str, n: int) -> pa.Table:
+    return pa.table({
+        "sample_idx": pa.array(np.arange(n, dtype=np.int32)),
+        "run_id": [run_id] * n, "id": [f"s{i}" for i in range(n)], "text": ["t"] * n,
+        "label": ["a" if i % 2 else "b" for i in range(n)],
+    })  # fmt: skip
+
+
+def write_run(root, run_id="r1", n=10, seed=0, commit=True, flush_bytes=1 << 20):
+    rng = np.random.default_rng(seed)
+    data = {}
+    writer = RunWriter.create(root, run_id, {"fingerprint": run_id}, d_model=D, dtype="float16",
+                              flush_bytes=flush_bytes)  # fmt: skip
+    writer.write_samples(_samples(run_id, n))
+    for start in range(0, n, 4):
+        idx = np.arange(start, min(start + 4, n))
+        for layer in range(3):
+            for position in ("last", "mean"):
+                X = rng.normal(size=(len(idx), D)).astype(np.float32) * 100
+                data.setdefault((layer, position), []).append(X)
+                writer.add("resid_post", position, layer, idx, np.full(len(idx), -1), X)
+        writer.end_batch(idx.tolist())
+    if commit:
+        writer.commit(_manifest(run_id, n))
+    else:
+        writer.flush()
+        writer.close()
+    return {k: np.concatenate(v) for k, v in data.items()}
+
+
+def test_round_trip_is_exact_at_float16(tmp_path):
+    data = write_run(tmp_path, n=10)
+    store = open_store(tmp_path)
+    X, samples = store.vectors("r1", "resid_post", 1, "mean")
+    np.testing.assert_array_equal(X, data[(1, "mean")].astype(np.float16).astype(np.float32))
+    assert list(samples["id"]) == [f"s{i}" for i in range(10)]
+    stack, _, layers = store.layer_vectors("r1", "resid_post", "last")
+    assert stack.shape == (3, 10, D) and layers == [0, 1, 2]
+    np.testing.assert_array_equal(stack[2], data[(2, "last")].astype(np.float16))
+    chunks = list(store.iter_vectors("r1", "resid_post", 0, "last", batch_rows=3))
+    assert sum(len(c[0]) for c in chunks) == 10
+
+
+def test_uncommitted_runs_are_invisible(tmp_path):
+    write_run(tmp_path, "done")
+    write_run(tmp_path, "half", commit=False)
+    store = open_store(tmp_path)
+    assert [m.run_id for m in store.runs()] == ["done"]
+    assert store.query("SELECT DISTINCT run_id FROM vectors").frame["run_id"].tolist() == ["done"]
+    with pytest.raises(StoreError, match="no committed run 'half'"):
+        store.vectors("half", "resid_post", 0)
+
+
+def test_new_commits_appear_without_reopening(tmp_path):
+    write_run(tmp_path, "one")
+    store = open_store(tmp_path)
+    assert store.query("SELECT count(*) AS n FROM runs").frame["n"][0] == 1
+    write_run(tmp_path, "two")
+    assert store.query("SELECT count(*) AS n FROM runs").frame["n"][0] == 2
+
+
+def test_query_takes_parameters_caps_rows_and_raises_store_error(tmp_path):
+    write_run(tmp_path, n=10)
+    store = open_store(tmp_path)
+    result = store.query("SELECT * FROM samples WHERE label = ?", ["a"], max_rows=3)
+    assert len(result.frame) == 3 and result.truncated
+    full = store.query("SELECT * FROM samples WHERE label = ?", ["a"])
+    assert len(full.frame) == 5 and not full.truncated
+    hostile = "a' OR '1'='1"
+    assert len(store.query("SELECT * FROM samples WHERE label = ?", [hostile]).frame) == 0
+    with pytest.raises(StoreError, match="query failed"):
+        store.query("SELECT nope FROM samples")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("r1", "mlp_out", 0, "last"), "has no hook 'mlp_out'"),
+        (("r1", "resid_post", 7, "last"), "has no layer 7"),
+        (("r1", "resid_post", 0, "all"), "use token_vectors"),
+        (("zz", "resid_post", 0, "last"), "no committed run 'zz'"),
+        (("../x", "resid_post", 0, "last"), "is not valid"),
+    ],
+)
+def test_missing_sites_raise_store_error(tmp_path, args, message):
+    write_run(tmp_path)
+    with pytest.raises(StoreError, match=message):
+        open_store(tmp_path).vectors(*args)
+
+
+def test_parts_are_zstd_sorted_and_flushed_by_size(tmp_path):
+    write_run(tmp_path, n=40, flush_bytes=2000)
+    parts = sorted((tmp_path / "runs" / "r1" / "vectors").glob("part-*.parquet"))
+    assert len(parts) > 1  # the buffer was flushed more than once
+    meta = pq.ParquetFile(parts[0]).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    table = pq.read_table(parts[0])
+    keys = list(zip(table["hook"].to_pylist(), table["position"].to_pylist(),
+                    table["layer"].to_pylist(), strict=True))  # fmt: skip
+    assert keys == sorted(keys)
+    vector_type = table.schema.field("vector").type
+    assert vector_type.list_size == D and vector_type.value_type == pa.float16()
+
+
+def test_open_store_needs_an_existing_folder(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "missing")
+    assert open_store(tmp_path / "new", create=True).runs() == []
+
+
+def test_manifest_validates_and_round_trips():
+    manifest = _manifest("r1", 3)
+    assert RunManifest.from_json(manifest.to_json()) == manifest
+    with pytest.raises(ValueError, match="layer 5 out of range 0..2"):
+        _manifest("r1", 3, layers=(0, 5))
+    with pytest.raises(ValueError, match="unknown hook 'resid_mid'"):
+        _manifest("r1", 3, hooks=("resid_mid",))
