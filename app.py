@@ -4,19 +4,29 @@ Sets up the store once (sidebar) and the navigation; each page in pages/ reads i
 `ui.context`. This process never imports torch: runs are made by `python -m extraction`.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
-from ui.context import default_store_path
+from ui.context import default_store_path, read_only
 
 st.set_page_config(page_title="Activation Explorer", layout="wide")
 
 with st.sidebar:
-    st.session_state["store_path"] = st.text_input(
-        "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
-    )
+    if read_only():  # hosted: a visitor must not point the app at another folder
+        st.caption(f"Read-only store `{Path(default_store_path()).name}`")
+    else:
+        st.session_state["store_path"] = st.text_input(
+            "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
+        )
 
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("pages/directions.py", title="Directions", icon=":material/north_east:"),
+    st.Page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
+    st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
 ]
+if not read_only():  # read-only: not in the navigation, and the page refuses by itself too
+    PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
 navigation = st.navigation(PAGES)
 navigation.run()

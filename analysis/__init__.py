@@ -44,10 +44,12 @@ from .pairs import (
 )
 from .similarity import (
     best_pairs,
+    centred_label_similarity,
     cka_matrix,
     linear_cka,
     normalised_depth,
     procrustes_cosine,
+    procrustes_cosine_matrix,
     procrustes_fit,
     rsa,
     rsa_matrix,
@@ -62,6 +64,7 @@ __all__ = [
     "auc",
     "best_pairs",
     "bootstrap_stability",
+    "centred_label_similarity",
     "cka_matrix",
     "cosine",
     "cosine_matrix",
@@ -79,6 +82,7 @@ __all__ = [
     "pca",
     "per_category_mean_abs",
     "procrustes_cosine",
+    "procrustes_cosine_matrix",
     "procrustes_fit",
     "project",
     "projection_separability",

@@ -7,6 +7,8 @@
   matrices (e.g. ``cosine_matrix`` of label means in two layers).
 * ``procrustes_fit`` / ``procrustes_cosine``: best orthogonal map between two spaces and how well
   it transfers to held-out rows.
+* ``procrustes_cosine_matrix``: the same held-out score for every layer pair of two models, fast
+  enough for a full heatmap (it works in the span of the fitting rows).
 * ``normalised_depth`` puts layers of models with different depths on one 0..1 axis.
 
 Caveats:
@@ -23,13 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from ._checks import as_float_matrix, check_positive_int, check_seed, rankdata
+from .directions import cosine_matrix
 
 __all__ = [
     "best_pairs",
+    "centred_label_similarity",
     "cka_matrix",
     "linear_cka",
     "normalised_depth",
     "procrustes_cosine",
+    "procrustes_cosine_matrix",
     "procrustes_fit",
     "rsa",
     "rsa_matrix",
@@ -94,25 +99,59 @@ def cka_matrix(layers_a, layers_b) -> np.ndarray:
     layers_a: list of La arrays [n, d1]; layers_b: list of Lb arrays [n, d2]; all share the same
     n rows in the same order. Returns [La, Lb] float64.
     """
-    prepared = []
+    centred = []
     for side, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
         if len(layers) == 0:
             raise ValueError(f"{side} is empty")
-        out = []
-        for i, X in enumerate(layers):
-            Xc = _center_scaled(as_float_matrix(X, f"{side}[{i}]", min_rows=2))
-            out.append((Xc, _self_term(Xc)))
-        prepared.append(out)
-    pa, pb = prepared
-    n = pa[0][0].shape[0]
-    for side, prep in (("layers_a", pa), ("layers_b", pb)):
-        for i, (Xc, _) in enumerate(prep):
+        centred.append(
+            [
+                _center_scaled(as_float_matrix(X, f"{side}[{i}]", min_rows=2))
+                for i, X in enumerate(layers)
+            ]
+        )
+    ca, cb = centred
+    n = ca[0].shape[0]
+    for side, mats in (("layers_a", ca), ("layers_b", cb)):
+        for i, Xc in enumerate(mats):
             if Xc.shape[0] != n:
                 raise ValueError(f"{side}[{i}] has {Xc.shape[0]} rows, layers_a[0] has {n}")
+    if _use_gram_table(n, ca, cb):
+        return _cka_matrix_grams(ca, cb)
+    pa = [(Xc, _self_term(Xc)) for Xc in ca]
+    pb = [(Yc, _self_term(Yc)) for Yc in cb]
     M = np.empty((len(pa), len(pb)))
     for i, (Xc, sx) in enumerate(pa):
         for j, (Yc, sy) in enumerate(pb):
             M[i, j] = _cka_prepared(Xc, sx, Yc, sy)
+    return M
+
+
+# Most bytes the stacked [Lb, n, n] Gram matrices of ``_cka_matrix_grams`` may take.
+_GRAM_TABLE_BYTES = 256 * 1024 * 1024
+
+
+def _use_gram_table(n: int, ca: list, cb: list) -> bool:
+    """Gram matrices are cheaper when n is below every width and all of B's fit in the budget."""
+    return n < min(X.shape[1] for X in ca + cb) and len(cb) * n * n * 8 <= _GRAM_TABLE_BYTES
+
+
+def _cka_matrix_grams(ca: list, cb: list) -> np.ndarray:
+    """cka_matrix via [n, n] Gram matrices formed once per layer: each pair is one dot product.
+
+    Same value as the per-pair form: ||Yc^T Xc||_F^2 = <Xc Xc^T, Yc Yc^T>_F, and the self terms
+    are the Gram matrices' Frobenius norms.
+    """
+    grams_b = np.stack([(Yc @ Yc.T).ravel() for Yc in cb])  # [Lb, n*n]
+    self_b = np.linalg.norm(grams_b, axis=1)
+    safe_b = np.where(self_b > 0.0, self_b, 1.0)
+    M = np.zeros((len(ca), len(cb)))
+    for i, Xc in enumerate(ca):
+        gram = (Xc @ Xc.T).ravel()
+        sx = float(np.linalg.norm(gram))
+        if sx == 0.0:
+            continue
+        row = np.where(self_b > 0.0, (grams_b @ gram) / (sx * safe_b), 0.0)
+        M[i] = np.clip(row, 0.0, 1.0)
     return M
 
 
@@ -282,3 +321,86 @@ def procrustes_cosine(A, B, seed=0, center: bool = True) -> float:
     den = np.linalg.norm(P, axis=1) * np.linalg.norm(B_test, axis=1)
     cos = np.divide(num, den, out=np.zeros_like(num), where=den > 0.0)
     return float(np.clip(cos, -1.0, 1.0).mean())
+
+
+def _span_coordinates(
+    X: np.ndarray, train: np.ndarray, test: np.ndarray, center: bool, rank: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of the fitting rows and the held-out rows in the fitting rows' top subspace.
+
+    The subspace is spanned by the top ``rank`` right singular vectors of the (centred) fitting
+    rows, or all of them up to their numerical rank when ``rank`` is None.
+    Returns (train coords [n_train, r], test coords [n_test, r]).
+    """
+    X_train, X_test = X[train], X[test]
+    if center:
+        mean = X_train.mean(axis=0)
+        X_train, X_test = X_train - mean, X_test - mean
+    _, sing, Vt = np.linalg.svd(X_train, full_matrices=False)
+    tol = sing[0] * max(X_train.shape) * np.finfo(np.float64).eps if sing.size else 0.0
+    keep = max(int(np.count_nonzero(sing > tol)), 1)
+    basis = Vt[: keep if rank is None else min(keep, rank)]
+    return X_train @ basis.T, X_test @ basis.T
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0.0)
+
+
+def procrustes_cosine_matrix(
+    layers_a, layers_b, seed=0, center: bool = True, rank: int | None = None
+) -> np.ndarray:
+    """Held-out Procrustes cosine for every layer of A against every layer of B: [La, Lb].
+
+    layers_a: list of La arrays [n, d1]; layers_b: list of Lb arrays [n, d2]; all share the same
+    n >= 4 rows (the same inputs) in the same order. One shuffled split (from ``seed``) serves
+    every pair, so the entries compare. For each pair, as in ``procrustes_cosine``: fit the
+    orthogonal map on the first half, return the mean cosine between mapped and true held-out
+    rows.
+
+    Each layer is first expressed in an orthonormal basis of its fitting half's row space (its
+    top ``rank`` principal directions if ``rank`` is given), and fitting and scoring happen in
+    those coordinates, so a pair costs an r x r SVD (r <= n / 2, or ``rank``) instead of a
+    width x width one. Equal to ``procrustes_cosine`` when ``rank`` is None and the fitting half
+    spans each space (n / 2 at least the widths). Otherwise held-out rows are scored by their
+    part inside the kept subspace: with n / 2 below the width, ``procrustes_cosine`` leaves the
+    map outside that span to whatever LAPACK returns, which this avoids.
+    """
+    if rank is not None:
+        rank = check_positive_int(rank, "rank")
+    sides = []
+    for name, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
+        if len(layers) == 0:
+            raise ValueError(f"{name} is empty")
+        sides.append([as_float_matrix(X, f"{name}[{i}]") for i, X in enumerate(layers)])
+    n = sides[0][0].shape[0]
+    for name, mats in zip(("layers_a", "layers_b"), sides, strict=True):
+        for i, X in enumerate(mats):
+            if X.shape[0] != n:
+                raise ValueError(f"{name}[{i}] has {X.shape[0]} rows, layers_a[0] has {n}")
+    if n < 4:
+        raise ValueError(f"procrustes_cosine_matrix needs at least 4 shared rows, got {n}")
+    perm = check_seed(seed).permutation(n)
+    train, test = perm[: n // 2], perm[n // 2 :]
+    prep_a = [_span_coordinates(X, train, test, center, rank) for X in sides[0]]
+    prep_b = [_span_coordinates(X, train, test, center, rank) for X in sides[1]]
+    M = np.empty((len(prep_a), len(prep_b)))
+    for i, (ca, ta) in enumerate(prep_a):
+        for j, (cb, tb) in enumerate(prep_b):
+            width = max(ca.shape[1], cb.shape[1])
+            R = _orthogonal_map(_pad_to(ca, width), _pad_to(cb, width))
+            # Mean row cosine = mean of <unit(a_i) R, unit(b_i)>; R keeps norms.
+            P, T = _unit_rows(_pad_to(ta, width)) @ R, _unit_rows(_pad_to(tb, width))
+            M[i, j] = float(np.clip(np.einsum("ij,ij->i", P, T), -1.0, 1.0).mean())
+    return M
+
+
+def centred_label_similarity(means) -> np.ndarray:
+    """Cosine matrix of label means after removing their average: means [k, d] -> [k, k].
+
+    Raw label means share a large common component (cosines all near 1); subtracting the mean
+    of the label means leaves how the labels differ, which is what RSA should compare.
+    """
+    M = as_float_matrix(means, "means", min_rows=2)
+    return cosine_matrix(M - M.mean(axis=0))

@@ -4,6 +4,7 @@ import streamlit as st
 
 from store import StoreError
 from ui.context import get_store, runs_frame, runs_key, store_path
+from ui.controls import stop_empty_store
 
 st.title("Runs")
 store = get_store()
@@ -14,11 +15,7 @@ except StoreError as exc:
     st.stop()
 
 if runs.empty:
-    st.info(
-        f"No committed runs in `{store_path()}` yet. Fill it with "
-        f"`python -m extraction defaults --store {store_path()}` or start a run."
-    )
-    st.stop()
+    stop_empty_store(store_path())
 
 hooks_available = sorted({h.strip() for hooks in runs["hooks"] for h in hooks.split(",")})
 left, middle, right = st.columns(3)

@@ -10,6 +10,10 @@
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
       jobs/                  the app's job registry (see store.jobs)
+        .lock                registry lock (fcntl): launches and state changes hold it
+        <job_id>/job.json    one job record, rewritten atomically on every state change
+        <job_id>/log.txt     stdout and stderr of the job's processes
+      uploads/<sha>-<name>   datasets uploaded through the app (content-addressed)
 
 Part files are written to a temporary name and renamed, so a part is either whole or absent.
 """
@@ -66,3 +70,28 @@ def part_name(index: int) -> str:
 
 def is_committed(run: Path) -> bool:
     return marker_path(run).is_file()
+
+
+def jobs_dir(root: Path) -> Path:
+    return root / "jobs"
+
+
+def jobs_lock_path(root: Path) -> Path:
+    return jobs_dir(root) / ".lock"
+
+
+def job_dir(root: Path, job_id: str) -> Path:
+    # Same safe-name rule as run ids: one path component, no '..'.
+    return jobs_dir(root) / validate_run_id(job_id)
+
+
+def job_record_path(job: Path) -> Path:
+    return job / "job.json"
+
+
+def job_log_path(job: Path) -> Path:
+    return job / "log.txt"
+
+
+def uploads_dir(root: Path) -> Path:
+    return root / "uploads"

@@ -33,7 +33,11 @@ def _tokenizer():
 def tiny_model(kind: str, seed: int = 0):
     import torch
     from transformers import (
-        Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
         LlamaForCausalLM,
     )  # fmt: skip
 

@@ -1,0 +1,145 @@
+"""Cross-model page: do two models represent the same labels alike, and at which depths?
+
+Two or more runs of one dataset on different models. Layers go on a normalised depth axis (0..1)
+so an 18-layer and a 30-layer model line up. For a pair of runs: raw cosine between their label
+directions (only when widths match, and basis-dependent), then basis-free comparisons as
+(layer A, layer B) heatmaps with the best-matching pairs listed: RSA of label similarity, linear
+CKA of the samples, and held-out cosine after an orthogonal Procrustes alignment.
+Computation: ui.compute (see its caveats on subsampling).
+"""
+
+import streamlit as st
+
+from store import StoreError
+from ui import charts, controls
+from ui.compute import (
+    CROSS_MODEL_MAX_ROWS,
+    PROCRUSTES_RANK,
+    Unsuitable,
+    best_pairs_table,
+    cross_model,
+    directions_for,
+)
+from ui.context import get_store, runs_key, store_path
+
+BIND = controls.BIND
+
+st.title("Cross-model comparison")
+path = store_path()
+key = runs_key(get_store())
+runs = controls.runs_or_stop(path, key)
+
+run_ids = controls.pick_runs(
+    runs, controls.default_runs_by_labels(runs),
+    help="Two or more runs of the same dataset, on different models.",
+)  # fmt: skip
+if len(run_ids) < 2:
+    st.info("Pick at least two runs of the same dataset (one per model) to compare them.")
+    st.stop()
+chosen = runs.loc[run_ids]
+controls.one_dataset_or_stop(chosen)
+if not chosen["model"].is_unique:
+    st.info("Some of these runs use the same model: the comparison still works, across runs.")
+labels = list(chosen["labels"].iloc[0])
+if len(labels) < 2:
+    st.warning(f"These runs have one label ({labels[0]!r}): there is no direction to compare.")
+    st.stop()
+
+columns = st.columns(4)
+hook, position = controls.pick_site(chosen, columns[:2])
+baseline = controls.pick_baseline(labels, columns[2])
+targets = [label for label in labels if label != baseline]
+controls.warn_url_value("label", targets, "label")
+target = columns[3].selectbox("Direction of", targets, key="label", bind=BIND)
+
+try:
+    profile = directions_for(path, key, chosen, hook, position, baseline).per_label
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+profile = profile[profile["label"] == target]
+series = "model" if chosen["model"].is_unique else "run"
+left, right = st.columns(2)
+left.altair_chart(
+    charts.lines(
+        profile, "depth", "l2_rel", series, x_title="normalised depth", y_title="L2 ÷ typical norm",
+        title=f"Strength of the {target} direction (vs {baseline}) by depth", tooltip=("layer",),
+    )
+)  # fmt: skip
+right.altair_chart(
+    charts.lines(
+        profile, "depth", "auc", series, x_title="normalised depth", y_title="held-out AUC",
+        title=f"Separability of {target} from {baseline} by depth", tooltip=("layer",),
+        y_domain=(0.0, 1.0),
+    )
+)  # fmt: skip
+
+st.subheader("Layer by layer, two runs")
+pick = st.columns(2)
+controls.warn_url_value("a", run_ids, "run")
+controls.warn_url_value("b", run_ids, "run")
+run_a = pick[0].selectbox(
+    "Run A (rows)", run_ids, index=0, key="a", bind=BIND
+)  # fmt: skip
+run_b = pick[1].selectbox(
+    "Run B (columns)", run_ids, index=1, key="b", bind=BIND
+)  # fmt: skip
+if run_a == run_b:
+    st.warning("Run A and run B are the same run: pick two different runs.")
+    st.stop()
+try:
+    result = cross_model(path, key, run_a, run_b, hook, position, target, baseline)
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+
+name_a, name_b = runs.loc[run_a, "model"], runs.loc[run_b, "model"]
+axes = {"x_title": f"layer of {name_b}", "y_title": f"layer of {name_a}", "x_labels": True}
+tips = ("depth_a", "depth_b")
+
+
+def heatmap_with_pairs(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
+    column.altair_chart(
+        charts.heatmap(frame, "layer_b", "layer_a", "value", title=title, domain=domain,
+                       tooltip=tips, legend=legend, **axes)
+    )  # fmt: skip
+    column.caption(caption)
+    column.dataframe(best_pairs_table(frame), hide_index=True)
+
+
+left, right = st.columns(2)
+if result.rsa is None:
+    left.info(result.rsa_note)
+else:
+    heatmap_with_pairs(
+        left, result.rsa, "RSA: correlation of label-by-label similarity",
+        "Pearson correlation between the cosine matrices of the centred label means of layer i "
+        f"(A) and layer j (B); {len(labels)} labels give {len(labels) * (len(labels) - 1) // 2} "
+        "numbers per matrix, so it is coarse. Basis-free. Best pairs:", "RSA",
+        domain=(-1.0, 1.0),
+    )  # fmt: skip
+heatmap_with_pairs(
+    right, result.cka, "Linear CKA of the sample representations",
+    f"Over {result.n_shared} shared samples (at most {CROSS_MODEL_MAX_ROWS}); biased upwards "
+    "when samples are few relative to the width. Basis-free. Best pairs:", "CKA",
+)  # fmt: skip
+left, right = st.columns(2)
+heatmap_with_pairs(
+    left, result.procrustes, "Cosine after orthogonal Procrustes alignment (held out)",
+    f"Map fitted on half of the {result.n_shared} shared samples, in each layer's top "
+    f"{PROCRUSTES_RANK} principal directions; mean cosine on the other half. Best pairs:",
+    "cosine", domain=(-1.0, 1.0),
+)  # fmt: skip
+if result.raw is None:
+    right.info(
+        f"Raw cosine between the two models' directions needs equal widths; {name_a} has "
+        f"{runs.loc[run_a, 'd_model']} dimensions and {name_b} {runs.loc[run_b, 'd_model']}. "
+        "Use the basis-free comparisons."
+    )
+else:
+    heatmap_with_pairs(
+        right, result.raw, f"Raw cosine of the {target} directions (basis-dependent!)",
+        "Only meaningful if both models share a basis (e.g. one is a fine-tune of the other); "
+        "for unrelated models expect values near 0 whatever they represent. Best pairs:",
+        "cosine", domain=(-1.0, 1.0),
+    )  # fmt: skip

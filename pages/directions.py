@@ -1,0 +1,161 @@
+"""Directions page: where each label's difference-of-means direction lives, layer by layer.
+
+For one run (or several runs of one dataset, e.g. one per model): the direction of every label
+against a baseline label per layer, its L1/L2 norm (optionally divided by the layer's typical
+activation norm), cosines between label directions, split-half stability and held-out AUC, then
+one layer in detail: cosine heatmap, samples projected on a direction, and PCA in 2-D and 3-D.
+The filters live in the URL. Computation: ui.compute (streams vectors; see its caveats).
+"""
+
+import streamlit as st
+
+from store import StoreError
+from ui import charts, controls
+from ui.compute import SUBSAMPLE_PER_LABEL, Unsuitable, directions_for, layer_detail, run_title
+from ui.context import get_store, runs_key, store_path
+
+BIND = controls.BIND
+
+st.title("Concept directions")
+path = store_path()
+key = runs_key(get_store())
+runs = controls.runs_or_stop(path, key)
+
+run_ids = controls.pick_runs(
+    runs, controls.default_runs_by_labels(runs),
+    help="One run, or several runs of the same dataset (e.g. one per model).",
+)  # fmt: skip
+if not run_ids:
+    st.info("Pick a run to see its label directions.")
+    st.stop()
+chosen = runs.loc[run_ids]
+controls.one_dataset_or_stop(chosen)
+labels = list(chosen["labels"].iloc[0])
+if len(labels) < 2:
+    st.warning(
+        f"{run_title(chosen.iloc[0])} has one label ({labels[0]!r}): a direction needs a target "
+        "label and a baseline label. Pick a run of a labelled dataset (e.g. emotions)."
+    )
+    st.stop()
+
+columns = st.columns([1, 1, 1, 2])
+hook, position = controls.pick_site(chosen, columns[:2])
+baseline = controls.pick_baseline(labels, columns[2])
+targets = [label for label in labels if label != baseline]
+# "Hide" rather than "show": a selection that stays right when the baseline changes.
+hidden = columns[3].multiselect("Hide labels", targets, key="hide", bind=BIND)
+shown = [label for label in targets if label not in hidden]
+options = st.columns(3)
+relative = options[0].toggle(
+    "Divide by typical activation norm", value=True, key="relative", bind=BIND,
+    help="Activation scale grows with depth; dividing by the layer's mean sample norm "
+    "lets layers compare.",
+)  # fmt: skip
+by_depth = options[1].toggle(
+    "Normalised depth axis", value=len(run_ids) > 1, key="depth", bind=BIND,
+    help="Layer / (layers - 1), so models of different depth line up.",
+)  # fmt: skip
+if not shown:
+    st.info("Every label is hidden: show at least one.")
+    st.stop()
+
+try:
+    result = directions_for(path, key, chosen, hook, position, baseline)
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+
+per_label = result.per_label[result.per_label["label"].isin(shown)]
+x, x_title = ("depth", "normalised depth") if by_depth else ("layer", "layer")
+# One line style per run; the model name is shorter and says the same when models differ.
+dash = None if len(run_ids) == 1 else ("model" if chosen["model"].is_unique else "run")
+norm = " ÷ typical norm" if relative else ""
+left, right = st.columns(2)
+for column, name in ((left, "l2"), (right, "l1")):
+    field, label = (f"{name}_rel" if relative else name), name.upper()
+    column.altair_chart(
+        charts.lines(
+            per_label, x, field, "label", dash=dash, x_title=x_title, y_title=f"{label}{norm}",
+            title=f"{label} norm of each direction (vs {baseline}){norm}",
+        )
+    )  # fmt: skip
+
+left, right = st.columns(2)
+left.altair_chart(
+    charts.lines(
+        per_label, x, "stability", "label", dash=dash, x_title=x_title, y_title="cosine",
+        title="Split-half stability: cosine of directions from disjoint halves",
+        tooltip=("stability_std", "n_target", "n_baseline"), y_domain=(-0.1, 1.0),
+    )
+)  # fmt: skip
+right.altair_chart(
+    charts.lines(
+        per_label, x, "auc", "label", dash=dash, x_title=x_title, y_title="AUC",
+        title=f"Held-out separability from {baseline}: AUC of the projection",
+        tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0),
+    )
+)  # fmt: skip
+counts = per_label.drop_duplicates(["run", "label"])
+st.caption(
+    "Stability (20 random half splits) and AUC (fit on one half, score the other) use up to "
+    f"{SUBSAMPLE_PER_LABEL:,} samples per label: "
+    + "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
+    + f"; {baseline} {counts['n_baseline'].iloc[0]}. Norms and directions use every sample."
+)
+
+cosines = result.cosines[
+    result.cosines["pair"].map(lambda p: all(part in shown for part in p.split(" · ")))
+]
+if cosines.empty:
+    st.caption("Cosines between label directions need at least two labels besides the baseline.")
+else:
+    st.altair_chart(
+        charts.lines(
+            cosines, x, "cosine", "pair", dash=dash, x_title=x_title, y_title="cosine",
+            title="Cosine between label directions, across layers", y_domain=(-1.0, 1.0),
+        )
+    )  # fmt: skip
+
+st.subheader("One layer in detail")
+columns = st.columns([2, 2, 1, 1])
+detail = run_ids[0]
+if len(run_ids) > 1:
+    controls.warn_url_value("detail", run_ids, "run")
+    detail = columns[0].selectbox("Run", run_ids, key="detail", bind=BIND)
+layer = controls.pick_layer(
+    list(runs.loc[detail, "layers"]), columns[1], run=run_title(runs.loc[detail])
+)
+controls.warn_url_value("project", targets, "label")
+target = columns[2].selectbox("Project on", targets, key="project", bind=BIND)
+three_d = columns[3].toggle("3-D PCA", value=False, key="pca3d", bind=BIND)
+try:
+    view = layer_detail(path, key, detail, hook, position, layer, baseline, target)
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+
+left, right = st.columns(2)
+left.altair_chart(
+    charts.heatmap(
+        view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
+        title=f"Cosine between label directions at layer {layer}", domain=(-1.0, 1.0),
+        scheme="redblue",
+    )
+)  # fmt: skip
+right.altair_chart(
+    charts.histogram(
+        view.projections, "projection", "label",
+        title=f"Samples projected on the {target} direction, layer {layer}",
+    )
+)  # fmt: skip
+ratio = ", ".join(f"{r:.1%}" for r in view.explained)
+title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
+if three_d:
+    st.plotly_chart(charts.scatter_3d(view.scores, "label", title=title, hover="text"))
+else:
+    st.altair_chart(
+        charts.scatter(
+            view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
+            tooltip=("text",),
+        )
+    )  # fmt: skip

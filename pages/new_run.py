@@ -1,0 +1,186 @@
+"""New run page: start an extraction from the browser; watch, read and cancel the jobs.
+
+Widgets only. The run is a separate `python -m extraction run` process started by
+`store.jobs.launch` (this process never imports torch); it survives reloads and closed browsers.
+The jobs list is a fragment that reruns itself every few seconds. In read-only mode the page is
+not in the navigation, and refuses here too when opened directly; store.jobs refuses as well.
+"""
+
+import streamlit as st
+
+from extraction.datasets import DatasetError, builtin_datasets
+from store import StoreError
+from store.jobs import JobSpec, cancel, launch, list_jobs, list_uploads, save_upload
+from store.manifest import HOOKS, POSITIONS, STORAGE_DTYPES
+from ui.context import get_store, read_only
+from ui.jobs import (
+    EMBEDDED_MODELS,
+    check_upload,
+    describe,
+    max_running,
+    timing,
+    upload_label,
+    upload_limit_bytes,
+)
+
+REFRESH_SECONDS = 2.0
+SHOWN_JOBS = 15
+
+st.title("New run")
+if read_only():
+    st.error("This app is read-only: runs cannot be started, uploaded or cancelled here.")
+    st.stop()
+
+root = get_store().root
+try:
+    limit = upload_limit_bytes()
+    slots = max_running()
+except StoreError as exc:
+    st.error(str(exc))
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    model_kind = st.radio(
+        "Model", ["Embedded", "Hugging Face id or local folder"], horizontal=True, key="model_kind"
+    )
+    if model_kind == "Embedded":
+        model = st.selectbox("Embedded model", EMBEDDED_MODELS, key="model_embedded")
+    else:
+        model = st.text_input(
+            "Model id or folder",
+            key="model_other",
+            placeholder="org/name or /path/to/model",
+            help="A Hugging Face id needs its weights in the local cache (no hub access here).",
+        ).strip()
+
+with right:
+    dataset_kind = st.radio(
+        "Dataset", ["Built-in or uploaded", "Upload a file"], horizontal=True, key="dataset_kind"
+    )
+    dataset = None
+    if dataset_kind == "Built-in or uploaded":
+        choices = {name: name for name in builtin_datasets()}
+        choices.update({upload_label(p): str(p) for p in list_uploads(root)})
+        picked = st.selectbox("Dataset", list(choices), key="dataset_pick")
+        dataset = choices.get(picked)
+    else:
+        upload = st.file_uploader(
+            "JSONL or CSV: text and label columns; optional id, pair_id, side, category",
+            type=["jsonl", "csv"],
+            max_upload_size=max(1, limit // 2**20),
+            key="dataset_upload",
+        )
+        if upload is not None:
+            data = upload.getvalue()
+            try:
+                parsed = check_upload(upload.name, data, limit)
+                path = save_upload(root, upload.name, data, read_only=read_only(), max_bytes=limit)
+            except (DatasetError, StoreError) as exc:
+                st.error(f"Not usable: {exc}")
+            else:
+                dataset = str(path)
+                st.success(
+                    f"{len(parsed)} samples, labels: {', '.join(parsed.labels[:12])}"
+                    + (" ..." if len(parsed.labels) > 12 else "")
+                )
+
+hooks_col, positions_col, layers_col = st.columns(3)
+hooks = hooks_col.multiselect("Hooks", HOOKS, default=["resid_post"], key="hooks")
+positions = positions_col.multiselect(
+    "Positions", POSITIONS, default=["last", "mean"], key="positions"
+)
+layers = layers_col.text_input(
+    "Layers", value="all", key="layers", help="all, 5, 0,4,8, 10-20 or -1 (last)"
+)
+dtype_col, name_col, batch_col = st.columns(3)
+dtype = dtype_col.radio("Stored as", STORAGE_DTYPES, horizontal=True, key="dtype")
+name = name_col.text_input("Name (optional)", key="name", help="letters, digits, . _ -").strip()
+batch_size = batch_col.number_input(
+    "Batch size", min_value=1, max_value=1024, value=16, key="batch_size"
+)
+
+
+def _launch(fields: dict) -> None:
+    # A callback, with the values shown when Launch was clicked: it runs before the script, so
+    # neither a rerun nor the jobs fragment can drop the click, and the outcome stays on screen.
+    try:
+        spec = JobSpec(**fields)
+        job, created = launch(root, spec, read_only=read_only(), max_running=slots)
+    except (ValueError, StoreError) as exc:
+        st.session_state["launch_message"] = ("error", str(exc))
+    else:
+        if created:
+            text = f"Started job `{job.job_id}` (run `{job.run_id}`)."
+            st.session_state["launch_message"] = ("success", text)
+        else:
+            text = f"The same settings are already {job.state} as job `{job.job_id}`."
+            st.session_state["launch_message"] = ("info", text)
+
+
+fields = dict(
+    model=model,
+    dataset=dataset,
+    hooks=tuple(hooks),
+    layers=layers,
+    positions=tuple(positions),
+    dtype=dtype,
+    name=name or None,
+    batch_size=int(batch_size),
+)
+st.button(
+    "Launch",
+    type="primary",
+    key="launch",
+    disabled=not (model and dataset),
+    on_click=_launch,
+    args=(fields,),
+)
+if outcome := st.session_state.get("launch_message"):
+    kind, text = outcome
+    {"error": st.error, "success": st.success, "info": st.info}[kind](text)
+
+
+def _cancel(job_id: str) -> None:
+    try:
+        job = cancel(root, job_id, read_only=read_only())
+        st.session_state["job_message"] = f"Job `{job_id}` {job.state}."
+    except StoreError as exc:
+        st.session_state["job_message"] = f"Cannot cancel `{job_id}`: {exc}"
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def jobs_panel() -> None:
+    statuses = list_jobs(root)
+    st.subheader("Jobs")
+    st.caption(f"At most {slots} running at once; later launches queue. Updated every 2 s.")
+    if message := st.session_state.pop("job_message", None):
+        st.info(message)
+    if not statuses:
+        st.caption("No jobs yet.")
+    for status in statuses[:SHOWN_JOBS]:
+        job = status.job
+        with st.container(border=True, key=f"job-{job.job_id}"):
+            head, button = st.columns([5, 1])
+            head.markdown(describe(status))
+            head.caption(timing(status))
+            if job.active:
+                button.button(
+                    "Cancel", key=f"cancel-{job.job_id}", on_click=_cancel, args=(job.job_id,)
+                )
+            if job.state == "running" and status.total:
+                done = status.done or 0
+                st.progress(done / status.total, text=f"{done} of {status.total} samples")
+            elif job.state == "running":
+                st.caption("Loading the model ...")
+            if job.state == "done":
+                st.page_link("pages/runs.py", label=f"Run `{job.run_id}` is in the Runs page")
+            if job.error and job.state == "failed":
+                st.error(job.error)
+            with st.expander("Log", expanded=job.state == "running"):
+                st.code("\n".join(status.log_tail) or "(empty)", language=None, wrap_lines=True)
+    if len(statuses) > SHOWN_JOBS:
+        st.caption(f"{len(statuses) - SHOWN_JOBS} older jobs not shown.")
+
+
+jobs_panel()

@@ -1,0 +1,129 @@
+"""Pairs page: what a one-token edit does inside the model, layer by layer.
+
+For a minimal-pairs run (samples with a pair_id and sides a / b; differences are b - a): the
+mean absolute difference per layer and category (raw or relative to activation norm); the
+dimensions the edit moves consistently much (or little) compared with their natural spread, as a
+ranked table with a per-layer view; and one pair's difference per token and layer, which needs a
+run captured with position `all` (the page says how to make one if there is none).
+Computation: ui.pairs_compute.
+"""
+
+import streamlit as st
+
+from store import StoreError
+from ui import charts, controls
+from ui.compute import Unsuitable, run_title
+from ui.context import get_store, runs_key, store_path
+from ui.pairs_compute import (
+    ALL_CATEGORIES,
+    all_positions_run,
+    dimension_layers,
+    dimension_table,
+    extraction_command,
+    pair_profile,
+    token_map,
+)
+
+BIND = controls.BIND
+
+st.title("Minimal pairs")
+store = get_store()
+path = store_path()
+key = runs_key(store)
+runs = controls.runs_or_stop(path, key)
+pair_runs = list(runs.index[runs["has_pairs"]])
+if not pair_runs:
+    st.info(
+        "No run in this store has minimal pairs (samples with a pair_id and sides a / b). Make "
+        f"one with `python -m extraction run --model smollm2-135m --dataset minimal_pairs "
+        f"--store {path}`."
+    )
+    st.stop()
+
+columns = st.columns([3, 1, 1])
+controls.warn_url_value("pairs_run", pair_runs, "run")
+minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
+run_id = columns[0].selectbox(
+    "Run", pair_runs, index=pair_runs.index((minimal or pair_runs)[0]), key="pairs_run", bind=BIND,
+)  # fmt: skip
+chosen = runs.loc[[run_id]]
+hook, position = controls.pick_site(chosen, columns[1:3])
+try:
+    profile = pair_profile(path, key, run_id, hook, position)
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+
+categories = sorted(set(profile.per_layer["category"]) - {ALL_CATEGORIES})
+shown = st.multiselect(
+    "Categories", categories, default=categories, key="categories", bind=BIND
+)  # fmt: skip
+per_layer = profile.per_layer[profile.per_layer["category"].isin([ALL_CATEGORIES, *shown])]
+left, right = st.columns(2)
+left.altair_chart(
+    charts.lines(
+        per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
+        title="Mean absolute difference per dimension, b - a", tooltip=("n_pairs",),
+    )
+)  # fmt: skip
+right.altair_chart(
+    charts.lines(
+        per_layer, "layer", "relative", "category", x_title="layer", tooltip=("n_pairs",),
+        y_title="mean ||b - a|| ÷ mean norm", title="Relative to the activation norm",
+    )
+)  # fmt: skip
+
+st.subheader("Dimensions")
+columns = st.columns([3, 1])
+layer = controls.pick_layer(profile.layers, columns[0])
+top = columns[1].number_input("How many", 5, 50, 10, key="top", bind=BIND)
+st.caption(
+    "Score = mean |b - a| over pairs ÷ the dimension's spread across prompts. High: the edit "
+    "moves it far more than prompts usually do. Low: it stays put relative to its spread."
+)
+tables = st.columns(2)
+for column, largest, title in ((tables[0], True, "Most changed"), (tables[1], False, "Least")):
+    table = dimension_table(profile, layer, int(top), largest)
+    column.markdown(f"**{title} at layer {layer}**")
+    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
+    column.altair_chart(
+        charts.heatmap(
+            dimension_layers(profile, table["dimension"].tolist()), "dimension", "layer", "score",
+            x_title="dimension (ranked at the chosen layer)", y_title="layer",
+            title=f"{title}: score at every layer",
+        )
+    )  # fmt: skip
+
+st.subheader("One pair, token by token")
+pairs = profile.pairs.set_index("pair_id")
+controls.warn_url_value("pair", list(pairs.index), "pair")
+pair_id = st.selectbox(
+    "Pair", list(pairs.index), key="pair", bind=BIND,
+)  # fmt: skip
+st.markdown(
+    f"**a:** {pairs.loc[pair_id, 'text_a']}  \n**b:** {pairs.loc[pair_id, 'text_b']}  \n"
+    f"Category: {pairs.loc[pair_id, 'category']}"
+)
+manifest = store.manifest(run_id)
+all_run = all_positions_run(store, manifest, hook)
+if all_run is None:
+    st.info(
+        f"The per-token view needs a run of {manifest.model} on this dataset captured with "
+        f"position `all` (hook {hook}); there is none in this store. Start one with:"
+    )
+    st.code(extraction_command(manifest, hook, path), language="bash", wrap_lines=True)
+    st.stop()
+try:
+    tokens = token_map(path, key, all_run, hook, pair_id)
+except (Unsuitable, StoreError) as exc:
+    controls.show_problem(exc)
+    st.stop()
+tokens = tokens.assign(token=tokens["token_idx"].astype(str) + " " + tokens["token_a"])
+st.altair_chart(
+    charts.heatmap(
+        tokens, "token", "layer", "distance", x_title="token (side a)", y_title="layer",
+        title="||b - a|| per token and layer", tooltip=("token_a", "token_b"),
+    )
+)  # fmt: skip
+if all_run != run_id:
+    st.caption(f"Tokens from run {run_title(runs.loc[all_run])}.")

@@ -1,0 +1,174 @@
+"""Helpers for end-to-end tests: a real `streamlit run` server and headless Chromium.
+
+Used by the fixtures in tests/e2e/conftest.py; kept here (an importable module) so any test can
+also call the waiting helpers directly. Nothing here knows about a particular page.
+
+Caveats: Chromium and chromedriver come from Debian's `chromium` / `chromium-driver` packages
+(`/usr/bin/chromium`, `/usr/bin/chromedriver`); tests skip when they are missing. The app's
+run state is read from the `data-test-script-state` attribute Streamlit's frontend puts on
+`[data-testid="stApp"]` ("running" while the script runs, "notRunning" when it is idle); elements
+not drawn yet show as `[data-testid="stSkeleton"]` placeholders, so "idle" waits for both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROME_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1800",
+)
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
+
+
+def free_port() -> int:
+    """A TCP port free right now on localhost (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StreamlitServer:
+    """One `python -m streamlit run app.py` process over a store; `url` once it is healthy."""
+
+    def __init__(self, store_root: Path | str, env: dict[str, str] | None = None) -> None:
+        self.store_root = Path(store_root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)  # noqa: SIM115
+        command = [
+            sys.executable, "-m", "streamlit", "run", "app.py",
+            "--server.port", str(self.port), "--server.address", "127.0.0.1",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none",
+        ]  # fmt: skip
+        full_env = {**os.environ, "ACTX_STORE": str(self.store_root), **(env or {})}
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"streamlit exited with {self.process.returncode}:\n{self.log()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self.url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"streamlit not healthy after {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+
+def make_chrome(user_data_dir: Path):
+    """A headless Chromium driven by selenium, with its own fresh profile folder."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in CHROME_ARGS:
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={user_data_dir}")
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def remove_profile(user_data_dir: Path) -> None:
+    shutil.rmtree(user_data_dir, ignore_errors=True)
+
+
+def script_state(driver) -> str | None:
+    """The app's run state from the frontend, or None before the app has mounted."""
+    from selenium.webdriver.common.by import By
+
+    apps = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+    return apps[0].get_attribute("data-test-script-state") if apps else None
+
+
+def pending_elements(driver) -> int:
+    """Placeholders (`stSkeleton`) the frontend shows until an element has been drawn."""
+    from selenium.webdriver.common.by import By
+
+    return len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSkeleton"]'))
+
+
+def wait_for_idle(driver, timeout: float = 60.0, settle: float = 0.5) -> None:
+    """Wait until the script has run and the page is drawn, stable for `settle` seconds.
+
+    The script can finish (state "notRunning") seconds before a slow browser has drawn what it
+    sent, so placeholders must be gone too.
+    """
+    deadline = time.monotonic() + timeout
+    idle_since = None
+    while time.monotonic() < deadline:
+        if script_state(driver) == "notRunning" and not pending_elements(driver):
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= settle:
+                return
+        else:
+            idle_since = None
+        time.sleep(0.1)
+    raise TimeoutError(
+        f"app still {script_state(driver)!r} with {pending_elements(driver)} placeholders "
+        f"after {timeout} s"
+    )
+
+
+def wait_for_css(driver, selector: str, timeout: float = 30.0):
+    """The elements matching `selector` once at least one exists (raises TimeoutError)."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = driver.find_elements(By.CSS_SELECTOR, selector)
+        if found:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"no element matches {selector!r} after {timeout} s")
+
+
+def open_page(driver, url: str, timeout: float = 60.0) -> None:
+    """Load `url` and wait until the app has finished running its script."""
+    driver.get(url)
+    wait_for_css(driver, '[data-testid="stApp"]', timeout)
+    wait_for_idle(driver, timeout)

@@ -1,0 +1,210 @@
+"""The New run page (AppTest): launch on a tiny model, watch it finish and show up in Runs;
+cancel; upload checks; read-only mode; and the app process never importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from store import StoreError, open_store
+from store.jobs import ReadOnlyError, cancel, launch, list_jobs, reconcile, save_upload
+from store.writer import list_uncommitted
+from tests.support.tiny import emotion_rows
+from ui.jobs import EMBEDDED_MODELS, check_upload
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 30
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
+    root = tmp_path / "store"
+    monkeypatch.setenv("ACTX_STORE", str(root))
+    yield root
+    for job in reconcile(root) if root.exists() else []:
+        if job.active:
+            cancel(root, job.job_id, read_only=False, timeout=2)
+
+
+def new_run_page() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/new_run.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def pick_model_folder(at: AppTest, folder: Path) -> None:
+    at.radio(key="model_kind").set_value("Hugging Face id or local folder").run()
+    at.text_input(key="model_other").input(str(folder)).run()
+
+
+def rerun_until(at: AppTest, predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()  # what the fragment's run_every does in a browser
+        assert not at.exception, at.exception
+        if predicate(at):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def job_lines(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if "**" in m.value]
+
+
+def test_embedded_model_names_match_the_registry():
+    from extraction.models import EMBEDDED  # fine in a test: only the app must stay light
+
+    assert tuple(EMBEDDED) == EMBEDDED_MODELS
+
+
+def test_launch_from_the_page_completes_and_appears_in_runs(store_root, tiny_models):
+    at = new_run_page()
+    pick_model_folder(at, tiny_models["llama"])
+    at.selectbox(key="dataset_pick").set_value("emotions").run()
+    at.multiselect(key="hooks").set_value(["resid_post", "mlp_out"]).run()
+    at.text_input(key="layers").input("0,-1").run()
+    at.text_input(key="name").input("from-the-page").run()
+    at.button(key="launch").click().run()
+    assert at.success and "Started job" in at.success[0].value, [e.value for e in at.error]
+
+    # A second click with the same settings joins the running job instead of starting another.
+    at.button(key="launch").click().run()
+    assert "already" in at.info[0].value
+    rerun_until(at, lambda a: any("**done**" in line for line in job_lines(a)), 180, "done")
+    (run_id,) = open_store(store_root).run_ids()
+    manifest = open_store(store_root).manifest(run_id)
+    assert manifest.name == "from-the-page" and manifest.layers == (0, 3)
+    assert manifest.hooks == ("resid_post", "mlp_out")
+
+    # Without restarting the app, the Runs page lists it.
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    assert run_id in list(at.dataframe[0].value["run_id"])
+
+
+def test_upload_errors_are_shown_by_line(store_root):
+    at = new_run_page()
+    at.radio(key="dataset_kind").set_value("Upload a file").run()
+    bad = b'{"text": "a", "label": "x"}\n{"text": "b"}\n'
+    at.file_uploader(key="dataset_upload").set_value(("bad.jsonl", bad, "application/json"))
+    at.run()
+    assert "line 2: missing column 'label'" in at.error[0].value
+    assert at.button(key="launch").disabled
+    assert not (store_root / "uploads").exists()  # nothing invalid is stored
+
+    good = "".join(json.dumps(r) + "\n" for r in emotion_rows(2)).encode()
+    at.file_uploader(key="dataset_upload").set_value(("my data.jsonl", good, "application/json"))
+    at.run()
+    assert "6 samples" in at.success[0].value
+    (saved,) = (store_root / "uploads").iterdir()
+    assert saved.name.endswith("-my_data.jsonl")
+
+
+def test_upload_limit_and_names():
+    with pytest.raises(StoreError, match="limit is 1 MB"):
+        check_upload("x.jsonl", b"x" * (2 * 2**20), 2**20)
+    with pytest.raises(StoreError, match="not a dataset"):
+        check_upload("x.exe", b"", 2**20)
+
+
+def test_cancel_from_the_page_leaves_nothing_partial(store_root, tiny_models):
+    rows = "".join(json.dumps(r) + "\n" for r in emotion_rows(per_label=1500)).encode()
+    save_upload(store_root, "big.jsonl", rows, read_only=False)
+    at = new_run_page()
+    pick_model_folder(at, tiny_models["llama"])
+    at.selectbox(key="dataset_pick").set_value("big.jsonl (uploaded)").run()
+    at.number_input(key="batch_size").set_value(2).run()
+    at.button(key="launch").click().run()
+    assert at.success, [e.value for e in at.error]
+
+    def writing(_at) -> bool:
+        (status,) = list_jobs(store_root)
+        return bool(status.done)
+
+    rerun_until(at, writing, 180, "samples written")
+    (status,) = list_jobs(store_root)
+    assert (store_root / "runs" / status.job.run_id).is_dir()
+    at.button(key=f"cancel-{status.job.job_id}").click().run()
+    assert any("**cancelled**" in line for line in job_lines(at))
+    (status,) = list_jobs(store_root)
+    assert status.job.state == "cancelled"
+    assert not (store_root / "runs" / status.job.run_id).exists()
+    assert list_uncommitted(store_root) == [] and open_store(store_root).run_ids() == []
+
+
+@pytest.mark.parametrize("how", ["env", "secrets"])
+def test_read_only_mode_has_no_run_page(store_root, monkeypatch, how):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    if how == "env":
+        monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    else:
+        at.secrets["read_only"] = True
+    at.run()
+    assert not at.exception
+    assert not at.sidebar.text_input  # the store path cannot be changed by a visitor
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("pages/new_run.py")
+
+    # Reached directly, the page refuses and offers nothing to click.
+    page = AppTest.from_file(str(REPO / "pages" / "new_run.py"), default_timeout=TIMEOUT)
+    if how == "secrets":
+        page.secrets["read_only"] = True
+    page.run()
+    assert "read-only" in page.error[0].value
+    assert not page.button and not page.file_uploader and not page.text_input
+
+
+def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch):
+    monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    from ui.context import read_only
+
+    assert read_only()
+    with pytest.raises(ReadOnlyError):
+        launch(store_root, object(), read_only=read_only())  # refuses before looking at the spec
+
+
+def test_the_app_process_never_imports_torch(tiny_store):
+    """Render every page of the app in a fresh interpreter, then look at sys.modules."""
+    script = f"""
+import json, sys
+from pathlib import Path
+from streamlit.testing.v1 import AppTest
+rendered, errors = [], {{}}
+for page in sorted(Path("pages").glob("*.py")):
+    at = AppTest.from_file("app.py", default_timeout={TIMEOUT})  # fresh: no stale widget state
+    at.run()
+    try:
+        at.switch_page(str(page))
+    except ValueError:
+        continue  # not in the navigation
+    at.run()
+    rendered.append(page.name)
+    if at.exception:
+        errors[page.name] = [str(e.value)[:200] for e in at.exception]
+# Everything requirements.txt adds over requirements-app.txt: a hosted copy lacks them all.
+heavy = sorted(m for m in ("torch", "transformers", "sae_lens", "transformer_lens", "accelerate",
+                           "gguf", "safetensors", "sklearn", "tqdm", "tokenizers",
+                           "huggingface_hub") if m in sys.modules)
+print(json.dumps({{"rendered": rendered, "errors": errors, "heavy": heavy}}))
+"""
+    env = {"ACTX_STORE": str(tiny_store["root"]), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"runs.py", "new_run.py"} <= set(report["rendered"])
+    assert "new_run.py" not in report["errors"] and "runs.py" not in report["errors"]
+    assert report["heavy"] == [], report

@@ -1,0 +1,287 @@
+"""AppTest for the analysis pages (and Runs) over stores made by the real extraction code.
+
+Each page is opened through app.py's navigation. Tests change a widget and check that what is
+drawn changes, by reading the data Streamlit ships inside each Vega-Lite chart; they also check
+the on-page messages for unsuitable selections (never an exception). The `tiny_store` fixture
+(tests/conftest.py) holds emotions on tiny llama / gemma3 / gpt2 and minimal pairs on llama with
+positions last/mean/all; synthetic stores (tests/support/synthetic.py) cover the other shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.support.synthetic import label_rows, pair_rows, write_run
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+
+
+@pytest.fixture
+def tiny_env(tiny_store, monkeypatch):
+    monkeypatch.setenv("ACTX_STORE", str(tiny_store["root"]))
+    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
+    return tiny_store
+
+
+@pytest.fixture
+def synthetic_env(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    monkeypatch.setenv("ACTX_STORE", str(root))
+    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
+    return root
+
+
+def open_page(page: str, query: dict | None = None) -> AppTest:
+    """Open `page` as a link would: the first run of the session, with `query` in the URL.
+
+    Bound widgets read the URL only on a session's first load, so the page is switched to
+    before the first run (the pages use their default url paths, which switch_page can find).
+    """
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query or {})
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> dict[str, pd.DataFrame]:
+    """Title -> the chart's data, for every Vega-Lite chart on the page."""
+    out = {}
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        title = spec.get("title", "")
+        title = title.get("text", "") if isinstance(title, dict) else title
+        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas()
+                  for d in element.proto.datasets]  # fmt: skip
+        out[title] = frames[0] if frames else pd.DataFrame()
+    return out
+
+
+def chart(at: AppTest, starts: str) -> pd.DataFrame:
+    found = [frame for title, frame in charts(at).items() if title.startswith(starts)]
+    assert found, f"no chart titled {starts!r}; have {list(charts(at))}"
+    return found[0]
+
+
+def chart_spec(at: AppTest, starts: str) -> dict:
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if str(spec.get("title", "")).startswith(starts):
+            return spec
+    raise AssertionError(f"no chart titled {starts!r}")
+
+
+def messages(at: AppTest) -> str:
+    return " ".join(m.value for kind in ("info", "warning", "error") for m in getattr(at, kind))
+
+
+def run_id_named(store: dict, name: str) -> str:
+    return next(r for r in store["run_ids"] if r.startswith(name))
+
+
+# -- directions --------------------------------------------------------------------------------
+def test_directions_default_view_draws_every_chart(tiny_env):
+    at = open_page("pages/directions.py")
+    # All three emotion runs (one per model), none of the pairs run.
+    assert len(at.multiselect(key="runs").value) == 3
+    assert at.selectbox(key="baseline").value == "neutral"
+    norms = chart(at, "L2 norm of each direction")
+    assert set(norms["label"]) == {"anger", "gratitude"}
+    assert norms["model"].nunique() == 3
+    for title in ("L1 norm", "Split-half stability", "Held-out separability",
+                  "Cosine between label directions, across", "Cosine between label directions at",
+                  "Samples projected", "PCA of the samples"):  # fmt: skip
+        assert not chart(at, title).empty, title
+    assert norms["stability"].between(-1, 1).all()
+
+
+def test_directions_widgets_change_the_charts(tiny_env):
+    at = open_page("pages/directions.py")
+    at.selectbox(key="baseline").set_value("anger").run()
+    assert set(chart(at, "L2 norm")["label"]) == {"gratitude", "neutral"}
+    assert chart_spec(at, "L2 norm")["encoding"]["y"]["field"] == "l2_rel"
+    at.toggle(key="relative").set_value(False).run()
+    assert chart_spec(at, "L2 norm")["encoding"]["y"]["field"] == "l2"
+    before = chart(at, "PCA of the samples")
+    at.select_slider(key="layer").set_value(0).run()
+    assert "layer 0" in next(t for t in charts(at) if t.startswith("PCA"))
+    assert not chart(at, "PCA of the samples")["pc1"].equals(before["pc1"])
+    at.multiselect(key="hide").set_value(["gratitude"]).run()
+    assert set(chart(at, "L2 norm")["label"]) == {"neutral"}
+    at.toggle(key="pca3d").set_value(True).run()
+    assert len(at.get("plotly_chart")) == 1
+    assert not at.exception
+
+
+def test_directions_view_comes_from_the_url(tiny_env):
+    llama = run_id_named(tiny_env, "emo-llama")
+    at = open_page(
+        "pages/directions.py",
+        {"runs": [llama], "baseline": "gratitude", "layer": "1", "site": "mlp_out"},
+    )
+    assert at.multiselect(key="runs").value == [llama]
+    assert at.selectbox(key="baseline").value == "gratitude"
+    assert at.selectbox(key="site").value == "mlp_out"
+    assert at.select_slider(key="layer").value == 1
+    assert chart(at, "L2 norm")["model"].nunique() == 1
+    assert at.query_params["baseline"] == "gratitude"
+
+
+def test_directions_messages_for_unsuitable_selections(tiny_env):
+    llama, pairs = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "pairs-llama")
+    at = open_page("pages/directions.py", {"runs": [llama, pairs]})
+    assert "different datasets" in messages(at)
+    assert not charts(at)
+    at = open_page("pages/directions.py", {"runs": [llama], "baseline": "joy", "layer": "99"})
+    text = messages(at)
+    assert "'joy'" in text and "'99'" in text
+    assert at.selectbox(key="baseline").value == "neutral"
+    assert charts(at)  # the default view is still drawn
+    at.multiselect(key="runs").set_value([]).run()
+    assert "Pick a run" in messages(at)
+
+
+def test_directions_one_label_and_missing_neutral(synthetic_env):
+    write_run(synthetic_env, "one-label", label_rows(["only"], 6), dataset_name="one")
+    write_run(synthetic_env, "no-neutral", label_rows(["joy", "fear", "calm"], 6))
+    at = open_page("pages/directions.py", {"runs": ["one-label"]})
+    assert "one label" in messages(at)
+    assert not at.exception and not charts(at)
+    at = open_page("pages/directions.py", {"runs": ["no-neutral"]})
+    assert "No `neutral` label" in messages(at)
+    assert at.selectbox(key="baseline").value == "calm"
+    assert set(chart(at, "L2 norm")["label"]) == {"fear", "joy"}
+
+
+def test_every_analysis_page_handles_an_empty_store(synthetic_env):
+    for page in ("pages/directions.py", "pages/cross_model.py", "pages/pairs.py"):
+        at = open_page(page)
+        assert "No committed runs" in messages(at), page
+
+
+# -- cross-model -------------------------------------------------------------------------------
+def test_cross_model_default_view_and_widgets(tiny_env):
+    at = open_page("pages/cross_model.py")
+    assert len(at.multiselect(key="runs").value) == 3
+    strength = chart(at, "Strength of the")
+    assert strength["depth"].between(0, 1).all() and strength["model"].nunique() == 3
+    for title in ("RSA", "Linear CKA", "Cosine after orthogonal Procrustes", "Raw cosine"):
+        frame = chart(at, title)
+        assert {"layer_a", "layer_b", "value"} <= set(frame.columns), title
+    cka = chart(at, "Linear CKA")
+    assert cka["value"].between(0, 1).all()
+    assert len(at.dataframe) == 4  # best pairs under each heatmap
+    # A = llama (4 layers), B = the 3-layer gpt2 run: the heatmaps go from 4x4 to 4x3.
+    llama, gpt2 = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "emo-gpt2")
+    at.selectbox(key="a").set_value(llama)
+    at.selectbox(key="b").set_value(llama).run()
+    assert "same run" in messages(at)
+    at.selectbox(key="b").set_value(gpt2).run()
+    assert sorted(chart(at, "Linear CKA")["layer_b"].unique()) == [0, 1, 2]
+    assert sorted(chart(at, "Linear CKA")["layer_a"].unique()) == [0, 1, 2, 3]
+    at.selectbox(key="label").set_value("gratitude").run()
+    assert "gratitude" in next(t for t in charts(at) if t.startswith("Strength"))
+    assert not at.exception
+
+
+def test_cross_model_view_comes_from_the_url(tiny_env):
+    llama, gemma = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "emo-gemma3")
+    at = open_page(
+        "pages/cross_model.py", {"runs": [gemma, llama], "label": "gratitude", "b": llama}
+    )
+    assert at.multiselect(key="runs").value == [gemma, llama]
+    assert at.selectbox(key="label").value == "gratitude"
+    assert at.selectbox(key="a").value == gemma and at.selectbox(key="b").value == llama
+
+
+def test_cross_model_messages(tiny_env):
+    llama, pairs = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "pairs-llama")
+    at = open_page("pages/cross_model.py", {"runs": [llama]})
+    assert "at least two runs" in messages(at)
+    at = open_page("pages/cross_model.py", {"runs": [llama, pairs]})
+    assert "different datasets" in messages(at)
+    gemma = run_id_named(tiny_env, "emo-gemma3")
+    at = open_page("pages/cross_model.py", {"runs": [llama, gemma], "a": gemma})
+    assert "same run" in messages(at)
+
+
+def test_cross_model_different_widths_and_two_labels(synthetic_env):
+    rows = label_rows(["neutral", "joy"], 8)
+    write_run(synthetic_env, "narrow", rows, d_model=8, model="m-narrow")
+    write_run(synthetic_env, "wide", rows, d_model=12, n_layers=5, model="m-wide")
+    at = open_page("pages/cross_model.py")
+    text = messages(at)
+    assert "needs equal widths" in text and "RSA needs at least 3 labels" in text
+    assert set(chart(at, "Linear CKA")["layer_b"]) == set(range(5)) or set(
+        chart(at, "Linear CKA")["layer_a"]
+    ) == set(range(5))
+    assert not at.exception
+
+
+# -- pairs -------------------------------------------------------------------------------------
+def test_pairs_default_view_and_widgets(tiny_env):
+    at = open_page("pages/pairs.py")
+    assert at.selectbox(key="pairs_run").value == run_id_named(tiny_env, "pairs-llama")
+    per_layer = chart(at, "Mean absolute difference")
+    assert set(per_layer["category"]) == {"(all pairs)", "grammar_error", "meaning_change"}
+    assert not chart(at, "Relative to the activation norm").empty
+    at.multiselect(key="categories").set_value(["grammar_error"]).run()
+    assert set(chart(at, "Mean absolute")["category"]) == {"(all pairs)", "grammar_error"}
+    # Dimensions: the table and per-layer view follow the layer slider.
+    top_before = at.dataframe[0].value["dimension"].tolist()
+    at.select_slider(key="layer").set_value(0).run()
+    assert "layer 0" in at.markdown[0].value or any("layer 0" in m.value for m in at.markdown)
+    assert at.dataframe[0].value["dimension"].tolist() != top_before
+    at.number_input(key="top").set_value(5).run()
+    assert len(at.dataframe[0].value) == 5
+    # One pair token by token (the run has position `all`).
+    tokens = chart(at, "||b - a|| per token")
+    at.selectbox(key="pair").set_value("p3").run()
+    assert not chart(at, "||b - a|| per token")["distance"].equals(tokens["distance"])
+    assert not at.exception
+
+
+def test_pairs_view_comes_from_the_url(tiny_env):
+    at = open_page("pages/pairs.py", {"pair": "p2", "layer": "1", "position": "mean"})
+    assert at.selectbox(key="pair").value == "p2"
+    assert at.select_slider(key="layer").value == 1
+    assert at.selectbox(key="position").value == "mean"
+
+
+def test_pairs_without_an_all_run_says_how_to_make_one(synthetic_env):
+    write_run(synthetic_env, "pairs-no-all", pair_rows(4), dataset_name="minimal_pairs")
+    at = open_page("pages/pairs.py")
+    assert "position `all`" in messages(at)
+    command = at.code[0].value
+    assert command.startswith("python -m extraction run --model synthetic-model")
+    assert "--dataset minimal_pairs" in command and "--positions all" in command
+    assert not chart(at, "Mean absolute").empty  # the rest of the page is still there
+
+
+def test_pairs_messages(synthetic_env):
+    write_run(synthetic_env, "emotions-only", label_rows(["a", "b"], 4))
+    at = open_page("pages/pairs.py")
+    assert "No run in this store has minimal pairs" in messages(at)
+    # Sides of different token counts: no per-token map, and a message saying why.
+    write_run(synthetic_env, "pairs-uneven", pair_rows(3), positions=("last", "all"),
+              n_tokens=[3, 4] * 3)  # fmt: skip
+    at = open_page("pages/pairs.py", {"pairs_run": "pairs-uneven"})
+    assert "token count" in messages(at)
+    assert not at.exception
+
+
+# -- runs --------------------------------------------------------------------------------------
+def test_runs_page_filters(tiny_env):
+    at = open_page("pages/runs.py")
+    assert len(at.dataframe[0].value) == 4
+    at.multiselect(key="dataset").set_value(["minimal_pairs"]).run()
+    assert at.dataframe[0].value["name"].tolist() == ["pairs-llama"]
+    assert not at.exception

@@ -1,0 +1,401 @@
+"""Cached results behind the Directions and Cross-model pages: store reads wired to `analysis`.
+
+Pages call these and draw; no page reads vectors or does math itself. Every `st.cache_data`
+function takes the store path and `runs_key(store)` as its first two arguments (all inputs are
+arguments), so results are cached per store and a newly committed run shows up at once.
+
+Memory: `layer_stats` streams each layer through `Store.iter_vectors` into a
+`MeanAccumulator`, so label means and typical norms cover every sample whatever the run's size,
+while only a deterministic subsample of at most `SUBSAMPLE_PER_LABEL` samples per label is kept
+for the statistics that need single samples (stability, separability, PCA, CKA, Procrustes).
+The pages say how many samples those used. Subsamples are chosen by a hash of the sample id, so
+two runs over the same dataset keep the same samples and line up for cross-model comparisons.
+
+Selections the analysis cannot use (one label, a missing baseline or layer, ...) raise
+`Unsuitable` with a message written for the page; store problems raise `StoreError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import (
+    MeanAccumulator,
+    best_pairs,
+    centred_label_similarity,
+    cka_matrix,
+    cosine_matrix,
+    direction_norms_by_layer,
+    normalised_depth,
+    pca,
+    procrustes_cosine_matrix,
+    project,
+    projection_separability,
+    rsa_matrix,
+    split_half_stability,
+)
+from store import RunManifest
+from ui.context import store_at
+
+SUBSAMPLE_PER_LABEL = 1000  # samples per label kept in memory for per-sample statistics
+CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
+PROCRUSTES_RANK = 32  # principal directions per layer the Procrustes map is fitted in
+STABILITY_SPLITS = 20
+STREAM_BATCH_ROWS = 8192
+NO_LABEL = "(no label)"
+
+
+class Unsuitable(ValueError):
+    """A selection the analysis cannot use; the message is shown on the page as it is."""
+
+
+def limit_blas_threads() -> None:
+    """Run BLAS/LAPACK on one thread in this (app) process.
+
+    The analysis does many small matrix operations (SVDs of a few hundred rows), for which
+    OpenBLAS's threads cost more than they give; on a busy machine with few cores, measured here,
+    a 240 x 640 PCA took 0.04 s on one thread against 0.2-2.8 s on two. Streamlit imports numpy
+    before any page runs, so an environment variable would come too late; threadpoolctl changes
+    the running library. It is optional: without it nothing changes.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
+limit_blas_threads()
+
+
+# -- runs ------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_summaries(path: str, key: tuple[str, ...]) -> pd.DataFrame:  # noqa: ARG001 - cache key
+    """One row per committed run with what the analysis pages choose by: labels, pairs, sites."""
+    store = store_at(path)
+    rows = []
+    for m in store.runs():
+        samples = store.samples(m.run_id)
+        labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
+        has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
+        rows.append(
+            {
+                "run_id": m.run_id, "name": m.name, "model": m.model,
+                "dataset": m.dataset_name, "dataset_sha256": m.dataset_sha256,
+                "n_samples": m.n_samples, "labels": tuple(labels), "has_pairs": has_pairs,
+                "hooks": tuple(m.hooks), "positions": tuple(m.positions),
+                "layers": tuple(m.layers), "n_layers": m.n_layers, "d_model": m.d_model,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_title(summary: pd.Series) -> str:
+    return f"{summary['name']} ({summary['model']})"
+
+
+# -- streamed per-layer statistics -------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerStats:
+    """Per-layer label statistics of one run at one (hook, position).
+
+    means [L, k, d] and counts [k] cover every sample; sub_* is the kept subsample (m rows):
+    sub_X [L, m, d] float32, sub_labels / sub_ids / sub_text [m].
+    """
+
+    run_id: str
+    n_layers: int
+    layers: list[int]
+    labels: list[str]
+    counts: np.ndarray
+    means: np.ndarray
+    typical_norms: np.ndarray
+    sub_ids: np.ndarray
+    sub_labels: np.ndarray
+    sub_text: np.ndarray
+    sub_X: np.ndarray
+
+    def depths(self) -> np.ndarray:
+        """Normalised depth (0..1) of each kept layer in the model: [L]."""
+        return normalised_depth(self.n_layers)[self.layers]
+
+    def layer_index(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise Unsuitable(
+                f"This run has no layer {layer}; it has layers {_layer_ranges(self.layers)}."
+            )
+        return self.layers.index(layer)
+
+
+def _layer_ranges(layers) -> str:
+    return f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
+
+
+def subsample_mask(samples: pd.DataFrame, per_label: int) -> np.ndarray:
+    """Rows to keep: the `per_label` samples of each label with the smallest id hash. [n] bool."""
+    hashes = pd.util.hash_pandas_object(samples["id"].astype(str), index=False)
+    ranks = hashes.groupby(samples["label"].to_numpy()).rank(method="first")
+    return (ranks <= per_label).to_numpy()
+
+
+def check_site(manifest: RunManifest, hook: str, position: str) -> None:
+    if hook not in manifest.hooks or position not in manifest.positions:
+        raise Unsuitable(
+            f"Run `{manifest.name}` has no {hook} / {position} vectors "
+            f"(hooks: {', '.join(manifest.hooks)}; positions: {', '.join(manifest.positions)})."
+        )
+
+
+@st.cache_data(show_spinner="Reading activations layer by layer...", max_entries=32)
+def layer_stats(
+    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str
+) -> LayerStats:  # noqa: ARG001 - key is a cache key
+    """Stream every layer of one site once: label means, typical norms and a kept subsample."""
+    store = store_at(path)
+    manifest = store.manifest(run_id)
+    check_site(manifest, hook, position)
+    samples = store.samples(run_id)
+    samples = samples.assign(label=samples["label"].fillna(NO_LABEL).astype(str))
+    labels = sorted(samples["label"].unique().tolist())
+    size = int(samples["sample_idx"].max()) + 1
+    idx = samples["sample_idx"].to_numpy()
+    codes = np.full(size, -1, np.int64)
+    codes[idx] = samples["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    keep = subsample_mask(samples, SUBSAMPLE_PER_LABEL)
+    slot = np.full(size, -1, np.int64)
+    slot[idx[keep]] = np.arange(int(keep.sum()))
+    L, k, d = len(manifest.layers), len(labels), manifest.d_model
+    means, norms = np.full((L, k, d), np.nan), np.zeros(L)
+    counts = np.zeros(k, np.int64)
+    sub_X = np.zeros((L, int(keep.sum()), d), np.float32)
+    for li, layer in enumerate(manifest.layers):
+        acc = MeanAccumulator(d)
+        for sample_idx, X in store.iter_vectors(run_id, hook, layer, position, STREAM_BATCH_ROWS):
+            acc.update(X, codes[sample_idx])
+            rows = slot[sample_idx]
+            sub_X[li, rows[rows >= 0]] = X[rows >= 0]
+        present, layer_means, layer_counts = acc.means()
+        means[li, present] = layer_means
+        counts[present] = layer_counts
+        norms[li] = acc.typical_norm()
+    kept = samples[keep]
+    return LayerStats(
+        run_id=run_id, n_layers=manifest.n_layers, layers=list(manifest.layers), labels=labels,
+        counts=counts, means=means,
+        typical_norms=norms, sub_ids=kept["id"].astype(str).to_numpy(),
+        sub_labels=kept["label"].to_numpy(), sub_text=kept["text"].astype(str).to_numpy(),
+        sub_X=sub_X,
+    )  # fmt: skip
+
+
+def check_labels(labels: list[str], baseline: str) -> None:
+    if len(labels) < 2:
+        raise Unsuitable(
+            f"This run has one label ({labels[0]!r}): a direction needs a target label and a "
+            "baseline label. Pick a run of a labelled dataset."
+        )
+    if baseline not in labels:
+        raise Unsuitable(
+            f"Baseline {baseline!r} is not a label of this run (labels: {', '.join(labels)})."
+        )
+
+
+# -- directions --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DirectionProfile:
+    """per_label: one row per (layer, target label); cosines: one row per (layer, label pair)."""
+
+    per_label: pd.DataFrame
+    cosines: pd.DataFrame
+
+
+def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
+    """(stability mean, std, AUC, accuracy); nan where a label has under 2 kept samples."""
+    try:
+        mean, std = split_half_stability(X, labels, target, baseline, STABILITY_SPLITS, seed=0)
+        auc, accuracy = projection_separability(X, labels, target, baseline, seed=0)
+    except ValueError:
+        return (np.nan,) * 4
+    return mean, std, auc, accuracy
+
+
+@st.cache_data(show_spinner="Computing directions...", max_entries=64)
+def direction_profile(
+    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str, baseline: str
+) -> DirectionProfile:
+    """Every label's diff-of-means direction against `baseline`, per layer, and how reliable."""
+    stats = layer_stats(path, key, run_id, hook, position)
+    check_labels(stats.labels, baseline)
+    b = stats.labels.index(baseline)
+    targets = [label for label in stats.labels if label != baseline]
+    t_idx = [stats.labels.index(t) for t in targets]
+    n_kept = {label: int((stats.sub_labels == label).sum()) for label in stats.labels}
+    depth = stats.depths()
+    rows, cos_rows = [], []
+    for li, layer in enumerate(stats.layers):
+        D = stats.means[li, t_idx] - stats.means[li, b]  # [k-1, d]
+        l1, l2 = direction_norms_by_layer(D)
+        for j, target in enumerate(targets):
+            held = _held_out(stats.sub_X[li], stats.sub_labels, target, baseline)
+            rows.append(
+                {
+                    "layer": layer, "depth": depth[li], "label": target,
+                    "l1": l1[j], "l2": l2[j], "l1_rel": l1[j] / stats.typical_norms[li],
+                    "l2_rel": l2[j] / stats.typical_norms[li],
+                    "stability": held[0], "stability_std": held[1], "auc": held[2],
+                    "accuracy": held[3], "n_target": n_kept[target], "n_baseline": n_kept[baseline],
+                }
+            )  # fmt: skip
+        C = cosine_matrix(D)
+        for i in range(len(targets)):
+            for j in range(i + 1, len(targets)):
+                pair = f"{targets[i]} · {targets[j]}"
+                cos_rows.append({"layer": layer, "depth": depth[li], "pair": pair,
+                                 "cosine": C[i, j]})  # fmt: skip
+    cosines = pd.DataFrame(cos_rows, columns=["layer", "depth", "pair", "cosine"])
+    return DirectionProfile(pd.DataFrame(rows), cosines)
+
+
+def directions_for(path, key, runs: pd.DataFrame, hook, position, baseline) -> DirectionProfile:
+    """`direction_profile` of several runs stacked, with `run` and `model` columns."""
+    parts = []
+    for run_id, summary in runs.iterrows():
+        profile = direction_profile(path, key, run_id, hook, position, baseline)
+        tag = {"run": run_title(summary), "model": summary["model"]}
+        parts.append((profile.per_label.assign(**tag), profile.cosines.assign(**tag)))
+    return DirectionProfile(
+        pd.concat([p[0] for p in parts], ignore_index=True),
+        pd.concat([p[1] for p in parts], ignore_index=True),
+    )
+
+
+@dataclass(frozen=True)
+class LayerDetail:
+    """One layer of one run: label-direction cosines, sample projections and PCA scores."""
+
+    cosines: pd.DataFrame  # label_a, label_b, cosine
+    projections: pd.DataFrame  # label, text, projection
+    scores: pd.DataFrame  # label, text, pc1, pc2, pc3
+    explained: list[float]
+
+
+@st.cache_data(show_spinner="Computing the layer view...", max_entries=64)
+def layer_detail(
+    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str, layer: int,
+    baseline: str, target: str,
+) -> LayerDetail:  # fmt: skip
+    stats = layer_stats(path, key, run_id, hook, position)
+    check_labels(stats.labels, baseline)
+    li = stats.layer_index(layer)
+    means = stats.means[li]
+    b = stats.labels.index(baseline)
+    targets = [label for label in stats.labels if label != baseline]
+    D = np.stack([means[stats.labels.index(t)] - means[b] for t in targets])
+    C = cosine_matrix(D)
+    cos = pd.DataFrame(
+        [{"label_a": a, "label_b": c, "cosine": C[i, j]}
+         for i, a in enumerate(targets) for j, c in enumerate(targets)]
+    )  # fmt: skip
+    X = stats.sub_X[li]
+    base = pd.DataFrame({"label": stats.sub_labels, "text": stats.sub_text})
+    if target not in targets:
+        raise Unsuitable(f"Label {target!r} has no direction against baseline {baseline!r}.")
+    try:
+        projections = base.assign(projection=project(X, D[targets.index(target)]))
+    except ValueError as exc:
+        raise Unsuitable(f"Cannot project on the {target!r} direction: {exc}.") from None
+    n_comp = min(3, X.shape[0], X.shape[1])
+    result = pca(X, k=n_comp)
+    scores = base.copy()
+    for c in range(3):
+        scores[f"pc{c + 1}"] = result.scores[:, c] if c < n_comp else 0.0
+    return LayerDetail(cos, projections, scores, result.explained_variance_ratio.tolist())
+
+
+# -- cross-model -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CrossModel:
+    """Layer-by-layer comparisons of run A (rows) and run B (columns), as long frames.
+
+    Each frame has layer_a, layer_b, depth_a, depth_b, value. `raw` is None when the widths
+    differ; `rsa` is None (with `rsa_note`) when there are fewer than 3 labels.
+    """
+
+    cka: pd.DataFrame
+    procrustes: pd.DataFrame
+    rsa: pd.DataFrame | None
+    raw: pd.DataFrame | None
+    n_shared: int
+    rsa_note: str
+
+
+def _long(M: np.ndarray, layers_a, layers_b, depth_a, depth_b) -> pd.DataFrame:
+    i, j = np.meshgrid(np.arange(len(layers_a)), np.arange(len(layers_b)), indexing="ij")
+    return pd.DataFrame(
+        {
+            "layer_a": np.asarray(layers_a)[i.ravel()], "layer_b": np.asarray(layers_b)[j.ravel()],
+            "depth_a": depth_a[i.ravel()], "depth_b": depth_b[j.ravel()], "value": M.ravel(),
+        }
+    )  # fmt: skip
+
+
+def _shared_rows(a: LayerStats, b: LayerStats) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in each subsample of the shared sample ids, capped at CROSS_MODEL_MAX_ROWS."""
+    shared, ia, ib = np.intersect1d(a.sub_ids, b.sub_ids, return_indices=True)
+    if len(shared) < 4:
+        raise Unsuitable(
+            f"The two runs share {len(shared)} sample ids; the comparison needs at least 4."
+        )
+    order = np.argsort(pd.util.hash_pandas_object(pd.Series(shared), index=False).to_numpy())
+    order = order[:CROSS_MODEL_MAX_ROWS]
+    return ia[order], ib[order]
+
+
+def _direction_stack(stats: LayerStats, target: str, baseline: str) -> np.ndarray:
+    t, b = stats.labels.index(target), stats.labels.index(baseline)
+    return stats.means[:, t] - stats.means[:, b]  # [L, d]
+
+
+@st.cache_data(show_spinner="Comparing the two models layer by layer...", max_entries=32)
+def cross_model(
+    path: str, key: tuple[str, ...], run_a: str, run_b: str, hook: str, position: str,
+    target: str, baseline: str,
+) -> CrossModel:  # fmt: skip
+    a = layer_stats(path, key, run_a, hook, position)
+    b = layer_stats(path, key, run_b, hook, position)
+    if a.labels != b.labels:
+        raise Unsuitable("The two runs have different labels; pick runs of the same dataset.")
+    check_labels(a.labels, baseline)
+    ia, ib = _shared_rows(a, b)
+    grid = (a.layers, b.layers, a.depths(), b.depths())
+    cka = cka_matrix(list(a.sub_X[:, ia]), list(b.sub_X[:, ib]))
+    proc = procrustes_cosine_matrix(
+        list(a.sub_X[:, ia]), list(b.sub_X[:, ib]), rank=PROCRUSTES_RANK
+    )
+    rsa, note = None, ""
+    if len(a.labels) >= 3:
+        mats_a = [centred_label_similarity(m) for m in a.means]
+        mats_b = [centred_label_similarity(m) for m in b.means]
+        rsa = _long(rsa_matrix(mats_a, mats_b), *grid)
+    else:
+        note = f"RSA needs at least 3 labels; these runs have {len(a.labels)}."
+    raw = None
+    if a.means.shape[2] == b.means.shape[2]:
+        Da, Db = _direction_stack(a, target, baseline), _direction_stack(b, target, baseline)
+        C = cosine_matrix(np.concatenate([Da, Db]))[: len(Da), len(Da) :]
+        raw = _long(C, *grid)
+    return CrossModel(_long(cka, *grid), _long(proc, *grid), rsa, raw, len(ia), note)
+
+
+def best_pairs_table(frame: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    """The `top` best (layer_a, layer_b) cells of a long comparison frame."""
+    M = frame.pivot(index="layer_a", columns="layer_b", values="value")
+    rows = [
+        {"layer A": M.index[i], "layer B": M.columns[j], "value": round(v, 3)}
+        for i, j, v in best_pairs(M.to_numpy(), top=top)
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,193 @@
+"""Cached results behind the Pairs page: minimal-pair differences from the store, via `analysis`.
+
+A minimal-pairs run has samples with a `pair_id` and sides "a" and "b"; differences are b - a.
+`pair_profile` loads a whole run at once (`Store.layer_vectors`): pair datasets are hundreds of
+sentences, not the 100,000-sample scale the Directions page streams for. The per-token view needs
+a run captured with position `all`; `all_positions_run` finds one of the same model and dataset,
+and `extraction_command` says how to make one when there is none.
+
+Unsuitable selections raise `ui.compute.Unsuitable` with a message for the page.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import (
+    DimensionStats,
+    dimension_consistency,
+    rank_dimensions,
+    relative_difference,
+    token_difference_map,
+)
+from store import RunManifest, Store
+from ui.compute import Unsuitable, check_site
+from ui.context import store_at
+
+ALL_CATEGORIES = "(all pairs)"
+
+
+@dataclass(frozen=True)
+class PairProfile:
+    """Per-layer pair statistics of one run at one (hook, position).
+
+    per_layer: layer, category, mean_abs, relative, n_pairs (one row per layer and category,
+    plus ALL_CATEGORIES). score / mean_abs / std: [L, d] from `dimension_consistency`.
+    pairs: pair_id, category, text_a, text_b, sample_a, sample_b.
+    """
+
+    layers: list[int]
+    per_layer: pd.DataFrame
+    score: np.ndarray
+    mean_abs: np.ndarray
+    std: np.ndarray
+    pairs: pd.DataFrame
+
+
+def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per complete pair (both sides present once), in order of first appearance."""
+    sided = samples[samples["pair_id"].notna() & samples["side"].isin(["a", "b"])]
+    sided = sided.drop_duplicates(["pair_id", "side"])
+    wide = sided.pivot(index="pair_id", columns="side", values=["sample_idx", "text", "category"])
+    wide = wide.dropna(subset=[("sample_idx", "a"), ("sample_idx", "b")])
+    if wide.empty:
+        raise Unsuitable(
+            "This run has no minimal pairs (samples with a pair_id and sides a and b). "
+            "Pick a run of a minimal-pairs dataset."
+        )
+    order = sided.drop_duplicates("pair_id")["pair_id"]
+    wide = wide.reindex([p for p in order if p in wide.index])
+    return pd.DataFrame(
+        {
+            "pair_id": wide.index.astype(str),
+            "category": wide[("category", "a")].fillna("(none)").astype(str).to_numpy(),
+            "text_a": wide[("text", "a")].astype(str).to_numpy(),
+            "text_b": wide[("text", "b")].astype(str).to_numpy(),
+            "sample_a": wide[("sample_idx", "a")].astype(int).to_numpy(),
+            "sample_b": wide[("sample_idx", "b")].astype(int).to_numpy(),
+        }
+    )
+
+
+def _category_rows(layer: int, A: np.ndarray, B: np.ndarray, categories: np.ndarray) -> list:
+    rows = []
+    groups = [(ALL_CATEGORIES, np.ones(len(A), bool))]
+    groups += [(c, categories == c) for c in sorted(set(categories.tolist()))]
+    for name, mask in groups:
+        a, b = A[mask], B[mask]
+        rows.append(
+            {
+                "layer": layer, "category": name, "mean_abs": float(np.abs(b - a).mean()),
+                "relative": relative_difference(a, b), "n_pairs": int(mask.sum()),
+            }
+        )  # fmt: skip
+    return rows
+
+
+@st.cache_data(show_spinner="Computing pair differences...", max_entries=32)
+def pair_profile(path: str, key: tuple[str, ...], run_id: str, hook: str, position: str):  # noqa: ARG001
+    store = store_at(path)
+    manifest = store.manifest(run_id)
+    check_site(manifest, hook, position)
+    X, samples, layers = store.layer_vectors(run_id, hook, position)
+    pairs = pair_table(samples)
+    if len(pairs) < 2:
+        raise Unsuitable(f"This run has {len(pairs)} complete pair; the statistics need 2.")
+    # layer_vectors rows follow samples order; map sample_idx to row position.
+    row_of = pd.Series(np.arange(len(samples)), index=samples["sample_idx"].to_numpy())
+    ia, ib = row_of[pairs["sample_a"]].to_numpy(), row_of[pairs["sample_b"]].to_numpy()
+    categories = pairs["category"].to_numpy()
+    rows, stats = [], []
+    for li, layer in enumerate(layers):
+        A, B = X[li, ia].astype(np.float64), X[li, ib].astype(np.float64)
+        rows += _category_rows(layer, A, B, categories)
+        stats.append(dimension_consistency(A, B))
+    return PairProfile(
+        layers=list(layers),
+        per_layer=pd.DataFrame(rows),
+        score=np.stack([s.score for s in stats]),
+        mean_abs=np.stack([s.mean_abs for s in stats]),
+        std=np.stack([s.std for s in stats]),
+        pairs=pairs,
+    )
+
+
+def dimension_table(profile: PairProfile, layer: int, top: int, largest: bool) -> pd.DataFrame:
+    """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread."""
+    if layer not in profile.layers:
+        raise Unsuitable(f"This run has no layer {layer}.")
+    li = profile.layers.index(layer)
+    stats = DimensionStats(profile.mean_abs[li], profile.std[li], profile.score[li])
+    idx, scores = rank_dimensions(stats, k=top, largest=largest)
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(idx) + 1), "dimension": idx, "score": scores,
+            "mean |b - a|": stats.mean_abs[idx], "spread": stats.std[idx],
+        }
+    )  # fmt: skip
+
+
+def dimension_layers(profile: PairProfile, dims: list[int]) -> pd.DataFrame:
+    """Score of the given dimensions at every layer, long: layer, dimension, score."""
+    frame = pd.DataFrame(profile.score[:, dims], index=profile.layers, columns=dims)
+    frame = frame.rename_axis(index="layer", columns="dimension").stack().rename("score")
+    return frame.reset_index()
+
+
+# -- per-token view ------------------------------------------------------------------------------
+def all_positions_run(store: Store, manifest: RunManifest, hook: str) -> str | None:
+    """A run with position `all` and `hook`, same model and dataset; the given run first."""
+    candidates = [manifest] + [m for m in store.runs() if m.run_id != manifest.run_id]
+    for m in candidates:
+        same = m.model == manifest.model and m.dataset_sha256 == manifest.dataset_sha256
+        if same and "all" in m.positions and hook in m.hooks:
+            return m.run_id
+    return None
+
+
+def extraction_command(manifest: RunManifest, hook: str, store_root: str | Path) -> str:
+    """The CLI line that captures every token of the run's dataset on the run's model."""
+    dataset_path = manifest.extra.get("dataset_path")
+    dataset = manifest.dataset_name
+    if dataset_path and Path(dataset_path).parent.name != "data":
+        dataset = dataset_path  # not a built-in dataset: point at the file the run used
+    parts = [
+        "python", "-m", "extraction", "run", "--model", manifest.model, "--dataset", dataset,
+        "--hooks", hook, "--positions", "all", "--store", str(store_root),
+    ]  # fmt: skip
+    return shlex.join(parts)
+
+
+@st.cache_data(show_spinner="Reading every token of the pair...", max_entries=64)
+def token_map(
+    path: str, key: tuple[str, ...], run_id: str, hook: str, pair_id: str
+) -> pd.DataFrame:  # noqa: ARG001
+    """||b - a|| per layer and token of one pair: layer, token_idx, token_a, token_b, distance."""
+    store = store_at(path)
+    pairs = pair_table(store.samples(run_id)).set_index("pair_id")
+    if pair_id not in pairs.index:
+        raise Unsuitable(f"Pair {pair_id!r} is not in the run that has every token.")
+    row = pairs.loc[pair_id]
+    A, tokens_a, layers = store.token_vectors(run_id, hook, int(row["sample_a"]))
+    B, tokens_b, _ = store.token_vectors(run_id, hook, int(row["sample_b"]))
+    if A.shape[1] != B.shape[1]:
+        raise Unsuitable(
+            f"The two sides have {A.shape[1]} and {B.shape[1]} tokens: the edit changed the "
+            "token count, so tokens do not line up one to one and there is no per-token map."
+        )
+    D = token_difference_map(A, B)  # [L, t]
+    t = np.arange(D.shape[1])
+    return pd.DataFrame(
+        {
+            "layer": np.repeat(layers, len(t)), "token_idx": np.tile(t, len(layers)),
+            "token_a": np.tile(tokens_a["token"].astype(str).to_numpy(), len(layers)),
+            "token_b": np.tile(tokens_b["token"].astype(str).to_numpy(), len(layers)),
+            "distance": D.ravel(),
+        }
+    )  # fmt: skip
