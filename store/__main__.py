@@ -28,17 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     snap = sub.add_parser("snapshot", help="copy chosen runs and layers into a small new store")
     snap.add_argument("--store", required=True, type=Path, help="the source store")
-    snap.add_argument("--runs", required=True, help="run ids, comma-separated, or all")
+    snap.add_argument(
+        "--runs", required=True, help="run ids or unambiguous prefixes, comma-separated, or all"
+    )
     snap.add_argument("--layers", default="all", help="all, or a list like 0,5,10 (-1 = last)")
     snap.add_argument("--out", required=True, type=Path, help="the new store (a new folder)")
     return parser
 
 
 def _snapshot(args: argparse.Namespace) -> int:
+    source = open_store(args.store)
     if args.runs.strip() == "all":
-        run_ids = open_store(args.store).run_ids()
+        run_ids = source.run_ids()
     else:
-        run_ids = [r.strip() for r in args.runs.split(",") if r.strip()]
+        run_ids = [source.resolve_run_id(r.strip()) for r in args.runs.split(",") if r.strip()]
     size = snapshot(args.store, run_ids, args.out, parse_layer_list(args.layers))
     for run_id in run_ids:
         print(f"copied {run_id}")

@@ -80,6 +80,19 @@ class Store:
             self._manifests[run_id] = cached
         return cached[1]
 
+    def resolve_run_id(self, name: str) -> str:
+        """A committed run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
+        ids = self.run_ids()
+        if name in ids:
+            return name
+        matches = [run_id for run_id in ids if name and run_id.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise StoreError(f"run {name!r} is ambiguous: it starts {', '.join(matches)}")
+        self.manifest(name)  # raises the usual error for unknown or malformed ids
+        raise StoreError(f"no committed run {name!r} in {self.root}")
+
     def runs(self) -> list[RunManifest]:
         """Committed runs, newest first."""
         manifests = [self.manifest(run_id) for run_id in self.run_ids()]

@@ -107,7 +107,8 @@ def snapshot(
 ) -> int:
     """Write the runs (only `layers`, or all) into a new store at `out`; returns its size in bytes.
 
-    Refuses when `out` already holds any of the runs, or is the source store itself.
+    A run may be named by an unambiguous prefix of its id. Refuses when `out` already holds any
+    of the runs, or is the source store itself.
     """
     source = open_store(store_path)
     out_root = Path(out).expanduser()
@@ -116,8 +117,9 @@ def snapshot(
     if not run_ids:
         raise StoreError("no runs given")
     plans = []
-    for run_id in run_ids:
-        manifest = source.manifest(run_id)  # raises for unknown or uncommitted runs
+    for name in run_ids:
+        run_id = source.resolve_run_id(name)  # raises for unknown, ambiguous or uncommitted runs
+        manifest = source.manifest(run_id)
         chosen = _resolve_layers(run_id, manifest.layers, manifest.n_layers, layers)
         target = layout.run_dir(out_root, run_id)
         if target.exists():

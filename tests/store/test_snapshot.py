@@ -93,6 +93,21 @@ def test_snapshot_casts_to_float16_and_counts_overflow(tmp_path):
     assert np.isinf(snap.vectors(run_id, "resid_post", 2, "last")[0][0, 0])
 
 
+def test_snapshot_takes_unambiguous_run_id_prefixes(tiny_store, tmp_path):
+    source = open_store(tiny_store["root"])
+    llama = next(m for m in source.runs() if m.name == "emo-llama")
+    prefix = llama.run_id[: llama.run_id.index("llama") + len("llama")]
+    out = tmp_path / "snap"
+    result = cli("snapshot", "--store", str(source.root), "--runs", prefix, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert open_store(out).run_ids() == [llama.run_id]
+
+    ambiguous = cli("snapshot", "--store", str(source.root), "--runs", "emo-",
+                    "--out", str(tmp_path / "x"))  # fmt: skip
+    assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr, ambiguous.stderr
+    assert llama.run_id in ambiguous.stderr and not (tmp_path / "x").exists()
+
+
 def test_snapshot_refuses_bad_input_in_one_line(tiny_store, tmp_path):
     root = str(tiny_store["root"])
     run_id = tiny_store["run_ids"][0]
