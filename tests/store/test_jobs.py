@@ -279,7 +279,8 @@ def _progress(root: Path, job: Job) -> int:
     return status.done or 0
 
 
-def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_models, big_dataset):
+def _launch_and_wait_for_rows(root: Path, tiny_models, big_dataset) -> Job:
+    """A long job on the tiny llama, returned once it has written its first samples."""
     upload = save_upload(root, "big.jsonl", big_dataset, read_only=False)
     job, _ = launch(
         root,
@@ -287,6 +288,11 @@ def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_mode
         read_only=False,
     )
     wait_for(lambda: _progress(root, job) > 0, timeout=120, what="samples written")
+    return job
+
+
+def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_models, big_dataset):
+    job = _launch_and_wait_for_rows(root, tiny_models, big_dataset)
     running = read_job(root, job.job_id)
     assert (root / "runs" / job.run_id).is_dir()  # a partial run exists right now
     cancelled = cancel(root, job.job_id, read_only=False)
@@ -300,13 +306,7 @@ def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_mode
 
 
 def test_whole_tree_killed_is_detected_and_the_partial_run_removed(root, tiny_models, big_dataset):
-    upload = save_upload(root, "big.jsonl", big_dataset, read_only=False)
-    job, _ = launch(
-        root,
-        JobSpec(model=str(tiny_models["llama"]), dataset=str(upload), batch_size=2),
-        read_only=False,
-    )
-    wait_for(lambda: _progress(root, job) > 0, timeout=120, what="samples written")
+    job = _launch_and_wait_for_rows(root, tiny_models, big_dataset)
     os.killpg(job.pid, signal.SIGKILL)  # e.g. the OOM killer: nobody records anything
     wait_for(lambda: reconciled_state(root, job.job_id) == "failed", what="dead job detected")
     assert "died without recording an exit" in read_job(root, job.job_id).error
