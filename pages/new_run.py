@@ -2,8 +2,10 @@
 
 Widgets only. The run is a separate `python -m extraction run` process started by
 `store.jobs.launch` (this process never imports torch); it survives reloads and closed browsers.
-The jobs list is a fragment that reruns itself every few seconds. In read-only mode the page is
-not in the navigation, and refuses here too when opened directly; store.jobs refuses as well.
+The jobs list is a fragment that reruns itself every few seconds. The settings are bound to the
+URL, so a link (the Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in.
+In read-only mode the page is not in the navigation, and refuses here too when opened directly;
+store.jobs refuses as well.
 """
 
 import streamlit as st
@@ -13,8 +15,11 @@ from store import StoreError
 from store.jobs import JobSpec, cancel, launch, list_jobs, list_uploads, save_upload
 from store.manifest import HOOKS, POSITIONS, STORAGE_DTYPES
 from ui.context import get_store, read_only
+from ui.controls import BIND
 from ui.jobs import (
+    DATASET_KINDS,
     EMBEDDED_MODELS,
+    MODEL_KINDS,
     check_upload,
     describe,
     max_running,
@@ -41,28 +46,27 @@ except StoreError as exc:
 
 left, right = st.columns(2)
 with left:
-    model_kind = st.radio(
-        "Model", ["Embedded", "Hugging Face id or local folder"], horizontal=True, key="model_kind"
-    )
-    if model_kind == "Embedded":
-        model = st.selectbox("Embedded model", EMBEDDED_MODELS, key="model_embedded")
+    model_kind = st.radio("Model", MODEL_KINDS, horizontal=True, key="model_kind", bind=BIND)
+    if model_kind == MODEL_KINDS[0]:
+        model = st.selectbox("Embedded model", EMBEDDED_MODELS, key="model_embedded", bind=BIND)
     else:
         model = st.text_input(
             "Model id or folder",
             key="model_other",
+            bind=BIND,
             placeholder="org/name or /path/to/model",
             help="A Hugging Face id needs its weights in the local cache (no hub access here).",
         ).strip()
 
 with right:
     dataset_kind = st.radio(
-        "Dataset", ["Built-in or uploaded", "Upload a file"], horizontal=True, key="dataset_kind"
+        "Dataset", DATASET_KINDS, horizontal=True, key="dataset_kind", bind=BIND
     )
     dataset = None
-    if dataset_kind == "Built-in or uploaded":
+    if dataset_kind == DATASET_KINDS[0]:
         choices = {name: name for name in builtin_datasets()}
         choices.update({upload_label(p): str(p) for p in list_uploads(root)})
-        picked = st.selectbox("Dataset", list(choices), key="dataset_pick")
+        picked = st.selectbox("Dataset", list(choices), key="dataset_pick", bind=BIND)
         dataset = choices.get(picked)
     else:
         upload = st.file_uploader(
@@ -86,15 +90,15 @@ with right:
                 )
 
 hooks_col, positions_col, layers_col = st.columns(3)
-hooks = hooks_col.multiselect("Hooks", HOOKS, default=["resid_post"], key="hooks")
+hooks = hooks_col.multiselect("Hooks", HOOKS, default=["resid_post"], key="hooks", bind=BIND)
 positions = positions_col.multiselect(
-    "Positions", POSITIONS, default=["last", "mean"], key="positions"
+    "Positions", POSITIONS, default=["last", "mean"], key="positions", bind=BIND
 )
 layers = layers_col.text_input(
-    "Layers", value="all", key="layers", help="all, 5, 0,4,8, 10-20 or -1 (last)"
+    "Layers", value="all", key="layers", bind=BIND, help="all, 5, 0,4,8, 10-20 or -1 (last)"
 )
 dtype_col, name_col, batch_col = st.columns(3)
-dtype = dtype_col.radio("Stored as", STORAGE_DTYPES, horizontal=True, key="dtype")
+dtype = dtype_col.radio("Stored as", STORAGE_DTYPES, horizontal=True, key="dtype", bind=BIND)
 name = name_col.text_input("Name (optional)", key="name", help="letters, digits, . _ -").strip()
 batch_size = batch_col.number_input(
     "Batch size", min_value=1, max_value=1024, value=16, key="batch_size"

@@ -4,7 +4,8 @@ For a minimal-pairs run (samples with a pair_id and sides a / b; differences are
 mean absolute difference per layer and category (raw or relative to activation norm); the
 dimensions the edit moves consistently much (or little) compared with their natural spread, as a
 ranked table with a per-layer view; and one pair's difference per token and layer, which needs a
-run captured with position `all` (the page says how to make one if there is none).
+run captured with position `all` (if there is none, the page gives the command and a link to
+the New run page with the settings filled in).
 Computation: ui.pairs_compute.
 """
 
@@ -13,13 +14,14 @@ import streamlit as st
 from store import StoreError
 from ui import charts, controls
 from ui.compute import Unsuitable, run_title
-from ui.context import get_store, runs_key, store_path
+from ui.context import get_store, read_only, runs_key, store_path
 from ui.pairs_compute import (
     ALL_CATEGORIES,
     all_positions_run,
     dimension_layers,
     dimension_table,
     extraction_command,
+    new_run_prefill,
     pair_profile,
     token_map,
 )
@@ -112,6 +114,12 @@ if all_run is None:
         f"position `all` (hook {hook}); there is none in this store. Start one with:"
     )
     st.code(extraction_command(manifest, hook, path), language="bash", wrap_lines=True)
+    prefill = None if read_only() else new_run_prefill(manifest, hook, path)
+    if prefill:
+        st.page_link(
+            "pages/new_run.py", label="or on the New run page, settings filled in",
+            icon=":material/play_circle:", query_params=prefill,
+        )  # fmt: skip
     st.stop()
 try:
     tokens = token_map(path, key, all_run, hook, pair_id)

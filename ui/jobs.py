@@ -18,6 +18,8 @@ from store.jobs import DEFAULT_UPLOAD_BYTES, JobStatus, sanitize_filename
 from ui.context import setting
 
 EMBEDDED_MODELS = ("smollm2-135m", "gemma3-270m")
+MODEL_KINDS = ("Embedded", "Hugging Face id or local folder")
+DATASET_KINDS = ("Built-in or uploaded", "Upload a file")
 STATE_ICONS = {
     "queued": ":material/schedule:",
     "running": ":material/autorenew:",
@@ -82,3 +84,22 @@ def timing(status: JobStatus) -> str:
     if job.pid:
         parts.append(f"pid {job.child_pid or job.pid}")
     return " · ".join(parts)
+
+
+def prefill_query(
+    model: str, dataset: str, hooks: tuple[str, ...], positions: tuple[str, ...]
+) -> dict[str, str | list[str]]:
+    """URL query parameters that open the New run page with these settings filled in.
+
+    `dataset` is what the Dataset box lists: a built-in name or an upload's label. The keys are
+    the page's widget keys (its widgets are bound to the URL).
+    """
+    embedded = model in EMBEDDED_MODELS
+    return {
+        "model_kind": MODEL_KINDS[0] if embedded else MODEL_KINDS[1],
+        ("model_embedded" if embedded else "model_other"): model,
+        "dataset_kind": DATASET_KINDS[0],
+        "dataset_pick": dataset,
+        "hooks": list(hooks),
+        "positions": list(positions),
+    }

@@ -27,8 +27,10 @@ from analysis import (
     token_difference_map,
 )
 from store import RunManifest, Store
+from store.jobs import list_uploads
 from ui.compute import Unsuitable, check_site
 from ui.context import store_at
+from ui.jobs import prefill_query, upload_label
 
 ALL_CATEGORIES = "(all pairs)"
 
@@ -151,17 +153,35 @@ def all_positions_run(store: Store, manifest: RunManifest, hook: str) -> str | N
     return None
 
 
+def _builtin_dataset(manifest: RunManifest) -> bool:
+    dataset_path = manifest.extra.get("dataset_path")
+    return not dataset_path or Path(dataset_path).parent.name == "data"
+
+
 def extraction_command(manifest: RunManifest, hook: str, store_root: str | Path) -> str:
     """The CLI line that captures every token of the run's dataset on the run's model."""
-    dataset_path = manifest.extra.get("dataset_path")
     dataset = manifest.dataset_name
-    if dataset_path and Path(dataset_path).parent.name != "data":
-        dataset = dataset_path  # not a built-in dataset: point at the file the run used
+    if not _builtin_dataset(manifest):
+        dataset = manifest.extra["dataset_path"]  # point at the file the run used
     parts = [
         "python", "-m", "extraction", "run", "--model", manifest.model, "--dataset", dataset,
         "--hooks", hook, "--positions", "all", "--store", str(store_root),
     ]  # fmt: skip
     return shlex.join(parts)
+
+
+def new_run_prefill(manifest: RunManifest, hook: str, store_root: str | Path) -> dict | None:
+    """New run page query parameters for the same `all` run, or None when its dataset is a file
+    the page cannot offer (neither built-in nor uploaded to this store)."""
+    if _builtin_dataset(manifest):
+        dataset = manifest.dataset_name
+    else:
+        used = Path(manifest.extra["dataset_path"]).resolve()
+        uploads = [p for p in list_uploads(Path(store_root)) if p.resolve() == used]
+        if not uploads:
+            return None
+        dataset = upload_label(uploads[0])
+    return prefill_query(manifest.model, dataset, (hook,), ("all",))
 
 
 @st.cache_data(show_spinner="Reading every token of the pair...", max_entries=64)

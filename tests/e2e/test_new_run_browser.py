@@ -99,3 +99,39 @@ def test_read_only_server_offers_nothing_to_start(streamlit_server, browser, sto
         open_page(browser, f"{url}/")  # the main script runs: the navigation is now in charge
     assert "New run" not in browser.find_element(By.TAG_NAME, "body").text
     assert not browser.find_elements(By.CSS_SELECTOR, 'a[href$="/new_run"]')
+
+
+def test_pairs_page_link_starts_the_missing_all_run(streamlit_server, browser, store_root,
+                                                    tiny_models):  # fmt: skip
+    """Pairs page without an `all` run -> its link -> New run filled in -> Launch -> per-token
+    view available, on the built-in minimal pairs with a tiny model."""
+    from extraction.runner import RunConfig, execute
+
+    By = _by()
+    model = str(tiny_models["llama"])
+    config = RunConfig(model=model, dataset="minimal_pairs", positions=("last",), device="cpu")
+    execute(config, store_root, progress=False)
+    url = streamlit_server(store_root)
+    open_page(browser, f"{url}/pairs")
+    assert "there is none in this store" in browser.find_element(By.TAG_NAME, "body").text
+    (link,) = [a for a in browser.find_elements(By.TAG_NAME, "a") if "New run page" in a.text]
+    link.click()
+    wait_for_css(browser, 'input[aria-label="Model id or folder"]')
+    wait_for_idle(browser)
+    field = browser.find_element(By.CSS_SELECTOR, 'input[aria-label="Model id or folder"]')
+    assert field.get_attribute("value") == model
+    click_text(browser, "button", "Launch")
+    assert "Started job" in browser.find_element(By.CSS_SELECTOR, "[data-testid=stAlert]").text
+    deadline = time.monotonic() + 180
+    while not browser.find_elements(By.XPATH, "//strong[normalize-space()='done']"):
+        assert time.monotonic() < deadline, "the all-positions job did not finish in 180 s"
+        assert not browser.find_elements(By.XPATH, "//strong[normalize-space()='failed']")
+        time.sleep(0.5)
+    store = open_store(store_root)
+    assert sorted(tuple(m.positions) for m in store.runs()) == [("all",), ("last",)]
+    assert {(m.model, m.dataset_name) for m in store.runs()} == {(model, "minimal_pairs")}
+
+    open_page(browser, f"{url}/pairs")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "there is none in this store" not in body and "Traceback" not in body
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=stException]")

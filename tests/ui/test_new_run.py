@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 from store import StoreError, open_store
 from store.jobs import ReadOnlyError, cancel, launch, list_jobs, reconcile, save_upload
 from store.writer import list_uncommitted
+from tests.support.synthetic import pair_rows, write_run
 from tests.support.tiny import emotion_rows
-from ui.jobs import EMBEDDED_MODELS, check_upload
+from ui.jobs import EMBEDDED_MODELS, check_upload, prefill_query
+from ui.pairs_compute import new_run_prefill
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
@@ -141,6 +144,47 @@ def test_cancel_from_the_page_leaves_nothing_partial(store_root, tiny_models):
     assert status.job.state == "cancelled"
     assert not (store_root / "runs" / status.job.run_id).exists()
     assert list_uncommitted(store_root) == [] and open_store(store_root).run_ids() == []
+
+
+def test_a_link_opens_the_page_with_its_settings_filled_in(store_root):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(prefill_query("gemma3-270m", "minimal_pairs", ("mlp_out",), ("all",)))
+    at.switch_page("pages/new_run.py")  # as a link does: the URL is read on the first run
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="model_kind").value == "Embedded"
+    assert at.selectbox(key="model_embedded").value == "gemma3-270m"
+    assert at.selectbox(key="dataset_pick").value == "minimal_pairs"
+    assert at.multiselect(key="hooks").value == ["mlp_out"]
+    assert at.multiselect(key="positions").value == ["all"]
+
+    other = prefill_query("/models/mine", "emotions", ("resid_pre",), ("all",))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(other)
+    at.switch_page("pages/new_run.py")
+    at.run()
+    assert at.radio(key="model_kind").value == "Hugging Face id or local folder"
+    assert at.text_input(key="model_other").value == "/models/mine"
+
+
+def test_prefill_names_the_dataset_as_the_page_lists_it(store_root, tmp_path):
+    run_id = write_run(store_root, "pairs", pair_rows(3), dataset_name="minimal_pairs")
+    manifest = open_store(store_root).manifest(run_id)
+    builtin = replace(manifest, extra={"dataset_path": str(REPO / "data" / "minimal_pairs.jsonl")})
+    assert new_run_prefill(builtin, "resid_post", store_root)["dataset_pick"] == "minimal_pairs"
+
+    upload = save_upload(store_root, "my pairs.jsonl", b'{"text": "a", "label": "x"}\n',
+                         read_only=False)  # fmt: skip
+    uploaded = replace(manifest, extra={"dataset_path": str(upload)})
+    query = new_run_prefill(uploaded, "mlp_out", store_root)
+    assert query["dataset_pick"] == "my_pairs.jsonl (uploaded)", query
+    assert query["hooks"] == ["mlp_out"] and query["positions"] == ["all"]
+    assert query["model_other"] == "synthetic-model"
+
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text('{"text": "a", "label": "x"}\n')
+    assert new_run_prefill(replace(manifest, extra={"dataset_path": str(elsewhere)}),
+                           "resid_post", store_root) is None  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["env", "secrets"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pandas as pd
 import pyarrow as pa
@@ -264,6 +265,19 @@ def test_pairs_without_an_all_run_says_how_to_make_one(synthetic_env):
     assert command.startswith("python -m extraction run --model synthetic-model")
     assert "--dataset minimal_pairs" in command and "--positions all" in command
     assert not chart(at, "Mean absolute").empty  # the rest of the page is still there
+    (link,) = at.get("page_link")
+    assert link.proto.page == "new_run"
+    query = parse_qs(link.proto.query_string)
+    assert query["model_other"] == ["synthetic-model"] and query["positions"] == ["all"]
+    assert query["dataset_pick"] == ["minimal_pairs"] and query["hooks"] == ["resid_post"]
+
+
+def test_pairs_offers_no_run_link_in_read_only_mode(synthetic_env, monkeypatch):
+    write_run(synthetic_env, "pairs-no-all", pair_rows(4), dataset_name="minimal_pairs")
+    monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    at = open_page("pages/pairs.py")
+    assert "position `all`" in messages(at) and at.code
+    assert not at.get("page_link")
 
 
 def test_pairs_messages(synthetic_env):
