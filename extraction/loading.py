@@ -32,9 +32,25 @@ class Loaded:
 
 
 def pick_device(device: str) -> torch.device:
+    """`auto` (CUDA when present, else CPU), or a torch device this machine really has.
+
+    Raises ValueError naming the device, so a bad `--device` fails before any weights load.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here; use cpu or auto")
+        if target.index is not None and target.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s)")
+    elif target.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use cpu or auto")
+    return target
 
 
 def _quiet_transformers() -> None:

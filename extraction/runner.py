@@ -195,13 +195,14 @@ def execute(
     """
     from tqdm import tqdm
 
-    from extraction.loading import load, model_layer_count
+    from extraction.loading import load, model_layer_count, pick_device
 
     started = time.perf_counter()
     dataset = load_dataset(config.dataset)
     resolved = resolve(config.model)
-    # Check the layers against the config before spending time on the weights.
+    # Check the layers and the device before spending time on the weights.
     parse_layers(config.layers, model_layer_count(resolved))
+    pick_device(config.device)
     if loaded is None:
         loaded = load(
             resolved, config.backend, config.device, config.compute_dtype, config.tl_processing

@@ -59,6 +59,8 @@ def test_run_prints_run_id_last_and_list_shows_it(tmp_path, tiny_models, dataset
         (["--dataset", "BAD"], "line 2: missing column 'label'"),
         (["--positions", "first"], "unknown position 'first'"),
         (["--batch-size", "many"], "invalid int value: 'many'"),
+        (["--device", "cuda:99"], "device 'cuda:99'"),  # no GPU, or fewer than 100
+        (["--device", "gpu"], "unknown device 'gpu'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_commits_nothing(
