@@ -14,12 +14,7 @@ from analysis import (
     rsa,
     rsa_matrix,
 )
-
-
-def random_orthogonal(d, rng):
-    q, r = np.linalg.qr(rng.normal(size=(d, d)))
-    # Fixing the signs by diag(r) makes q Haar-distributed rather than biased.
-    return q * np.sign(np.diag(r))
+from tests.support.linalg import random_orthogonal
 
 
 def reference_cka(X, Y):

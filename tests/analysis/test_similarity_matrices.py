@@ -15,11 +15,7 @@ from analysis import (
     procrustes_cosine_matrix,
     rsa,
 )
-
-
-def random_orthogonal(d, rng):
-    q, r = np.linalg.qr(rng.normal(size=(d, d)))
-    return q * np.sign(np.diag(r))
+from tests.support.linalg import random_orthogonal
 
 
 @pytest.mark.parametrize(("d1", "d2"), [(6, 6), (6, 9), (9, 4)])
