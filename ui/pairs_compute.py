@@ -11,6 +11,7 @@ Unsuitable selections raise `ui.compute.Unsuitable` with a message for the page.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from analysis import (
     relative_difference,
     token_difference_map,
 )
+from extraction.datasets import builtin_dir
 from store import RunManifest, Store
 from store.jobs import list_uploads
 from ui.compute import Unsuitable, check_site
@@ -154,8 +156,15 @@ def all_positions_run(store: Store, manifest: RunManifest, hook: str) -> str | N
 
 
 def _builtin_dataset(manifest: RunManifest) -> bool:
-    dataset_path = manifest.extra.get("dataset_path")
-    return not dataset_path or Path(dataset_path).parent.name == "data"
+    """Whether the run read the built-in dataset of its name, judged by content hash (a user's
+    own `data/emotions.jsonl`, or a run made in another checkout, is told apart by bytes, not by
+    folder name). A run that recorded no dataset path can only be named by its dataset name."""
+    if not manifest.extra.get("dataset_path"):
+        return True
+    builtin = builtin_dir() / f"{manifest.dataset_name}.jsonl"
+    if not builtin.is_file():
+        return False
+    return hashlib.sha256(builtin.read_bytes()).hexdigest() == manifest.dataset_sha256
 
 
 def extraction_command(manifest: RunManifest, hook: str, store_root: str | Path) -> str:

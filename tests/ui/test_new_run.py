@@ -3,6 +3,7 @@ cancel; upload checks; read-only mode; and the app process never importing torch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -170,8 +171,16 @@ def test_a_link_opens_the_page_with_its_settings_filled_in(store_root):
 def test_prefill_names_the_dataset_as_the_page_lists_it(store_root, tmp_path):
     run_id = write_run(store_root, "pairs", pair_rows(3), dataset_name="minimal_pairs")
     manifest = open_store(store_root).manifest(run_id)
-    builtin = replace(manifest, extra={"dataset_path": str(REPO / "data" / "minimal_pairs.jsonl")})
+    shipped = REPO / "data" / "minimal_pairs.jsonl"
+    builtin = replace(manifest, dataset_sha256=hashlib.sha256(shipped.read_bytes()).hexdigest(),
+                      extra={"dataset_path": str(shipped)})  # fmt: skip
     assert new_run_prefill(builtin, "resid_post", store_root)["dataset_pick"] == "minimal_pairs"
+    # A user's own data/minimal_pairs.jsonl with other content is not the built-in one.
+    own = tmp_path / "data" / "minimal_pairs.jsonl"
+    own.parent.mkdir()
+    own.write_text('{"text": "a", "label": "x"}\n')
+    assert new_run_prefill(replace(manifest, extra={"dataset_path": str(own)}),
+                           "resid_post", store_root) is None  # fmt: skip
 
     upload = save_upload(store_root, "my pairs.jsonl", b'{"text": "a", "label": "x"}\n',
                          read_only=False)  # fmt: skip
