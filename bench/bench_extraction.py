@@ -98,13 +98,14 @@ def child(method: str, n: int, work: Path) -> dict:
             for _ in range(REPEATS)
         )
     elif method in ("ours", "all_positions"):
-        from extraction.runner import RunConfig, execute
+        from extraction.runner import execute
+        from settings.run import RunSettings
 
         dataset = _dataset_file(n, work)
         positions = ("all",) if method == "all_positions" else ("last", "mean")
         hooks = ("resid_post",) if method == "all_positions" else ("resid_post", "mlp_out")
-        config = RunConfig(model=MODEL, dataset=str(dataset), hooks=hooks, positions=positions,
-                           batch_size=BATCH, device="cpu")  # fmt: skip
+        config = RunSettings(model=MODEL, dataset=str(dataset), hooks=hooks, positions=positions,
+                             batch_size=BATCH, device="cpu")  # fmt: skip
         execute(config, work / "warm", progress=False, loaded=loaded)  # warm-up run
         repeats = REPEATS if method == "ours" else 1
         seconds = float("inf")

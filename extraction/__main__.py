@@ -12,8 +12,14 @@ from pathlib import Path
 
 from extraction.datasets import DatasetError
 from extraction.models import EMBEDDED, ModelError
+from settings.run import (
+    add_run_arguments,
+    join_option_values,
+    parse_names,
+    settings_from_args,
+    validate_run_id,
+)
 from store import StoreError, open_store
-from store.manifest import HOOKS, POSITIONS, validate_run_id
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,34 +28,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m extraction", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="extract activations of one model over one dataset")
-    run.add_argument("--model", required=True, help=f"{', '.join(EMBEDDED)}, a folder or an HF id")
-    run.add_argument("--dataset", required=True, help="a .jsonl/.csv file or a built-in name")
-    run.add_argument("--hooks", type=_csv, default=("resid_post",), help=",".join(HOOKS))
-    run.add_argument("--layers", default="all", help="all, 5, 0,4,8, 10-20, -1")
-    run.add_argument("--positions", type=_csv, default=("last", "mean"), help=",".join(POSITIONS))
-    run.add_argument("--dtype", default="float16", help="storage dtype: float16 or float32")
-    run.add_argument("--backend", default="hf", help="hf or transformer_lens")
-    run.add_argument("--tl-processing", default="none", help="TransformerLens: none or default")
-    run.add_argument("--batch-size", type=int, default=16)
-    run.add_argument("--max-length", type=int, default=512, help="tokens; longer are truncated")
-    run.add_argument(
-        "--include-first-token",
-        action="store_true",
-        help="include the first token in `mean` (off: it is an attention sink)",
-    )
-    run.add_argument("--chat-template", action="store_true", help="wrap text as a user turn")
-    run.add_argument("--name", help="a name for the run (letters, digits, . _ -)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    run.add_argument("--compute-dtype", default="float32", help="float32, bfloat16, float16")
+    add_run_arguments(run)  # one option per RunSettings field (settings/run.py)
     run.add_argument("--store", required=True, type=Path)
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run with the same settings")  # fmt: skip
@@ -67,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     defaults = sub.add_parser("defaults", help="fill a store with the default runs")
     defaults.add_argument("--store", required=True, type=Path)
-    defaults.add_argument("--models", type=_csv, default=tuple(EMBEDDED))
+    defaults.add_argument("--models", type=parse_names, default=tuple(EMBEDDED))
     defaults.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("models", help="list the embedded models")
@@ -75,33 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from extraction.runner import RunConfig, execute
+    from extraction.runner import execute
 
     if args.run_id is not None:
         if args.resume:
             raise ValueError("--run-id and --resume cannot be combined")
         validate_run_id(args.run_id)
-    config = RunConfig(
-        model=args.model,
-        dataset=args.dataset,
-        hooks=args.hooks,
-        layers=args.layers,
-        positions=args.positions,
-        dtype=args.dtype,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        include_first_token=args.include_first_token,
-        chat_template=args.chat_template,
-        name=args.name,
-        device=args.device,
-        compute_dtype=args.compute_dtype,
-        tl_processing=args.tl_processing,
-    )
-    if args.flush_mb <= 0:
+    if not 0 < args.flush_mb < 1e6:
         raise ValueError(f"--flush-mb {args.flush_mb} must be > 0")
     result = execute(
-        config,
+        settings_from_args(args),
         args.store,
         resume=args.resume,
         progress=not args.no_progress,
@@ -119,6 +86,9 @@ def _list(args: argparse.Namespace) -> int:
             f"{m.run_id}\t{m.model}\t{m.dataset_name}\t{m.n_samples} samples\t"
             f"{len(m.layers)} layers\t{','.join(m.hooks)}\t{','.join(m.positions)}\t{m.created_at}"
         )
+    # On stderr, so stdout stays one tab-separated line per healthy run.
+    for damaged in store.damaged_runs():
+        print(f"damaged run {damaged.folder}: {damaged.reason}", file=sys.stderr)
     return 0
 
 
@@ -147,12 +117,17 @@ COMMANDS = {"run": _run, "list": _list, "clean": _clean, "defaults": _defaults, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `--layers -2,-1`: argparse would read the list as an unknown option.
+    argv = join_option_values(sys.argv[1:] if argv is None else argv, ("--layers",))
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ValueError, DatasetError, ModelError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a vanished folder mid-run: one line, not a traceback
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: the run stays uncommitted; rerun with --resume", file=sys.stderr)
         return 130

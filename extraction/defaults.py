@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from extraction.runner import RunConfig, execute
+from extraction.runner import execute
+from settings.run import RunSettings
 from store import open_store
 
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
@@ -18,9 +19,9 @@ DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
 
 
-def default_configs(models: tuple[str, ...]) -> list[RunConfig]:
+def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
     return [
-        RunConfig(
+        RunSettings(
             model=model,
             dataset=dataset,
             hooks=DEFAULT_HOOKS,

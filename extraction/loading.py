@@ -17,11 +17,16 @@ import torch
 
 from extraction.capture import Backend, HFBackend, TLBackend
 from extraction.models import ModelError, ResolvedModel
+from settings.run import TL_PROCESSING
 
-TL_PROCESSING = {
-    "none": {},
-    "default": {"fold_ln": True, "center_writing_weights": True, "center_unembed": True},
-}
+# The names are settings.run.TL_PROCESSING; zip(strict) fails at import if the two drift apart.
+TL_OPTIONS = dict(
+    zip(
+        TL_PROCESSING,
+        ({}, {"fold_ln": True, "center_writing_weights": True, "center_unembed": True}),
+        strict=True,
+    )
+)
 
 
 @dataclass
@@ -127,9 +132,9 @@ def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> T
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as tl_loading
 
-    if processing not in TL_PROCESSING:
+    if processing not in TL_OPTIONS:
         raise ModelError(
-            f"unknown TransformerLens processing {processing!r}; choose none or default"
+            f"unknown TransformerLens processing {processing!r}; choose {', '.join(TL_OPTIONS)}"
         )
     tl_name = resolved.embedded.tl_name if resolved.embedded and resolved.embedded.tl_name else None
     name = tl_name or _neutral_path(resolved.source)
@@ -147,7 +152,7 @@ def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> T
         "center_unembed": False,
         "fold_value_biases": False,
         "refactor_factored_attn_matrices": False,
-        **TL_PROCESSING[processing],
+        **TL_OPTIONS[processing],
     }
     model.load_and_process_state_dict(state, **options)
     model.to(device)

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import settings.env
+
 COMPLETE_MARKER = "ACTX_COMPLETE.json"
 
 
@@ -93,11 +95,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 
 
 def model_cache_dir() -> Path:
-    return Path(
-        os.environ.get(
-            "ACTX_MODEL_CACHE", Path.home() / ".cache" / "activation-explorer" / "models"
-        )
-    )
+    return settings.env.model_cache_dir()
 
 
 def _progress(message: str) -> None:

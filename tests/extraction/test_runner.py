@@ -7,20 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from extraction.runner import RunConfig, execute, parse_layers
+from extraction.runner import execute
+from settings.run import RunSettings
 from store import open_store
 from store.writer import RunWriter
 from tests.support.tiny import emotion_rows, write_jsonl
-
-
-def test_parse_layers():
-    assert parse_layers("all", 4) == (0, 1, 2, 3)
-    assert parse_layers("0, 2-3", 4) == (0, 2, 3)
-    assert parse_layers("-1,0", 4) == (0, 3)
-    with pytest.raises(ValueError, match="layer 4 out of range 0..3"):
-        parse_layers("1,4", 4)
-    with pytest.raises(ValueError, match="bad layer spec 'x'"):
-        parse_layers("1,x", None)
 
 
 @pytest.mark.parametrize(
@@ -34,9 +25,9 @@ def test_parse_layers():
         ("name", "../escape", "run id '../escape' is not valid"),
     ],
 )
-def test_run_config_validates(field, value, message):
+def test_run_settings_validate(field, value, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(model="m", dataset="d", **{field: value})
+        RunSettings(model="m", dataset="d", **{field: value})
 
 
 def _reference_hidden(model_dir, texts):
@@ -56,7 +47,7 @@ def _reference_hidden(model_dir, texts):
 def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
     rows = emotion_rows(per_label=4)
     dataset = write_jsonl(tmp_path / "emo.jsonl", rows)
-    config = RunConfig(
+    config = RunSettings(
         model=str(tiny_models["llama"]), dataset=str(dataset), hooks=("resid_pre",),
         positions=("last", "mean", "all"), dtype=dtype, batch_size=5,
     )  # fmt: skip
@@ -86,7 +77,7 @@ def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
 def test_resume_continues_without_duplicating_rows(tmp_path, tiny_models):
     rows = emotion_rows(per_label=8)
     dataset = write_jsonl(tmp_path / "emo.jsonl", rows)
-    config = RunConfig(model=str(tiny_models["gpt2"]), dataset=str(dataset), batch_size=4)
+    config = RunSettings(model=str(tiny_models["gpt2"]), dataset=str(dataset), batch_size=4)
     store_root = tmp_path / "store"
     full = execute(config, tmp_path / "reference", progress=False)
 

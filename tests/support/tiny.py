@@ -95,8 +95,9 @@ def pair_rows(n_pairs: int = 6) -> list[dict]:
 
 
 def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
-    """Run the real extraction for each spec {kind, dataset rows name, **RunConfig fields}."""
-    from extraction.runner import RunConfig, execute
+    """Run the real extraction for each spec {kind, dataset rows name, **RunSettings fields}."""
+    from extraction.runner import execute
+    from settings.run import RunSettings
 
     run_ids = []
     for spec in runs:
@@ -105,6 +106,6 @@ def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
         model_dir = tiny_model_dir(kind, work / f"model-{kind}")
         rows = spec.pop("rows")
         dataset = write_jsonl(work / f"{spec.pop('dataset_name')}.jsonl", rows)
-        config = RunConfig(model=str(model_dir), dataset=str(dataset), **spec)
+        config = RunSettings(model=str(model_dir), dataset=str(dataset), **spec)
         run_ids.append(execute(config, root, progress=False).run_id)
     return run_ids
