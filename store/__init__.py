@@ -4,16 +4,33 @@ Only this package knows the file layout and speaks SQL. Read API:
 
     from store import open_store
     st = open_store("store_data")
-    st.runs()                                   # committed runs' manifests, newest first
+    st.runs()                                   # healthy committed runs, newest first
+    st.damaged_runs()                           # DamagedRun(folder, reason) for unreadable ones
     X, samples = st.vectors(run_id, "resid_post", layer=12, position="last")  # [n, d], DataFrame
     st.query("SELECT label, count(*) FROM samples WHERE run_id = ? GROUP BY 1", [run_id])
 
+`st.query(sql, params)` runs one SELECT confined to the store's files (safe for user SQL).
+`st.close()` or `with open_store(...) as st:` drops the DuckDB connection (done at exit anyway).
+
 Write API (used by extraction): `RunWriter.create(...)`, `.add(...)`, `.commit(manifest)`.
+
+Modules: `layout` (paths), `manifest` (RunManifest), `catalog` (which run folders are healthy or
+damaged), `files` (a run's Parquet files checked against its manifest), `sql` (the confined DuckDB
+connection and its views), `reader` (`Store`, composing those, and the reads), `writer`,
+`snapshot`, `atomic`, `errors`.
 """
 
 from store.errors import StoreError
 from store.manifest import RunManifest
-from store.reader import QueryResult, Store, open_store
+from store.reader import DamagedRun, QueryResult, Store, open_store
 from store.writer import RunWriter
 
-__all__ = ["QueryResult", "RunManifest", "RunWriter", "Store", "StoreError", "open_store"]
+__all__ = [
+    "DamagedRun",
+    "QueryResult",
+    "RunManifest",
+    "RunWriter",
+    "Store",
+    "StoreError",
+    "open_store",
+]

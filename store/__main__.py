@@ -2,6 +2,8 @@
 
     python -m store snapshot --store store_data --runs ID[,ID] --layers 0,5,10 --out snapshot
 
+Layers take the grammar of `extraction run` (`all`, `5`, `0,4,8`, `10-20`, `-1`; `--layers -1,0`
+works too). Damaged runs are skipped with a `skipped runs/<folder>: <reason>` line on stderr.
 Bad input exits with status 2 and one `error: ...` line on stderr. The last stdout line is the
 snapshot's size.
 """
@@ -12,14 +14,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from store.errors import StoreError
-from store.reader import open_store
-from store.snapshot import parse_layer_list, snapshot
+from settings.run import LAYERS_HELP, join_option_values
+from store.catalog import DamagedRun
+from store.errors import StoreError, one_line
+from store.snapshot import snapshot
+
+VALUE_FLAGS = ("--layers",)  # values that may start with '-' (a negative layer)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, status 2, like every other bad-input path
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -31,30 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument(
         "--runs", required=True, help="run ids or unambiguous prefixes, comma-separated, or all"
     )
-    snap.add_argument("--layers", default="all", help="all, or a list like 0,5,10 (-1 = last)")
+    snap.add_argument("--layers", default="all", help=LAYERS_HELP)
     snap.add_argument("--out", required=True, type=Path, help="the new store (a new folder)")
     return parser
 
 
+def _skipped(damaged: DamagedRun) -> None:
+    print(f"skipped {damaged.folder}: {damaged.reason}", file=sys.stderr)
+
+
 def _snapshot(args: argparse.Namespace) -> int:
-    source = open_store(args.store)
-    if args.runs.strip() == "all":
-        run_ids = source.run_ids()
-    else:
-        run_ids = [source.resolve_run_id(r.strip()) for r in args.runs.split(",") if r.strip()]
-    size = snapshot(args.store, run_ids, args.out, parse_layer_list(args.layers))
-    for run_id in run_ids:
+    runs = args.runs.strip()
+    names = "all" if runs == "all" else [r.strip() for r in runs.split(",") if r.strip()]
+    result = snapshot(args.store, names, args.out, args.layers, on_skip=_skipped)
+    for run_id in result.copied:
         print(f"copied {run_id}")
-    print(f"snapshot of {len(run_ids)} runs in {args.out}: {size / 1e6:.2f} MB ({size} bytes)")
+    size = result.size_bytes
+    print(
+        f"snapshot of {len(result.copied)} runs in {args.out}: {size / 1e6:.2f} MB ({size} bytes)"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = join_option_values(sys.argv[1:] if argv is None else argv, VALUE_FLAGS)
     args = build_parser().parse_args(argv)
     try:
         return {"snapshot": _snapshot}[args.command](args)
     except (StoreError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -9,23 +9,26 @@
         progress.json        samples done so far (for live progress; not part of the result)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
-      jobs/                  the app's job registry (see store.jobs)
-        .lock                registry lock (fcntl): launches and state changes hold it
-        <job_id>/job.json    one job record, rewritten atomically on every state change
-        <job_id>/log.txt     stdout and stderr of the job's processes
-      uploads/<sha>-<name>   datasets uploaded through the app (content-addressed)
+      jobs/                  the app's job registry: laid out by jobs.paths, not here
+      uploads/<sha>-<name>   datasets uploaded through the app (jobs.paths, jobs.uploads)
 
 Part files are written to a temporary name and renamed, so a part is either whole or absent.
+Readers take only names of the exact form `part-NNNNN.parquet`: a sync tool's conflict copy
+(`part-00000 (1).parquet`) or a half-written `.part-00000.parquet.tmp` is never read twice over.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from store.manifest import validate_run_id
+from settings.run import validate_run_id
 
 COMMIT_MARKER = "_COMMITTED"
 PART_GLOB = "part-*.parquet"
+PART_NAME = re.compile(r"part-\d{5,9}\.parquet")
+# A manifest is a few KiB; the cap keeps a planted 1 GB "manifest" from being read into memory.
+MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 
 
 def runs_dir(root: Path) -> Path:
@@ -68,30 +71,10 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def part_files(folder: Path) -> list[Path]:
+    """The part files of a `vectors/` or `tokens/` folder, in write order."""
+    return sorted(p for p in folder.glob(PART_GLOB) if PART_NAME.fullmatch(p.name))
+
+
 def is_committed(run: Path) -> bool:
     return marker_path(run).is_file()
-
-
-def jobs_dir(root: Path) -> Path:
-    return root / "jobs"
-
-
-def jobs_lock_path(root: Path) -> Path:
-    return jobs_dir(root) / ".lock"
-
-
-def job_dir(root: Path, job_id: str) -> Path:
-    # Same safe-name rule as run ids: one path component, no '..'.
-    return jobs_dir(root) / validate_run_id(job_id)
-
-
-def job_record_path(job: Path) -> Path:
-    return job / "job.json"
-
-
-def job_log_path(job: Path) -> Path:
-    return job / "log.txt"
-
-
-def uploads_dir(root: Path) -> Path:
-    return root / "uploads"

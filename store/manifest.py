@@ -1,40 +1,100 @@
 """Run manifest: the provenance record written once per committed run.
 
 A manifest is a plain frozen dataclass that crosses module boundaries (extraction writes it, the
-store and the app read it). It validates in its constructor and never does I/O; `to_json` and
-`from_json` are the only serialisation, and unknown keys in a file are kept in `extra` rather than
-failing, so older readers can open runs written by newer code.
+store and the app read it). It validates every field in its constructor (types included: a
+manifest is read from files that are copied, synced and shared, so `n_layers: "30"` or
+`hooks: 5` must be refused where it is read, not crash a page later) and never does I/O.
+`to_json` and `from_dict` are the only serialisation; unknown keys in a file are kept in `extra`
+rather than failing, so older readers can open runs written by newer code.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-HOOKS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
-POSITIONS = ("last", "mean", "all")
-STORAGE_DTYPES = ("float16", "float32")
+from settings.run import (
+    BACKENDS,
+    COMPUTE_DTYPES,
+    HOOKS,
+    MAX_BATCH_SIZE,
+    MAX_LAYER_INDEX,
+    MAX_LENGTH_LIMIT,
+    POSITIONS,
+    STORAGE_DTYPES,
+    check_bool,
+    check_choice,
+    check_choices,
+    check_int,
+    validate_run_id,
+)
+
+# Generous bounds: they only keep absurd values (a width of 10**30) from reaching numpy.
+MAX_D_MODEL = 1 << 20
+MAX_SAMPLES = 1 << 40
+MAX_SHORT_TEXT = 2_000  # names, ids, hashes, versions: shown in tables and messages
+MAX_LONG_TEXT = 1 << 20  # chat templates and policy notes (the file itself is capped too)
+
+# Fields that are free text (empty allowed); `name`, `model` and `dataset_name` must say something.
+_SHORT_TEXT = ("model_source", "architecture", "weights_sha256", "weight_processing",
+               "dataset_sha256", "code_version", "created_at", "device")  # fmt: skip
+_LONG_TEXT = ("layer_convention", "position_policy")
 
 
-def validate_run_id(run_id: str) -> str:
-    """Return `run_id` if it is safe as a single directory name, else raise ValueError."""
-    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
-        raise ValueError(
-            f"run id {run_id!r} is not valid: use letters, digits, '.', '_' and '-' "
-            "(at most 128, starting with a letter or digit)"
-        )
-    return run_id
-
-
-def _check_subset(kind: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
-    if not values:
+def _check_str(kind: str, value: object, max_chars: int, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{kind} {value!r:.80} must be text")
+    if not empty and not value.strip():
         raise ValueError(f"{kind} must not be empty")
-    for value in values:
-        if value not in allowed:
-            raise ValueError(f"unknown {kind[:-1]} {value!r}; choose from {', '.join(allowed)}")
+    if len(value) > max_chars:
+        raise ValueError(f"{kind} {value[:40]!r}... is too long (over {max_chars} characters)")
+    if max_chars <= MAX_SHORT_TEXT and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{kind} {value[:80]!r} has control characters")
+    return value
+
+
+def _check_mapping(kind: str, value: object, check_value) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{kind} {value!r:.80} must be an object")
+    for key, item in value.items():
+        _check_str(f"{kind} key", key, MAX_SHORT_TEXT)
+        check_value(f"{kind}[{key[:40]!r}]", item)
+    return value
+
+
+def _number(kind: str, value: object) -> None:
+    if type(value) not in (int, float) or (type(value) is float and not math.isfinite(value)):
+        raise ValueError(f"{kind} {value!r:.80} must be a finite number")
+
+
+def _count(kind: str, value: object) -> None:
+    check_int(kind, value, 0, MAX_SAMPLES)
+
+
+def _text(kind: str, value: object) -> None:
+    _check_str(kind, value, MAX_SHORT_TEXT)
+
+
+def _long_text(kind: str, value: object) -> None:
+    _check_str(kind, value, MAX_LONG_TEXT)
+
+
+def _check_layers(value: object, n_layers: int) -> tuple[int, ...]:
+    if isinstance(value, str) or not isinstance(value, tuple | list):
+        raise ValueError(f"layers {value!r:.80} must be a list of layer indices")
+    if not value:
+        raise ValueError("layers must not be empty")
+    for layer in value:
+        if type(layer) is not int:
+            raise ValueError(f"layer {layer!r:.80} in layers must be a whole number")
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} out of range 0..{n_layers - 1}")
+    if len(set(value)) != len(value):
+        raise ValueError("layers name one layer twice")
+    # Sorted: readers return layers in this order and SQL hands rows back ordered by layer.
+    return tuple(sorted(value))
 
 
 @dataclass(frozen=True)
@@ -66,7 +126,7 @@ class RunManifest:
     )
     position_policy: str = ""
     include_first_token_in_mean: bool = False
-    chat_template: str | None = None
+    chat_template: str | dict[str, str] | None = None
     max_length: int = 512
     batch_size: int = 16
     device: str = "cpu"
@@ -80,37 +140,64 @@ class RunManifest:
 
     def __post_init__(self) -> None:
         validate_run_id(self.run_id)
-        _check_subset("hooks", self.hooks, HOOKS)
-        _check_subset("positions", self.positions, POSITIONS)
-        if self.dtype not in STORAGE_DTYPES:
-            raise ValueError(
-                f"unknown dtype {self.dtype!r}; choose from {', '.join(STORAGE_DTYPES)}"
-            )
-        if self.backend not in ("hf", "transformer_lens"):
-            raise ValueError(f"unknown backend {self.backend!r}; choose from hf, transformer_lens")
-        if self.n_layers < 1 or self.d_model < 1:
-            raise ValueError(f"n_layers {self.n_layers} and d_model {self.d_model} must be >= 1")
-        if not self.layers:
-            raise ValueError("layers must not be empty")
-        bad = [layer for layer in self.layers if not 0 <= layer < self.n_layers]
-        if bad:
-            raise ValueError(f"layer {bad[0]} out of range 0..{self.n_layers - 1}")
+        _check_str("name", self.name, MAX_SHORT_TEXT, empty=False)
+        _check_str("model", self.model, MAX_SHORT_TEXT, empty=False)
+        _check_str("dataset_name", self.dataset_name, MAX_SHORT_TEXT, empty=False)
+        for name in _SHORT_TEXT:
+            _check_str(name, getattr(self, name), MAX_SHORT_TEXT)
+        for name in _LONG_TEXT:
+            _check_str(name, getattr(self, name), MAX_LONG_TEXT)
+        check_int("n_layers", self.n_layers, 1, MAX_LAYER_INDEX)
+        check_int("d_model", self.d_model, 1, MAX_D_MODEL)
+        check_int("n_samples", self.n_samples, 0, MAX_SAMPLES)
+        check_int("max_length", self.max_length, 1, MAX_LENGTH_LIMIT)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("dtype", self.dtype, STORAGE_DTYPES)
+        check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        check_bool("include_first_token_in_mean", self.include_first_token_in_mean)
+        if isinstance(self.chat_template, dict):  # tokenizers may name several templates
+            _check_mapping("chat_template", self.chat_template, _long_text)
+        elif self.chat_template is not None:
+            _check_str("chat_template", self.chat_template, MAX_LONG_TEXT)
+        object.__setattr__(self, "hooks", check_choices("hooks", self.hooks, HOOKS))
+        object.__setattr__(self, "positions", check_choices("positions", self.positions, POSITIONS))
+        object.__setattr__(self, "layers", _check_layers(self.layers, self.n_layers))
+        _check_mapping("timings", self.timings, _number)
+        _check_mapping("row_counts", self.row_counts, _count)
+        _check_mapping("versions", self.versions, _text)
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra {self.extra!r:.80} must be an object")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunManifest:
-        known = {f.name for f in fields(cls)}
+    def from_dict(cls, data: object) -> RunManifest:
+        """From a parsed manifest file. Raises ValueError naming the field that is wrong."""
+        if not isinstance(data, dict):
+            kind = "null" if data is None else type(data).__name__
+            raise ValueError(f"manifest is not a JSON object (it is {kind})")
+        known = {f.name: f for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         unknown = {k: v for k, v in data.items() if k not in known}
-        for key in ("hooks", "layers", "positions"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
+        missing = [
+            name for name, f in known.items()
+            if name not in kwargs and f.default is MISSING and f.default_factory is MISSING
+        ]  # fmt: skip
+        if missing:
+            raise ValueError(f"manifest has no {missing[0]!r}")
         if unknown:
-            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
+            extra = kwargs.get("extra", {})
+            if not isinstance(extra, dict):
+                raise ValueError(f"extra {extra!r:.80} must be an object")
+            kwargs["extra"] = {**extra, **unknown}
         return cls(**kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> RunManifest:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ValueError("manifest is nested too deeply") from None
+        return cls.from_dict(data)

@@ -1,19 +1,36 @@
-"""Read committed runs: manifests, sample tables, vectors, and a DuckDB query layer.
+"""Read committed runs: the `Store` of manifests, sample tables, vectors and confined queries.
+
+`Store` is the read API of a store directory and composes three parts: `store.catalog` scans
+`runs/` into healthy manifests and `DamagedRun` records, `store.files` checks each run's Parquet
+files against its manifest, and `store.sql` holds the confined DuckDB connection and its views.
+The reads of samples and vectors live here.
 
 Reads never block a writer and a writer never blocks reads: the store is Parquet files plus an
-in-memory DuckDB connection with views over the committed runs' files (a DuckDB database file
-would lock readers out while a run writes). Committed files are immutable, so views only need
-rebuilding when the set of committed runs changes; `refresh()` checks that cheaply.
+in-memory DuckDB connection with views over the committed runs' files. Committed files are
+immutable, so views only need rebuilding when the set of committed runs changes; `refresh()`
+checks that cheaply.
+
+Each run is read on its own. Stores are copied, synced and shared, so any run folder may be
+damaged or planted: a committed-looking folder whose manifest cannot be read, does not validate,
+or names another run id is listed by `damaged_runs()` with a one-line reason and is invisible to
+everything else; damage found later, in a run's Parquet files (not Parquet, cut short, a width
+other than the manifest's `d_model`, layers the files lack), raises `StoreError` naming the run
+and the file relative to the run. No bare pyarrow, DuckDB or numpy exception and no absolute
+path leaves this module from a read; the healthy runs of the same `Store` keep working.
+
+`query()` runs one read-only statement for a caller that may pass user SQL (see `store.sql`: a
+single SELECT, reading nothing outside the store's `runs/`, capped, with an optional timeout).
 
 Thread safety: one `Store` may be shared by threads (Streamlit sessions); every query runs on its
-own `cursor()` of the shared connection, as DuckDB requires.
+own cursor of the shared connection, and each cache has its own lock. `close()` (or `with
+open_store(...)`) drops the connection; every open one is also closed at interpreter exit.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +39,32 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from settings.run import describe_layers, validate_run_id
 from store import layout
-from store.errors import StoreError
+from store.catalog import DamagedRun, RunCatalog
+from store.errors import MAX_REASON_CHARS, StoreError, one_line
+from store.files import RunFiles, vectors_to_numpy
 from store.manifest import RunManifest
+from store.sql import (
+    DEFAULT_MAX_ROWS,
+    MAX_QUERY_ROWS,
+    ConfinedConnection,
+    QueryResult,
+    check_query,
+    clean_message,
+)
 
-DEFAULT_MAX_ROWS = 10_000
+__all__ = [
+    "DEFAULT_MAX_ROWS",
+    "MAX_QUERY_ROWS",
+    "MAX_REASON_CHARS",
+    "DamagedRun",
+    "QueryResult",
+    "Store",
+    "open_store",
+]
 
-
-@dataclass(frozen=True)
-class QueryResult:
-    """Rows of a capped query. `truncated` is True when more than `max_rows` rows matched."""
-
-    frame: pd.DataFrame
-    truncated: bool
-    max_rows: int
-
-
-def _vectors_to_numpy(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.ndarray:
-    """list<float> column -> float32 array [n, d_model]."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(array) == 0:
-        return np.zeros((0, d_model), np.float32)
-    return array.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d_model)
+_READ_ERRORS = (duckdb.Error, pa.ArrowException, OSError, ValueError, KeyError)
 
 
 class Store:
@@ -51,37 +72,60 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._lock = threading.Lock()
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._view_key: tuple[str, ...] | None = None
-        self._manifests: dict[str, tuple[float, RunManifest]] = {}
+        self._catalog = RunCatalog(self.root)
+        self._files = RunFiles(self.root)
+        self._sql = ConfinedConnection(self.root)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the DuckDB connection. The store stays usable: the next read opens a new one."""
+        self._sql.close()
 
     # -- runs ------------------------------------------------------------------------------
+    def _scan(self, check_files: bool) -> tuple[list[RunManifest], list[DamagedRun], tuple]:
+        return self._catalog.scan(self._files.damage if check_files else None)
+
+    def runs(self, check_files: bool = False) -> list[RunManifest]:
+        """Healthy committed runs, newest first (damaged ones are in `damaged_runs()`).
+
+        `check_files` also opens each run's Parquet footers (cached per file version; a stat
+        per file on each call) and leaves out runs whose files are damaged.
+        """
+        return self._scan(check_files)[0]
+
+    def damaged_runs(self, check_files: bool = False) -> list[DamagedRun]:
+        """Committed-looking run folders that cannot be read, each with a one-line reason.
+
+        By default the manifests decide (cheap, for every page); `check_files` adds runs whose
+        Parquet files do not open or do not match the manifest's width (for a Runs page).
+        """
+        return self._scan(check_files)[1]
+
     def run_ids(self) -> list[str]:
-        runs = layout.runs_dir(self.root)
-        if not runs.is_dir():
-            return []
-        return sorted(p.name for p in runs.iterdir() if layout.is_committed(p))
+        """Ids of the healthy committed runs, sorted."""
+        return sorted(m.run_id for m in self.runs())
 
     def manifest(self, run_id: str) -> RunManifest:
         try:
-            path = layout.manifest_path(layout.run_dir(self.root, run_id))
+            validate_run_id(run_id)
         except ValueError as exc:
             raise StoreError(str(exc)) from None
-        if not layout.is_committed(path.parent):
-            raise StoreError(f"no committed run {run_id!r} in {self.root}")
-        mtime = path.stat().st_mtime
-        cached = self._manifests.get(run_id)
-        if cached is None or cached[0] != mtime:
-            try:
-                cached = (mtime, RunManifest.from_json(path.read_text()))
-            except (OSError, ValueError, TypeError) as exc:
-                raise StoreError(f"run {run_id!r}: unreadable manifest ({exc})") from exc
-            self._manifests[run_id] = cached
-        return cached[1]
+        _, result = self._catalog.read(run_id)
+        if result is None:
+            raise StoreError(f"no committed run {run_id!r} in this store")
+        if isinstance(result, DamagedRun):
+            raise StoreError(f"run {run_id!r} is damaged: {result.reason}")
+        return result
 
     def resolve_run_id(self, name: str) -> str:
-        """A committed run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
+        """A healthy run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
+        if not isinstance(name, str):
+            raise StoreError(f"run {name!r:.80} is not a run id")
         ids = self.run_ids()
         if name in ids:
             return name
@@ -90,118 +134,109 @@ class Store:
             return matches[0]
         if matches:
             raise StoreError(f"run {name!r} is ambiguous: it starts {', '.join(matches)}")
-        self.manifest(name)  # raises the usual error for unknown or malformed ids
-        raise StoreError(f"no committed run {name!r} in {self.root}")
-
-    def runs(self) -> list[RunManifest]:
-        """Committed runs, newest first."""
-        manifests = [self.manifest(run_id) for run_id in self.run_ids()]
-        return sorted(manifests, key=lambda m: (m.created_at, m.run_id), reverse=True)
+        self.manifest(name)  # raises the usual error for unknown, damaged or malformed ids
+        raise StoreError(f"no committed run {name!r} in this store")
 
     def run_size_bytes(self, run_id: str) -> int:
-        run = layout.run_dir(self.root, run_id)
-        return sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+        try:
+            run = layout.run_dir(self.root, run_id)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        total = 0
+        for folder, _, files in os.walk(run):  # does not follow symlinks
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(folder, name)).st_size
+                except OSError:
+                    continue
+        return total
 
-    # -- connection and views --------------------------------------------------------------
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            if self._con is None:
-                self._con = duckdb.connect(":memory:")
-            return self._con.cursor()
+    def check_run(self, run_id: str) -> RunManifest:
+        """The run's manifest, after checking that its Parquet files open (footers, schemas,
+        vector width): a StoreError naming the file otherwise. Cheap: cached per file version.
+        """
+        manifest = self.manifest(run_id)
+        self._files.check(manifest)
+        return manifest
 
+    # -- queries ---------------------------------------------------------------------------
     def refresh(self) -> None:
-        """(Re)build the `runs`, `samples` and `vectors` views if committed runs changed."""
-        run_ids = tuple(self.run_ids())
-        with self._lock:
-            if self._view_key == run_ids and self._con is not None:
-                return
-        cursor = self._cursor()
-        manifests = [self.manifest(r) for r in run_ids]
-        runs_table = pd.DataFrame(
-            [
-                {
-                    "run_id": m.run_id,
-                    "name": m.name,
-                    "model": m.model,
-                    "architecture": m.architecture,
-                    "backend": m.backend,
-                    "dataset": m.dataset_name,
-                    "n_samples": m.n_samples,
-                    "n_layers": m.n_layers,
-                    "d_model": m.d_model,
-                    "dtype": m.dtype,
-                    "created_at": m.created_at,
-                }
-                for m in manifests
-            ],
-            columns=[
-                "run_id", "name", "model", "architecture", "backend", "dataset", "n_samples",
-                "n_layers", "d_model", "dtype", "created_at",
-            ],
-        )  # fmt: skip
-        with self._lock:
-            # A table, not a registered frame: registrations are private to one cursor.
-            cursor.execute("DROP TABLE IF EXISTS runs")
-            cursor.from_df(runs_table).create("runs")
-            samples = [str(layout.samples_path(layout.run_dir(self.root, r))) for r in run_ids]
-            vectors = [str(p) for r in run_ids for p in self._parts(r, "vectors")]
-            # Views over relations, not SQL text: the file list never gets pasted into a query.
-            if samples:
-                cursor.read_parquet(samples, union_by_name=True).create_view("samples")
-            else:
-                cursor.execute(
-                    "CREATE OR REPLACE VIEW samples AS SELECT NULL::VARCHAR AS run_id, "
-                    "NULL::INTEGER AS sample_idx, NULL::VARCHAR AS label LIMIT 0"
-                )
-            if vectors:
-                parts = cursor.read_parquet(vectors, filename=True, union_by_name=True)
-                # The run id is the directory two levels above each part file.
-                parts.project(
-                    "string_split(filename, '/')[-3] AS run_id, * EXCLUDE (filename)"
-                ).create_view("vectors")
-            else:
-                cursor.execute(
-                    "CREATE OR REPLACE VIEW vectors AS SELECT NULL::VARCHAR AS run_id, "
-                    "NULL::VARCHAR AS hook, NULL::VARCHAR AS position, NULL::SMALLINT AS layer, "
-                    "NULL::INTEGER AS sample_idx, NULL::INTEGER AS token_idx, "
-                    "NULL::FLOAT[] AS vector LIMIT 0"
-                )
-            self._view_key = run_ids
+        """(Re)build the `runs`, `samples` and `vectors` views if the healthy runs changed.
 
-    def _parts(self, run_id: str, kind: str) -> list[Path]:
-        run = layout.run_dir(self.root, run_id)
-        folder = layout.vectors_dir(run) if kind == "vectors" else layout.tokens_dir(run)
-        return sorted(folder.glob(layout.PART_GLOB))
+        A run whose samples or vector files cannot be read is left out of the views (and
+        reported in `QueryResult.skipped_runs`), so one damaged file does not break every query.
+        """
+        manifests, _, key = self._catalog.scan()
+        if self._sql.has_views(key):
+            return
+        usable, skipped, samples, vectors = [], [], [], []
+        for m in sorted(manifests, key=lambda m: m.run_id):
+            problem = self._files.damage(m)
+            if problem is not None:
+                skipped.append(problem)
+                continue
+            usable.append(m)
+            samples.append(self._files.samples_file(m))
+            vectors.extend(self._files.vector_files(m))
+        self._sql.build_views(key, usable, samples, vectors, skipped)
 
     def query(
-        self, sql: str, params: Sequence[Any] | None = None, max_rows: int = DEFAULT_MAX_ROWS
+        self,
+        sql: str,
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        timeout_s: float | None = None,
     ) -> QueryResult:
-        """Run one SQL statement over the views `runs`, `samples`, `vectors`, with parameters.
+        """Run one SELECT over the views `runs`, `samples`, `vectors`, with parameters.
 
-        At most `max_rows` rows come back; `truncated` says whether there were more.
+        Safe for user SQL: a single SELECT only, reading nothing outside the store's runs. At
+        most `max_rows` rows come back; `truncated` says whether there were more. With
+        `timeout_s`, a query still running after that many seconds is stopped (StoreError).
         """
+        check_query(sql, max_rows, timeout_s)
         self.refresh()
+        return self._sql.select(sql, params, max_rows, timeout_s)
+
+    # -- reading one run's files -----------------------------------------------------------
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._sql.cursor()
+
+    def _read(self, run_id: str, what: str, sql: str, params: dict[str, Any], fetch):
+        """Run an internal query over one run's files; any failure is the run's StoreError."""
+        cursor = self._cursor()
         try:
-            relation = self._cursor().execute(sql, list(params or []))
-            frame = relation.fetchmany(max_rows + 1)
-            columns = [c[0] for c in relation.description or []]
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
-        truncated = len(frame) > max_rows
-        return QueryResult(pd.DataFrame(frame[:max_rows], columns=columns), truncated, max_rows)
+            return fetch(cursor.sql(sql, params=params))
+        except _READ_ERRORS as exc:
+            message = clean_message(exc, self.root)
+            raise StoreError(f"run {run_id!r}: cannot read {what} ({message})") from None
+        finally:
+            cursor.close()
+
+    def _numpy(self, run_id: str, column, d_model: int) -> np.ndarray:
+        try:
+            return vectors_to_numpy(column, d_model)
+        except (ValueError, pa.ArrowException) as exc:
+            raise StoreError(f"run {run_id!r}: cannot read vectors ({one_line(exc)})") from None
 
     # -- samples and vectors ---------------------------------------------------------------
     def samples(self, run_id: str) -> pd.DataFrame:
         """The run's sample table, ordered by `sample_idx` (the row order of vectors)."""
-        self.manifest(run_id)
-        path = layout.samples_path(layout.run_dir(self.root, run_id))
-        try:
-            table = self._cursor().sql(
-                "SELECT * FROM read_parquet($path) ORDER BY sample_idx", params={"path": str(path)}
+        manifest = self.manifest(run_id)
+        path = self._files.samples_file(manifest)
+        frame = self._read(
+            run_id, "samples", "SELECT * FROM read_parquet($path) ORDER BY sample_idx",
+            {"path": path}, lambda relation: relation.df(),
+        )  # fmt: skip
+        if len(frame) != manifest.n_samples:
+            raise StoreError(
+                f"run {run_id!r}: samples.parquet has {len(frame)} rows; the manifest says "
+                f"{manifest.n_samples} samples"
             )
-            return table.df()
-        except duckdb.Error as exc:
-            raise StoreError(f"run {run_id!r}: cannot read samples ({exc})") from exc
+        if not frame["sample_idx"].is_unique:
+            raise StoreError(f"run {run_id!r}: samples.parquet names a sample_idx twice")
+        if "run_id" in frame.columns:  # the folder's id, not what a copied file says
+            frame["run_id"] = run_id
+        return frame
 
     def _check_site(self, manifest: RunManifest, hook: str, layer: int | None, position: str):
         if hook not in manifest.hooks:
@@ -216,18 +251,18 @@ class Store:
         if layer is not None and layer not in manifest.layers:
             raise StoreError(
                 f"run {manifest.run_id!r} has no layer {layer}; it has layers "
-                f"{manifest.layers[0]}..{manifest.layers[-1]}"
+                f"{describe_layers(manifest.layers)}"
             )
 
-    def _select(self, run_id: str, where: str, params: dict[str, Any], columns: str):
-        files = [str(p) for p in self._parts(run_id, "vectors")]
-        if not files:
-            raise StoreError(f"run {run_id!r} has no vector files")
+    def _vector_rows(
+        self, manifest: RunManifest, where: str, params: dict[str, Any], columns: str
+    ) -> pa.Table:
+        files = self._files.vector_files(manifest)
         sql = f"SELECT {columns} FROM read_parquet($files) WHERE {where}"
-        try:
-            return self._cursor().sql(sql, params={"files": files, **params})
-        except duckdb.Error as exc:
-            raise StoreError(f"run {run_id!r}: cannot read vectors ({exc})") from exc
+        return self._read(
+            manifest.run_id, "vectors", sql, {"files": files, **params},
+            lambda relation: relation.to_arrow_table(),
+        )  # fmt: skip
 
     def vectors(
         self, run_id: str, hook: str, layer: int, position: str = "last"
@@ -237,42 +272,55 @@ class Store:
         if position == "all":
             raise StoreError("position 'all' has one row per token: use token_vectors()")
         self._check_site(manifest, hook, layer, position)
-        relation = self._select(
-            run_id,
+        table = self._vector_rows(
+            manifest,
             "hook = $hook AND position = $position AND layer = $layer ORDER BY sample_idx",
-            {"hook": hook, "position": position, "layer": layer},
+            {"hook": hook, "position": position, "layer": int(layer)},
             "sample_idx, vector",
         )
-        table = relation.to_arrow_table()
         samples = self.samples(run_id)
         index = table.column("sample_idx").to_numpy()
-        aligned = samples.set_index("sample_idx").loc[index].reset_index()
-        return _vectors_to_numpy(table.column("vector"), manifest.d_model), aligned
+        if not np.array_equal(index, samples["sample_idx"].to_numpy()):
+            raise StoreError(
+                f"run {run_id!r}: {hook}/{position} layer {layer} has {len(index)} vector rows "
+                f"that do not match its {len(samples)} samples"
+            )
+        X = self._numpy(run_id, table.column("vector"), manifest.d_model)
+        return X, samples.reset_index(drop=True)
 
     def layer_vectors(
         self, run_id: str, hook: str, position: str = "last", layers: Sequence[int] | None = None
     ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:
-        """Pooled vectors of every (or the given) layer: (X [L, n, d], samples, layers)."""
+        """Pooled vectors of every (or the given) layer: (X [L, n, d], samples, layers).
+
+        Layers come back sorted (X[i] is layer `layers[i]`).
+        """
         manifest = self.manifest(run_id)
-        layers = list(manifest.layers if layers is None else layers)
+        layers = sorted({int(x) for x in (manifest.layers if layers is None else layers)})
         for layer in layers:
             self._check_site(manifest, hook, layer, position)
-        relation = self._select(
-            run_id,
+        table = self._vector_rows(
+            manifest,
             "hook = $hook AND position = $position AND list_contains($layers, layer) "
             "ORDER BY layer, sample_idx",
             {"hook": hook, "position": position, "layers": layers},
             "layer, sample_idx, vector",
         )
-        table = relation.to_arrow_table()
         samples = self.samples(run_id)
-        X = _vectors_to_numpy(table.column("vector"), manifest.d_model)
         n = len(samples)
-        if len(X) != n * len(layers):
+        if table.num_rows != n * len(layers):
+            found = set(table.column("layer").to_pylist())
+            missing = [layer for layer in layers if layer not in found]
+            if missing:
+                raise StoreError(
+                    f"run {run_id!r}: the manifest lists layers {describe_layers(missing)} of "
+                    f"{hook}/{position} that its vector files do not have"
+                )
             raise StoreError(
                 f"run {run_id!r}: expected {n * len(layers)} rows for {hook}/{position}, "
-                f"found {len(X)}"
+                f"found {table.num_rows}"
             )
+        X = self._numpy(run_id, table.column("vector"), manifest.d_model)
         return X.reshape(len(layers), n, manifest.d_model), samples, layers
 
     def iter_vectors(
@@ -281,55 +329,79 @@ class Store:
         """Stream one site in chunks: yields (sample_idx [m], X [m, d]) without loading it all."""
         manifest = self.manifest(run_id)
         self._check_site(manifest, hook, layer, position)
-        relation = self._select(
-            run_id,
-            "hook = $hook AND position = $position AND layer = $layer",
-            {"hook": hook, "position": position, "layer": layer},
-            "sample_idx, vector",
-        )
-        reader = relation.to_arrow_reader(batch_rows)
-        for batch in reader:
-            yield (
-                batch.column(0).to_numpy(),
-                _vectors_to_numpy(batch.column(1), manifest.d_model),
-            )
+        files = self._files.vector_files(manifest)
+        cursor = self._cursor()
+        try:
+            reader = cursor.sql(
+                "SELECT sample_idx, vector FROM read_parquet($files) "
+                "WHERE hook = $hook AND position = $position AND layer = $layer",
+                params={"files": files, "hook": hook, "position": position, "layer": int(layer)},
+            ).to_arrow_reader(batch_rows)
+            for batch in reader:
+                index = batch.column(0).to_numpy()
+                yield index, vectors_to_numpy(batch.column(1), manifest.d_model)
+        except _READ_ERRORS as exc:
+            message = clean_message(exc, self.root)
+            raise StoreError(f"run {run_id!r}: cannot read vectors ({message})") from None
+        finally:
+            cursor.close()
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None
     ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:
         """Every token of one sample: (X [L, t, d], tokens table [t], layers). Needs `all`."""
         manifest = self.manifest(run_id)
-        layers = list(manifest.layers if layers is None else layers)
+        layers = sorted({int(x) for x in (manifest.layers if layers is None else layers)})
         for layer in layers:
             self._check_site(manifest, hook, layer, "all")
-        relation = self._select(
-            run_id,
+        table = self._vector_rows(
+            manifest,
             "hook = $hook AND position = 'all' AND sample_idx = $sample "
             "AND list_contains($layers, layer) ORDER BY layer, token_idx",
-            {"hook": hook, "sample": sample_idx, "layers": layers},
+            {"hook": hook, "sample": int(sample_idx), "layers": layers},
             "layer, token_idx, vector",
         )
-        X = _vectors_to_numpy(relation.to_arrow_table().column("vector"), manifest.d_model)
-        token_files = [str(p) for p in self._parts(run_id, "tokens")]
-        tokens = (
-            self._cursor()
-            .sql(
-                "SELECT token_idx, token_id, token FROM read_parquet($files) "
-                "WHERE sample_idx = $sample ORDER BY token_idx",
-                params={"files": token_files, "sample": sample_idx},
-            )
-            .df()
-        )
+        X = self._numpy(run_id, table.column("vector"), manifest.d_model)
+        tokens = self._read(
+            run_id, "tokens",
+            "SELECT token_idx, token_id, token FROM read_parquet($files) "
+            "WHERE sample_idx = $sample ORDER BY token_idx",
+            {"files": self._files.token_files(manifest), "sample": int(sample_idx)},
+            lambda relation: relation.df(),
+        )  # fmt: skip
         if len(tokens) == 0 or len(X) != len(tokens) * len(layers):
             raise StoreError(f"run {run_id!r} has no token rows for sample {sample_idx}")
         return X.reshape(len(layers), len(tokens), manifest.d_model), tokens, layers
 
 
-def open_store(path: str | Path, create: bool = False) -> Store:
-    """Open a store directory. With `create`, make it if missing; else it must exist."""
+def open_store(path: str | Path, create: bool = False, writable: bool = False) -> Store:
+    """Open a store directory. With `create`, make it if missing; else it must exist.
+
+    With `writable`, also prove that a run can be written (a file is created in `runs/` and
+    removed): a runner calls this before loading a model, not after. Every failure is a
+    StoreError naming the path as given, never a NotADirectoryError or PermissionError.
+    """
     root = Path(path).expanduser()
-    if create:
-        layout.runs_dir(root).mkdir(parents=True, exist_ok=True)
-    elif not root.is_dir():
-        raise StoreError(f"store {str(root)!r} does not exist")
+    shown = str(root)
+    try:
+        exists = root.exists()
+        if exists and not root.is_dir():
+            raise StoreError(f"store {shown!r} is not a directory")
+        runs = layout.runs_dir(root)
+        if runs.exists() and not runs.is_dir():
+            raise StoreError(f"store {shown!r} is not a store: its 'runs' is not a folder")
+        if create:
+            runs.mkdir(parents=True, exist_ok=True)
+        elif not exists:
+            raise StoreError(f"store {shown!r} does not exist")
+        if writable:
+            fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=runs)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        verb = "write to" if writable and root.is_dir() else "create"
+        raise StoreError(f"cannot {verb} store {shown!r}: {reason}") from None
+    except ValueError as exc:  # e.g. an embedded NUL byte
+        raise StoreError(f"store {shown[:80]!r} is not a usable path: {exc}") from None
     return Store(root)

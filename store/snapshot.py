@@ -6,91 +6,133 @@ as float16 (values beyond the float16 range become inf and are counted in the ma
 manifest is the source's, with `layers`, `dtype` and `row_counts` updated and the source recorded
 in `extra["snapshot"]`; the commit marker is written last, as for any run, so an interrupted
 snapshot leaves nothing visible. Vectors are streamed one row group at a time: memory stays flat.
+
+Layers use the one layer grammar of `settings.run` (`all`, `5`, `0,4,8`, `10-20`, `-1`), resolved
+per run against its model and checked against the layers the run has. A damaged run (see
+`Store.damaged_runs`, or a run whose files do not open) is skipped and reported, never fatal to
+the others. A snapshot is meant to be published, so it carries no absolute server path: the
+source store is recorded by its folder name, and absolute paths in the model source, `extra`
+(e.g. `dataset_path`) and config.json are cut to their last component.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from settings.run import describe_layers, parse_layer_spec, resolve_layers
 from store import layout
 from store.atomic import atomic_write_text, fsync_dir
-from store.errors import StoreError
+from store.catalog import DamagedRun
+from store.errors import StoreError, one_line
+from store.files import as_damaged, vectors_to_numpy
+from store.manifest import RunManifest
 from store.reader import open_store
 from store.writer import DEFAULT_ROW_GROUP_BYTES, vector_schema
 
 
-def parse_layer_list(spec: str) -> tuple[int, ...] | None:
-    """'all' -> None; '0,5,10' or '-1' (last) -> a tuple resolved per run."""
-    if spec.strip() == "all":
-        return None
-    try:
-        layers = tuple(int(part) for part in spec.split(",") if part.strip())
-    except ValueError:
-        raise StoreError(
-            f"bad layers {spec!r}: use all or a list like 0,5,10 (-1 = last)"
-        ) from None
-    if not layers:
-        raise StoreError(f"bad layers {spec!r}: no layer given")
-    return layers
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What a snapshot wrote: its size, the runs copied and the runs skipped (with reasons)."""
+
+    size_bytes: int
+    copied: tuple[str, ...]
+    skipped: tuple[DamagedRun, ...]
 
 
-def _resolve_layers(run_id: str, available: Sequence[int], n_layers: int, wanted) -> list[int]:
+class _SourceDamage(Exception):
+    """A source file failed while being copied (its footer opened, its data did not)."""
+
+
+def _is_absolute(text: str) -> bool:
+    return text.startswith(("/", "~")) or PureWindowsPath(text).is_absolute()
+
+
+def public_path(text: str) -> str:
+    """An absolute path cut to its last component (`/srv/data/x.jsonl` -> `x.jsonl`)."""
+    if not _is_absolute(text):
+        return text
+    name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
+    return name or text.strip("/\\~") or "?"
+
+
+def _public(value: Any) -> Any:
+    """Every string in a JSON value that is an absolute path, cut to its last component."""
+    if isinstance(value, str):
+        return public_path(value)
+    if isinstance(value, list):
+        return [_public(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _public(item) for key, item in value.items()}
+    return value
+
+
+def _chosen_layers(manifest: RunManifest, wanted: tuple[int, ...] | None) -> list[int]:
     if wanted is None:
-        return list(available)
-    resolved = []
+        return list(manifest.layers)
     for layer in wanted:
-        actual = layer + n_layers if layer < 0 else layer
-        if actual not in available:
+        actual = layer + manifest.n_layers if layer < 0 else layer
+        if actual not in manifest.layers:
             raise StoreError(
-                f"run {run_id!r} has no layer {layer}; it has layers "
-                f"{', '.join(str(x) for x in available)}"
+                f"run {manifest.run_id!r} has no layer {layer}; it has layers "
+                f"{describe_layers(manifest.layers)}"
             )
-        resolved.append(actual)
-    return sorted(set(resolved))
-
-
-def _to_float16(column: pa.Array, d_model: int) -> tuple[pa.Array, int]:
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    with np.errstate(over="ignore"):  # counted below and recorded in the manifest
-        half = values.astype(np.float16)
-    overflow = int(np.count_nonzero(~np.isfinite(half)) - np.count_nonzero(~np.isfinite(values)))
-    return pa.FixedSizeListArray.from_arrays(pa.array(half), d_model), overflow
+    return list(resolve_layers(wanted, manifest.n_layers))
 
 
 def _copy_vectors(source: Path, target: Path, layers: list[int], d_model: int) -> tuple[int, int]:
-    """Filter one part file to `layers`, cast to float16; returns (rows, overflow values)."""
+    """Filter one part file to `layers`, cast to float16; returns (rows, overflow values).
+
+    A failure reading `source` raises _SourceDamage; a failure writing `target` is an OSError.
+    """
     schema = vector_schema(d_model, "float16")
     rows_per_group = max(1024, DEFAULT_ROW_GROUP_BYTES // (d_model * 2))
     keep = pa.array(layers, pa.int16())
     rows = overflow = 0
     tmp = target.with_name(f".{target.name}.tmp")
     writer = None
+    damaged = f"file vectors/{source.name} is damaged"
     try:
-        reader = pq.ParquetFile(source)
-        for batch in reader.iter_batches(batch_size=rows_per_group):
-            batch = batch.filter(pc.is_in(batch.column("layer"), value_set=keep))
+        try:
+            batches = pq.ParquetFile(source).iter_batches(batch_size=rows_per_group)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise _SourceDamage(f"{damaged} ({one_line(exc, 160)})") from None
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                batch = batch.filter(pc.is_in(batch.column("layer"), value_set=keep))
+                values = vectors_to_numpy(batch.column("vector"), d_model)
+                columns = [batch.column(name).cast(schema.field(name).type)
+                           for name in schema.names[:-1]]  # fmt: skip
+            except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+                raise _SourceDamage(f"{damaged} ({one_line(exc, 160)})") from None
             if batch.num_rows == 0:
                 continue
-            vectors, bad = _to_float16(batch.column("vector"), d_model)
-            columns = [batch.column(name) for name in schema.names[:-1]] + [vectors]
-            table = pa.Table.from_arrays(columns, schema=schema)
+            with np.errstate(over="ignore"):  # counted below and recorded in the manifest
+                half = values.astype(np.float16)
+            overflow += int(np.count_nonzero(~np.isfinite(half))) - int(
+                np.count_nonzero(~np.isfinite(values))
+            )
+            vectors = pa.FixedSizeListArray.from_arrays(pa.array(half.reshape(-1)), d_model)
+            table = pa.Table.from_arrays([*columns, vectors], schema=schema)
             if writer is None:
                 writer = pq.ParquetWriter(
                     tmp, schema, compression="zstd", use_dictionary=["hook", "position"]
                 )
             writer.write_table(table, row_group_size=rows_per_group)
             rows += table.num_rows
-            overflow += bad
     finally:
         if writer is not None:
             writer.close()
@@ -99,66 +141,132 @@ def _copy_vectors(source: Path, target: Path, layers: list[int], d_model: int) -
     return rows, overflow
 
 
+def _copy_config(src: Path, dst: Path) -> None:
+    """config.json with absolute paths cut; an unreadable one is left out (only resume reads it)."""
+    try:
+        config = json.loads(layout.config_path(src).read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return
+    atomic_write_text(
+        layout.config_path(dst), json.dumps(_public(config), indent=2, sort_keys=True)
+    )
+
+
+def _copy_run(source_root: Path, out_root: Path, manifest: RunManifest, chosen: list[int],
+              source_name: str) -> None:  # fmt: skip
+    src = layout.run_dir(source_root, manifest.run_id)
+    dst = layout.run_dir(out_root, manifest.run_id)
+    layout.vectors_dir(dst).mkdir(parents=True)
+    layout.tokens_dir(dst).mkdir()
+    shutil.copyfile(layout.samples_path(src), layout.samples_path(dst))
+    _copy_config(src, dst)
+    for part in layout.part_files(layout.tokens_dir(src)):
+        shutil.copyfile(part, layout.tokens_dir(dst) / part.name)
+    rows = overflow = 0
+    for part in layout.part_files(layout.vectors_dir(src)):
+        r, o = _copy_vectors(part, layout.vectors_dir(dst) / part.name, chosen, manifest.d_model)
+        rows, overflow = rows + r, overflow + o
+    info = {
+        "source_store": source_name,
+        "source_layers": list(manifest.layers),
+        "source_dtype": manifest.dtype,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    counts = dict(manifest.row_counts)
+    counts["vector_rows"] = rows
+    counts["float16_overflow_values"] = counts.get("float16_overflow_values", 0) + overflow
+    model = public_path(manifest.model)
+    new = replace(
+        manifest,
+        model=model,
+        model_source=model if _is_absolute(manifest.model_source) else manifest.model_source,
+        layers=tuple(chosen),
+        dtype="float16",
+        row_counts=counts,
+        extra={**_public(manifest.extra), "snapshot": info},
+    )
+    atomic_write_text(layout.manifest_path(dst), new.to_json())
+    atomic_write_text(layout.marker_path(dst), json.dumps(info))
+    fsync_dir(dst)
+
+
 def snapshot(
     store_path: str | Path,
-    run_ids: Sequence[str],
+    run_ids: Sequence[str] | str,
     out: str | Path,
-    layers: Sequence[int] | None = None,
-) -> int:
-    """Write the runs (only `layers`, or all) into a new store at `out`; returns its size in bytes.
+    layers: str | Sequence[int] | None = None,
+    on_skip: Callable[[DamagedRun], None] | None = None,
+) -> SnapshotResult:
+    """Write the runs (only `layers`, or all) into a new store at `out`.
 
-    A run may be named by an unambiguous prefix of its id. Refuses when `out` already holds any
-    of the runs, or is the source store itself.
+    `run_ids` is `"all"` (every healthy run) or a list of run ids or unambiguous prefixes.
+    `layers` is a layer spec (`0,-1`, `10-20`, `all`), a sequence of layer indices, or None
+    (all). Damaged runs, named or part of `all`, are skipped: each is passed to `on_skip` as it
+    is found and listed in the result. Refuses (StoreError) an unknown or ambiguous run, a layer
+    a run lacks, an `out` that already holds one of the runs or is the source store, and a
+    snapshot with nothing left to copy.
     """
-    source = open_store(store_path)
-    out_root = Path(out).expanduser()
-    if out_root.resolve() == source.root.resolve():
-        raise StoreError(f"snapshot output {str(out_root)!r} is the source store")
-    if not run_ids:
-        raise StoreError("no runs given")
-    plans = []
-    for name in run_ids:
-        run_id = source.resolve_run_id(name)  # raises for unknown, ambiguous or uncommitted runs
-        manifest = source.manifest(run_id)
-        chosen = _resolve_layers(run_id, manifest.layers, manifest.n_layers, layers)
-        target = layout.run_dir(out_root, run_id)
-        if target.exists():
-            raise StoreError(f"run {run_id!r} already exists in {out_root}")
-        plans.append((manifest, chosen))
-    open_store(out_root, create=True)
-    for manifest, chosen in plans:
-        src = layout.run_dir(source.root, manifest.run_id)
-        dst = layout.run_dir(out_root, manifest.run_id)
-        layout.vectors_dir(dst).mkdir(parents=True)
-        layout.tokens_dir(dst).mkdir()
-        shutil.copyfile(layout.samples_path(src), layout.samples_path(dst))
-        if layout.config_path(src).is_file():
-            shutil.copyfile(layout.config_path(src), layout.config_path(dst))
-        for part in sorted(layout.tokens_dir(src).glob(layout.PART_GLOB)):
-            shutil.copyfile(part, layout.tokens_dir(dst) / part.name)
-        rows = overflow = 0
-        for part in sorted(layout.vectors_dir(src).glob(layout.PART_GLOB)):
-            r, o = _copy_vectors(
-                part, layout.vectors_dir(dst) / part.name, chosen, manifest.d_model
-            )
-            rows, overflow = rows + r, overflow + o
-        info = {
-            "source_store": str(source.root.resolve()),
-            "source_layers": list(manifest.layers),
-            "source_dtype": manifest.dtype,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        counts = dict(manifest.row_counts)
-        counts["vector_rows"] = rows
-        counts["float16_overflow_values"] = counts.get("float16_overflow_values", 0) + overflow
-        new = replace(
-            manifest,
-            layers=tuple(chosen),
-            dtype="float16",
-            row_counts=counts,
-            extra={**manifest.extra, "snapshot": info},
-        )
-        atomic_write_text(layout.manifest_path(dst), new.to_json())
-        atomic_write_text(layout.marker_path(dst), json.dumps(info))
-        fsync_dir(dst)
-    return sum(p.stat().st_size for p in out_root.rglob("*") if p.is_file())
+    wanted = parse_layer_spec(layers) if isinstance(layers, str) else layers
+    if wanted is not None:
+        wanted = tuple(int(layer) for layer in wanted)
+    skipped: list[DamagedRun] = []
+
+    def skip(damaged: DamagedRun) -> None:
+        skipped.append(damaged)
+        if on_skip is not None:
+            on_skip(damaged)
+
+    with open_store(store_path) as source:
+        out_root = Path(out).expanduser()
+        if out_root.resolve() == source.root.resolve():
+            raise StoreError(f"snapshot output {str(out_root)!r} is the source store")
+        damaged = {d.folder.removeprefix("runs/"): d for d in source.damaged_runs()}
+        names: list[str] = []
+        if isinstance(run_ids, str):
+            if run_ids != "all":
+                raise StoreError(f"runs {run_ids!r:.80}: give 'all' or a list of run ids")
+            names = [m.run_id for m in source.runs()]
+            for item in damaged.values():
+                skip(item)
+        else:
+            for name in run_ids:
+                if name in damaged:
+                    skip(damaged[name])
+                    continue
+                run_id = source.resolve_run_id(name)  # raises for unknown or ambiguous runs
+                if run_id not in names:
+                    names.append(run_id)
+        if not names and not skipped:
+            raise StoreError("no runs given")
+        plans = []
+        for run_id in names:
+            manifest = source.manifest(run_id)
+            try:
+                source.check_run(run_id)  # the files open, the widths match
+            except StoreError as exc:
+                skip(as_damaged(run_id, exc))
+                continue
+            chosen = _chosen_layers(manifest, wanted)
+            if layout.run_dir(out_root, run_id).exists():
+                raise StoreError(f"run {run_id!r} already exists in {out_root}")
+            plans.append((manifest, chosen))
+        if not plans:
+            raise StoreError(f"no healthy runs to copy ({len(skipped)} skipped)")
+        existed = out_root.exists()
+        open_store(out_root, create=True)
+        source_name = source.root.resolve().name
+        copied: list[str] = []
+        for manifest, chosen in plans:
+            try:
+                _copy_run(source.root, out_root, manifest, chosen, source_name)
+            except _SourceDamage as exc:
+                shutil.rmtree(layout.run_dir(out_root, manifest.run_id), ignore_errors=True)
+                skip(DamagedRun(f"runs/{manifest.run_id}", one_line(exc)))
+                continue
+            copied.append(manifest.run_id)
+        if not copied:
+            if not existed:
+                shutil.rmtree(out_root, ignore_errors=True)
+            raise StoreError(f"no healthy runs to copy ({len(skipped)} skipped)")
+    size = sum(p.stat().st_size for p in out_root.rglob("*") if p.is_file())
+    return SnapshotResult(size, tuple(copied), tuple(skipped))

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from settings.run import STORAGE_DTYPES, check_choice
 from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from store.errors import StoreError
@@ -89,8 +90,7 @@ class RunWriter:
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
     ) -> None:
-        if dtype not in ("float16", "float32"):
-            raise ValueError(f"unknown dtype {dtype!r}; choose float16 or float32")
+        check_choice("dtype", dtype, STORAGE_DTYPES)
         self.run_path = run_path
         self.run_id = run_path.name
         self.d_model = d_model
@@ -114,8 +114,14 @@ class RunWriter:
         run_path = layout.run_dir(Path(root), run_id)
         if run_path.exists():
             raise StoreError(f"run {run_id!r} already exists in {root}")
-        layout.vectors_dir(run_path).mkdir(parents=True)
-        layout.tokens_dir(run_path).mkdir()
+        try:
+            layout.vectors_dir(run_path).mkdir(parents=True)
+            layout.tokens_dir(run_path).mkdir()
+        except OSError as exc:  # a store that is a file, read-only or full: one message
+            reason = exc.strerror or type(exc).__name__
+            raise StoreError(
+                f"cannot write run {run_id!r} into store {str(root)!r}: {reason}"
+            ) from None
         writer = cls(run_path, **kwargs)
         writer._acquire_lock()
         atomic_write_text(

@@ -1,7 +1,16 @@
 """The store on synthetic runs: round trip, visibility only after commit, the query layer's
-parameters, row cap and errors, and part files sized and sorted for DuckDB."""
+parameters, row cap and errors, part files sized and sorted for DuckDB, manifests validated
+field by field, store paths that are files or cannot be written, and no DuckDB object left alive
+at interpreter exit."""
 
 from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +20,7 @@ import pytest
 from store import RunManifest, RunWriter, StoreError, open_store
 
 D = 8
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _manifest(run_id: str, n: int, **overrides) -> RunManifest:
@@ -142,3 +152,111 @@ def test_manifest_validates_and_round_trips():
         _manifest("r1", 3, layers=(0, 5))
     with pytest.raises(ValueError, match="unknown hook 'resid_mid'"):
         _manifest("r1", 3, hooks=("resid_mid",))
+
+
+def test_manifest_from_dict_checks_every_field_and_keeps_unknown_keys():
+    data = json.loads(_manifest("r1", 3).to_json())
+    data["future_field"] = {"x": 1}
+    manifest = RunManifest.from_dict(data)
+    assert manifest.extra == {"future_field": {"x": 1}}
+    assert manifest.hooks == ("resid_post",) and manifest.layers == (0, 1, 2)
+    for field, value, message in [
+        ("n_layers", "30", "n_layers '30' must be a whole number"),
+        ("d_model", 0, "d_model 0 must be a whole number"),
+        ("layers", "abc", "layers 'abc' must be a list"),
+        ("hooks", 5, "hooks 5 must be a list"),
+        ("backend", "torch", "unknown backend 'torch'"),
+        ("include_first_token_in_mean", "no", "include_first_token_in_mean 'no'"),
+        ("chat_template", 3, "chat_template 3 must be text"),
+        ("versions", {"duckdb": 2}, "versions['duckdb'] 2 must be text"),
+        ("run_id", "../x", "is not valid"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            RunManifest.from_dict({**data, field: value})
+    for bad in (None, [], "text", 5):
+        with pytest.raises(ValueError, match="not a JSON object"):
+            RunManifest.from_dict(bad)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        RunManifest.from_json("[" * 100_000)
+
+
+def test_manifest_layers_are_sorted_and_unique():
+    assert _manifest("r1", 3, layers=[2, 0]).layers == (0, 2)
+    with pytest.raises(ValueError, match="name one layer twice"):
+        _manifest("r1", 3, layers=(1, 1))
+
+
+@pytest.mark.parametrize(
+    ("path", "create", "message"),
+    [
+        ("/etc/passwd", False, "store '/etc/passwd' is not a directory"),
+        ("/etc/passwd", True, "store '/etc/passwd' is not a directory"),
+        ("/etc/passwd/sub", True, "cannot create store '/etc/passwd/sub': Not a directory"),
+        ("/etc/passwd/sub", False, "store '/etc/passwd/sub' does not exist"),
+        ("/proc/no-such/store", True, "cannot create store '/proc/no-such/store'"),
+        ("bad\0path", True, "is not a usable path"),
+    ],
+)
+def test_open_store_refuses_files_and_unwritable_places_with_store_error(path, create, message):
+    with pytest.raises(StoreError, match=re.escape(message)):
+        open_store(path, create=create)
+
+
+def test_open_store_for_writing_proves_it_can_write(tmp_path):
+    store = open_store(tmp_path / "new", create=True, writable=True)
+    assert list((store.root / "runs").iterdir()) == []  # the probe file is gone
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "runs").write_text("a file where runs/ belongs")
+    with pytest.raises(StoreError, match="its 'runs' is not a folder"):
+        open_store(tmp_path / "odd", create=True)
+    if os.geteuid() == 0:  # root writes through permission bits: use a read-only file system
+        target = Path("/sys/kernel")
+        with pytest.raises(StoreError, match="cannot (create|write to) store '/sys/kernel'"):
+            open_store(target, create=True, writable=True)
+    else:
+        locked = tmp_path / "locked"
+        (locked / "runs").mkdir(parents=True)
+        (locked / "runs").chmod(0o500)
+        with pytest.raises(StoreError, match="cannot write to store"):
+            open_store(locked, writable=True)
+
+
+def test_run_writer_in_an_unwritable_store_raises_store_error(tmp_path):
+    (tmp_path / "runs").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot write run 'r1' into store"):
+        RunWriter.create(tmp_path, "r1", {}, d_model=D, dtype="float16")
+
+
+def test_close_and_context_manager_drop_the_connection_and_reads_reopen(tmp_path):
+    write_run(tmp_path, n=4)
+    with open_store(tmp_path) as store:
+        assert store.query("SELECT count(*) AS n FROM samples").frame["n"][0] == 4
+        assert store._sql.is_open
+    assert not store._sql.is_open
+    assert store.query("SELECT count(*) AS n FROM runs").frame["n"][0] == 1  # reopens lazily
+    store.close()
+    store.close()  # twice is fine
+    assert not store._sql.is_open
+
+
+LEAK_SCRIPT = """
+import sys, threading, time
+from store import open_store
+store = open_store(sys.argv[1])
+store.query("SELECT count(*) FROM vectors")
+store.vectors("r1", "resid_post", 0, "last")
+def keep_running():  # a server thread still alive at exit, as under streamlit or tqdm
+    time.sleep(60)
+threading.Thread(target=keep_running, daemon=True).start()
+print("done")
+"""
+
+
+def test_no_duckdb_objects_leak_at_interpreter_exit(tmp_path):
+    write_run(tmp_path, n=4)
+    result = subprocess.run(
+        [sys.executable, "-c", LEAK_SCRIPT, str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr
+    assert "leaked" not in result.stderr, result.stderr[:2000]

@@ -1,0 +1,153 @@
+"""Store.query is confined: one SELECT over the store's views, no file outside the store's runs
+read, nothing written anywhere, configuration locked; parameters bound, rows capped, slow
+queries stoppable."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from store import StoreError, open_store
+
+OUTSIDE_TEXT = "outside-secret-1234"
+
+
+@pytest.fixture
+def setup(store_root, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(OUTSIDE_TEXT)
+    pq.write_table(pa.table({"secret": [OUTSIDE_TEXT]}), outside / "x.parquet")
+    return open_store(store_root), outside
+
+
+def _refused(store, sql, params=None, match=None) -> str:
+    with pytest.raises(StoreError, match=match) as info:
+        store.query(sql, params)
+    message = str(info.value)
+    assert OUTSIDE_TEXT not in message and "\n" not in message, message
+    return message
+
+
+def test_files_outside_the_store_cannot_be_read(setup):
+    store, outside = setup
+    for sql in [
+        f"SELECT * FROM read_text('{outside / 'secret.txt'}')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        f"SELECT * FROM read_parquet('{outside / 'x.parquet'}')",
+        f"SELECT * FROM read_csv('{outside / 'secret.txt'}')",
+        f"SELECT * FROM read_blob('{outside / 'secret.txt'}')",
+        "SELECT * FROM glob('/etc/*')",
+        f"SELECT * FROM read_text('{store.root / 'runs'}/../../elsewhere/secret.txt')",
+        "SELECT * FROM read_parquet('https://example.com/x.parquet')",
+    ]:
+        _refused(store, sql, match="query failed")
+    # The path can come as a parameter too: still refused.
+    _refused(store, "SELECT * FROM read_text(?)", [str(outside / "secret.txt")])
+
+
+def test_a_symlink_planted_in_a_run_does_not_lead_outside(setup):
+    store, outside = setup
+    link = store.root / "runs" / "good" / "notes.txt"
+    link.symlink_to(outside / "secret.txt")
+    _refused(store, f"SELECT * FROM read_text('{link}')", match="query failed")
+
+
+def test_nothing_is_written_anywhere(setup):
+    store, outside = setup
+    inside = store.root / "runs" / "good" / "copied.csv"
+    cases = {
+        f"COPY (SELECT 1) TO '{outside / 'out.csv'}'": "not COPY",
+        f"COPY (SELECT 1) TO '{inside}'": "not COPY",  # the one folder it may read
+        f"COPY samples TO '{outside / 'all.parquet'}' (FORMAT parquet)": "not COPY",
+        f"ATTACH '{outside / 'db.duckdb'}' AS other": "not ATTACH",
+        "INSTALL httpfs": "not LOAD",
+        "LOAD httpfs": "not LOAD",
+        "SET enable_external_access = true": "not SET",
+        "RESET lock_configuration": "not SET",
+        "PRAGMA version": "not PRAGMA",
+        "CALL pragma_version()": "not CALL",
+        "CREATE TABLE t AS SELECT 1": "not CREATE",
+        "CREATE VIEW v AS SELECT 1": "not CREATE",
+        "DROP TABLE runs": "not DROP",
+        "INSERT INTO runs (run_id) VALUES ('planted')": "not INSERT",
+        "DELETE FROM runs": "not DELETE",
+        f"EXPORT DATABASE '{outside / 'export'}'": "not EXPORT",
+        "EXPLAIN ANALYZE SELECT 1": "not EXPLAIN",
+        "SELECT 1; SELECT 2": "exactly one SQL statement, not 2",
+        "SELECT 1; DROP TABLE runs": "exactly one SQL statement, not 2",
+        "": "exactly one SQL statement, not 0",
+        "-- just a comment": "exactly one SQL statement, not 0",
+        "SELEC 1": "query failed",
+    }
+    for sql, match in cases.items():
+        _refused(store, sql, match=match)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt", "x.parquet"]
+    assert not inside.exists()
+    assert store.query("SELECT run_id FROM runs").frame["run_id"].tolist() == ["good"]
+    # SELECTs that would write or reconfigure from inside are refused by DuckDB itself.
+    _refused(store, f"SELECT * FROM query('COPY (SELECT 1) TO ''{inside}''')")
+    assert not inside.exists()
+
+
+def test_the_configuration_stays_locked(setup):
+    store, outside = setup
+    _refused(store, "SET enable_external_access = true")
+    cursor = store._cursor()  # even code of ours holding a cursor cannot reopen it
+    with pytest.raises(Exception, match="locked"):
+        cursor.execute("SET enable_external_access = true")
+    cursor.close()
+    _refused(store, f"SELECT * FROM read_text('{outside / 'secret.txt'}')", match="query failed")
+
+
+def test_python_variables_are_not_tables(setup):
+    store, _ = setup
+    secret_frame = pd.DataFrame({"secret": [OUTSIDE_TEXT]})
+    _refused(store, "SELECT * FROM secret_frame", match="query failed")
+    assert len(secret_frame) == 1
+
+
+def test_views_parameters_and_row_cap_still_work(setup):
+    store, _ = setup
+    frame = store.query(
+        "SELECT s.label, count(*) AS n FROM samples s JOIN runs r USING (run_id) "
+        "WHERE r.run_id = ? GROUP BY 1 ORDER BY 1",
+        ["good"],
+    ).frame
+    assert frame.to_dict("records") == [{"label": "a", "n": 4}, {"label": "b", "n": 4}]
+    named = store.query(
+        "SELECT count(*) AS n FROM vectors WHERE run_id = $run AND layer = $layer",
+        {"run": "good", "layer": 1},
+    )
+    assert named.frame["n"][0] > 0
+    hostile = "good' OR '1'='1"
+    assert store.query("SELECT * FROM runs WHERE run_id = ?", [hostile]).frame.empty
+    capped = store.query("SELECT * FROM range(50)", max_rows=7)
+    assert len(capped.frame) == 7 and capped.truncated and capped.max_rows == 7
+    whole = store.query("SELECT * FROM range(7)", max_rows=7)
+    assert len(whole.frame) == 7 and not whole.truncated
+    assert store.query("FROM samples LIMIT 1").frame.shape[0] == 1  # DuckDB's FROM-first SELECT
+    assert not store.query("DESCRIBE vectors").frame.empty
+    assert store.query("WITH t AS (SELECT 1 AS x) SELECT x FROM t").frame["x"][0] == 1
+
+
+@pytest.mark.parametrize("max_rows", [-1, 1.5, "10", True, 10**9])
+def test_bad_row_caps_are_refused(setup, max_rows):
+    store, _ = setup
+    with pytest.raises(StoreError, match="max_rows"):
+        store.query("SELECT 1", max_rows=max_rows)
+
+
+def test_a_slow_query_is_stopped_by_its_time_limit(setup):
+    store, _ = setup
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"query stopped: it ran longer than 0.3 s"):
+        store.query("SELECT count(*) FROM range(1000000000000)", timeout_s=0.3)
+    assert time.monotonic() - started < 10
+    assert store.query("SELECT 1 AS x", timeout_s=5).frame["x"][0] == 1  # the store still works
+    with pytest.raises(StoreError, match="timeout"):
+        store.query("SELECT 1", timeout_s=0)
