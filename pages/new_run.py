@@ -1,27 +1,29 @@
 """New run page: start an extraction from the browser; watch, read and cancel the jobs.
 
-Widgets only. The run is a separate `python -m extraction run` process started by
-`store.jobs.launch` (this process never imports torch); it survives reloads and closed browsers.
-The jobs list is a fragment that reruns itself every few seconds. The settings are bound to the
-URL, so a link (the Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in.
-In read-only mode the page is not in the navigation, and refuses here too when opened directly;
-store.jobs refuses as well.
+Widgets only. The widgets build a `settings.run.RunSettings` (validated where it is made), and
+`jobs.launch` starts it as a separate process (this process never imports torch); it survives
+reloads and closed browsers. The jobs list is a fragment that reruns itself every few seconds,
+with unreadable job records listed apart. The settings are bound to the URL, so a link (the
+Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in. Every error is shown
+as one line of text. In read-only mode (`settings.env.read_only()`) the page is not in the
+navigation, and refuses here too when opened directly; the job layer refuses as well.
 """
 
 import streamlit as st
 
 from extraction.datasets import DatasetError, builtin_datasets
-from store import StoreError
-from store.jobs import JobSpec, cancel, launch, list_jobs, list_uploads, save_upload
-from store.manifest import HOOKS, POSITIONS, STORAGE_DTYPES
-from ui.context import get_store, read_only
+from jobs import JobError, cancel, launch, list_jobs, list_uploads, save_upload
+from settings.env import read_only
+from settings.run import HOOKS, LAYERS_HELP, MAX_BATCH_SIZE, POSITIONS, STORAGE_DTYPES, RunSettings
+from ui.context import get_store, plain
 from ui.controls import BIND
 from ui.jobs import (
     DATASET_KINDS,
-    EMBEDDED_MODELS,
     MODEL_KINDS,
     check_upload,
     describe,
+    describe_broken,
+    embedded_models,
     max_running,
     timing,
     upload_label,
@@ -40,15 +42,15 @@ root = get_store().root
 try:
     limit = upload_limit_bytes()
     slots = max_running()
-except StoreError as exc:
-    st.error(str(exc))
+except ValueError as exc:
+    st.error(plain(exc))
     st.stop()
 
 left, right = st.columns(2)
 with left:
     model_kind = st.radio("Model", MODEL_KINDS, horizontal=True, key="model_kind", bind=BIND)
     if model_kind == MODEL_KINDS[0]:
-        model = st.selectbox("Embedded model", EMBEDDED_MODELS, key="model_embedded", bind=BIND)
+        model = st.selectbox("Embedded model", embedded_models(), key="model_embedded", bind=BIND)
     else:
         model = st.text_input(
             "Model id or folder",
@@ -80,28 +82,24 @@ with right:
             try:
                 parsed = check_upload(upload.name, data, limit)
                 path = save_upload(root, upload.name, data, read_only=read_only(), max_bytes=limit)
-            except (DatasetError, StoreError) as exc:
-                st.error(f"Not usable: {exc}")
+            except (DatasetError, JobError) as exc:
+                st.error(plain(f"Not usable: {exc}"))
             else:
                 dataset = str(path)
-                st.success(
-                    f"{len(parsed)} samples, labels: {', '.join(parsed.labels[:12])}"
-                    + (" ..." if len(parsed.labels) > 12 else "")
-                )
+                labels = ", ".join(parsed.labels[:12]) + (" ..." if len(parsed.labels) > 12 else "")
+                st.success(plain(f"{len(parsed)} samples, labels: {labels}"))
 
 hooks_col, positions_col, layers_col = st.columns(3)
 hooks = hooks_col.multiselect("Hooks", HOOKS, default=["resid_post"], key="hooks", bind=BIND)
 positions = positions_col.multiselect(
     "Positions", POSITIONS, default=["last", "mean"], key="positions", bind=BIND
 )
-layers = layers_col.text_input(
-    "Layers", value="all", key="layers", bind=BIND, help="all, 5, 0,4,8, 10-20 or -1 (last)"
-)
+layers = layers_col.text_input("Layers", value="all", key="layers", bind=BIND, help=LAYERS_HELP)
 dtype_col, name_col, batch_col = st.columns(3)
 dtype = dtype_col.radio("Stored as", STORAGE_DTYPES, horizontal=True, key="dtype", bind=BIND)
 name = name_col.text_input("Name (optional)", key="name", help="letters, digits, . _ -").strip()
 batch_size = batch_col.number_input(
-    "Batch size", min_value=1, max_value=1024, value=16, key="batch_size"
+    "Batch size", min_value=1, max_value=MAX_BATCH_SIZE, value=16, key="batch_size"
 )
 
 
@@ -109,12 +107,15 @@ def _launch(fields: dict) -> None:
     # A callback, with the values shown when Launch was clicked: it runs before the script, so
     # neither a rerun nor the jobs fragment can drop the click, and the outcome stays on screen.
     try:
-        spec = JobSpec(**fields)
-        job, created = launch(root, spec, read_only=read_only(), max_running=slots)
-    except (ValueError, StoreError) as exc:
-        st.session_state["launch_message"] = ("error", str(exc))
+        settings = RunSettings(**fields)
+        job, created = launch(root, settings, read_only=read_only(), max_running=slots)
+    except (ValueError, JobError) as exc:
+        st.session_state["launch_message"] = ("error", plain(exc))
     else:
-        if created:
+        if created and job.state == "failed":
+            text = f"Job `{job.job_id}` could not start: {plain(job.error)}"
+            st.session_state["launch_message"] = ("error", text)
+        elif created:
             text = f"Started job `{job.job_id}` (run `{job.run_id}`)."
             st.session_state["launch_message"] = ("success", text)
         else:
@@ -149,17 +150,22 @@ def _cancel(job_id: str) -> None:
     try:
         job = cancel(root, job_id, read_only=read_only())
         st.session_state["job_message"] = f"Job `{job_id}` {job.state}."
-    except StoreError as exc:
-        st.session_state["job_message"] = f"Cannot cancel `{job_id}`: {exc}"
+    except JobError as exc:
+        st.session_state["job_message"] = plain(f"Cannot cancel {job_id}: {exc}")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def jobs_panel() -> None:
-    statuses = list_jobs(root)
     st.subheader("Jobs")
+    try:
+        listing = list_jobs(root)
+    except JobError as exc:
+        st.error(plain(exc))
+        return
     st.caption(f"At most {slots} running at once; later launches queue. Updated every 2 s.")
     if message := st.session_state.pop("job_message", None):
         st.info(message)
+    statuses = listing.statuses
     if not statuses:
         st.caption("No jobs yet.")
     for status in statuses[:SHOWN_JOBS]:
@@ -180,11 +186,14 @@ def jobs_panel() -> None:
             if job.state == "done":
                 st.page_link("pages/runs.py", label=f"Run `{job.run_id}` is in the Runs page")
             if job.error and job.state == "failed":
-                st.error(job.error)
+                st.error(plain(job.error))
             with st.expander("Log", expanded=job.state == "running"):
                 st.code("\n".join(status.log_tail) or "(empty)", language=None, wrap_lines=True)
     if len(statuses) > SHOWN_JOBS:
         st.caption(f"{len(statuses) - SHOWN_JOBS} older jobs not shown.")
+    if listing.broken:
+        with st.expander(f"Unreadable job records ({len(listing.broken)}), skipped"):
+            st.text("\n".join(describe_broken(b) for b in listing.broken))
 
 
 jobs_panel()

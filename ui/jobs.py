@@ -1,9 +1,10 @@
 """What the New run page needs beyond widgets: settings, model names, upload checks, job labels.
 
-Light on purpose: it imports `extraction.datasets` (standard library only) but never
-`extraction.models`, `runner`, `capture` or `loading`, which pull in torch. The embedded model
-names are therefore copied here; tests/ui/test_new_run.py keeps them equal to
-`extraction.models.EMBEDDED`.
+Light on purpose: it imports `extraction.models` (for the embedded model names: that module
+loads neither torch nor transformers at import time) and `extraction.datasets` (standard library
+only), never `extraction.runner`, `capture` or `loading`, which pull in torch. The app's settings
+come from `settings.env` (the same table and read-only decision as everywhere else); a setting
+that is not a positive number raises ValueError naming it, which the page shows.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 from extraction.datasets import Dataset, parse_dataset
-from store.errors import StoreError
-from store.jobs import DEFAULT_UPLOAD_BYTES, JobStatus, sanitize_filename
-from ui.context import setting
+from extraction.models import EMBEDDED
+from jobs import BrokenJob, JobStatus, sanitize_filename
+from jobs.uploads import check_size
+from settings import env
 
-EMBEDDED_MODELS = ("smollm2-135m", "gemma3-270m")
 MODEL_KINDS = ("Embedded", "Hugging Face id or local folder")
 DATASET_KINDS = ("Built-in or uploaded", "Upload a file")
 STATE_ICONS = {
@@ -29,34 +30,23 @@ STATE_ICONS = {
 }
 
 
-def _positive(key: str, env: str, default: str, kind=int):
-    raw = setting(key, env, default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise StoreError(f"setting {env}={raw!r} is not a number") from None
-    if value <= 0:
-        raise StoreError(f"setting {env}={raw!r} must be > 0")
-    return value
+def embedded_models() -> tuple[str, ...]:
+    return tuple(EMBEDDED)
 
 
 def max_running() -> int:
     """How many jobs may run at once (ACTX_MAX_JOBS, default 1); later launches queue."""
-    return _positive("max_jobs", "ACTX_MAX_JOBS", "1")
+    return int(env.positive_number("ACTX_MAX_JOBS", int))
 
 
 def upload_limit_bytes() -> int:
-    """Largest accepted upload (ACTX_UPLOAD_MB, default 20 MB)."""
-    default = str(DEFAULT_UPLOAD_BYTES // (1024 * 1024))
-    return int(_positive("upload_mb", "ACTX_UPLOAD_MB", default, float) * 1024 * 1024)
+    """Largest accepted upload (ACTX_UPLOAD_MB, in MiB)."""
+    return env.upload_limit_bytes()
 
 
 def check_upload(filename: str, data: bytes, limit: int) -> Dataset:
     """Validate an uploaded dataset before it is stored; errors name the line (DatasetError)."""
-    if len(data) > limit:
-        raise StoreError(
-            f"file {filename!r} is {len(data) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB"
-        )
+    check_size(filename, len(data), limit)
     safe = sanitize_filename(filename)
     return parse_dataset(data, Path(safe).stem, safe)
 
@@ -66,12 +56,26 @@ def upload_label(path: Path) -> str:
     return f"{path.name.split('-', 1)[-1]} (uploaded)"
 
 
+def _md(text: str) -> str:
+    """A value inside Markdown code spans: backticks cannot close the span."""
+    return "`" + text.replace("`", "'") + "`"
+
+
 def describe(status: JobStatus) -> str:
     job = status.job
-    name = job.spec.name or job.run_id
-    path = Path(job.spec.dataset)
-    dataset = upload_label(path) if path.suffix else job.spec.dataset
-    return f"{STATE_ICONS[job.state]} **{job.state}** · `{name}` · {job.spec.model} · {dataset}"
+    settings = job.settings
+    path = Path(settings.dataset)
+    dataset = upload_label(path) if path.suffix else settings.dataset
+    name = settings.name or job.run_id
+    return (
+        f"{STATE_ICONS[job.state]} **{job.state}** · {_md(name)} · {_md(settings.model)}"
+        f" · {_md(dataset)}"
+    )
+
+
+def describe_broken(broken: BrokenJob) -> str:
+    """One line of plain text for an unreadable job record (shown with st.text)."""
+    return f"{broken.folder}: {broken.reason}"
 
 
 def timing(status: JobStatus) -> str:
@@ -94,7 +98,7 @@ def prefill_query(
     `dataset` is what the Dataset box lists: a built-in name or an upload's label. The keys are
     the page's widget keys (its widgets are bound to the URL).
     """
-    embedded = model in EMBEDDED_MODELS
+    embedded = model in EMBEDDED
     return {
         "model_kind": MODEL_KINDS[0] if embedded else MODEL_KINDS[1],
         ("model_embedded" if embedded else "model_other"): model,

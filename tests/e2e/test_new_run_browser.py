@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs import cancel, reconcile
 from store import open_store
-from store.jobs import cancel, reconcile
 from tests.support.browser import open_page, wait_for_css, wait_for_idle
 
 pytestmark = pytest.mark.browser
@@ -105,11 +105,12 @@ def test_pairs_page_link_starts_the_missing_all_run(streamlit_server, browser, s
                                                     tiny_models):  # fmt: skip
     """Pairs page without an `all` run -> its link -> New run filled in -> Launch -> per-token
     view available, on the built-in minimal pairs with a tiny model."""
-    from extraction.runner import RunConfig, execute
+    from extraction.runner import execute
+    from settings.run import RunSettings
 
     By = _by()
     model = str(tiny_models["llama"])
-    config = RunConfig(model=model, dataset="minimal_pairs", positions=("last",), device="cpu")
+    config = RunSettings(model=model, dataset="minimal_pairs", positions=("last",), device="cpu")
     execute(config, store_root, progress=False)
     url = streamlit_server(store_root)
     open_page(browser, f"{url}/pairs")

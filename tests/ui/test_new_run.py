@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from store import StoreError, open_store
-from store.jobs import ReadOnlyError, cancel, launch, list_jobs, reconcile, save_upload
+from jobs import JobError, ReadOnlyError, cancel, launch, list_jobs, reconcile, save_upload
+from store import open_store
 from store.writer import list_uncommitted
 from tests.support.synthetic import pair_rows, write_run
 from tests.support.tiny import emotion_rows
-from ui.jobs import EMBEDDED_MODELS, check_upload, prefill_query
+from ui.jobs import check_upload, prefill_query
 from ui.pairs_compute import new_run_prefill
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,14 +62,13 @@ def rerun_until(at: AppTest, predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def shown(element) -> str:
+    """An alert's text as the reader sees it (messages are Markdown-escaped plain text)."""
+    return element.value.replace("\\", "")
+
+
 def job_lines(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if "**" in m.value]
-
-
-def test_embedded_model_names_match_the_registry():
-    from extraction.models import EMBEDDED  # fine in a test: only the app must stay light
-
-    assert tuple(EMBEDDED) == EMBEDDED_MODELS
 
 
 def test_launch_from_the_page_completes_and_appears_in_runs(store_root, tiny_models):
@@ -103,22 +102,22 @@ def test_upload_errors_are_shown_by_line(store_root):
     bad = b'{"text": "a", "label": "x"}\n{"text": "b"}\n'
     at.file_uploader(key="dataset_upload").set_value(("bad.jsonl", bad, "application/json"))
     at.run()
-    assert "line 2: missing column 'label'" in at.error[0].value
+    assert "line 2: missing column 'label'" in shown(at.error[0])
     assert at.button(key="launch").disabled
     assert not (store_root / "uploads").exists()  # nothing invalid is stored
 
     good = "".join(json.dumps(r) + "\n" for r in emotion_rows(2)).encode()
     at.file_uploader(key="dataset_upload").set_value(("my data.jsonl", good, "application/json"))
     at.run()
-    assert "6 samples" in at.success[0].value
+    assert "6 samples" in shown(at.success[0])
     (saved,) = (store_root / "uploads").iterdir()
     assert saved.name.endswith("-my_data.jsonl")
 
 
 def test_upload_limit_and_names():
-    with pytest.raises(StoreError, match="limit is 1 MB"):
+    with pytest.raises(JobError, match="2.0 MiB; the limit is 1 MiB"):
         check_upload("x.jsonl", b"x" * (2 * 2**20), 2**20)
-    with pytest.raises(StoreError, match="not a dataset"):
+    with pytest.raises(JobError, match="not a dataset"):
         check_upload("x.exe", b"", 2**20)
 
 
@@ -133,15 +132,15 @@ def test_cancel_from_the_page_leaves_nothing_partial(store_root, tiny_models):
     assert at.success, [e.value for e in at.error]
 
     def writing(_at) -> bool:
-        (status,) = list_jobs(store_root)
+        (status,) = list_jobs(store_root).statuses
         return bool(status.done)
 
     rerun_until(at, writing, 180, "samples written")
-    (status,) = list_jobs(store_root)
+    (status,) = list_jobs(store_root).statuses
     assert (store_root / "runs" / status.job.run_id).is_dir()
     at.button(key=f"cancel-{status.job.job_id}").click().run()
     assert any("**cancelled**" in line for line in job_lines(at))
-    (status,) = list_jobs(store_root)
+    (status,) = list_jobs(store_root).statuses
     assert status.job.state == "cancelled"
     assert not (store_root / "runs" / status.job.run_id).exists()
     assert list_uncommitted(store_root) == [] and open_store(store_root).run_ids() == []
@@ -196,13 +195,20 @@ def test_prefill_names_the_dataset_as_the_page_lists_it(store_root, tmp_path):
                            "resid_post", store_root) is None  # fmt: skip
 
 
-@pytest.mark.parametrize("how", ["env", "secrets"])
-def test_read_only_mode_has_no_run_page(store_root, monkeypatch, how):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+@pytest.mark.parametrize("how", ["env", "secrets", "broken secrets"])
+def test_read_only_mode_has_no_run_page(store_root, monkeypatch, tmp_path, how):
+    # settings.env reads secrets.toml files itself (the job layer has no Streamlit): write one
+    # where Streamlit looks, in the working directory.
+    work = tmp_path / "work"
+    (work / ".streamlit").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(work)
     if how == "env":
         monkeypatch.setenv("ACTX_READ_ONLY", "1")
     else:
-        at.secrets["read_only"] = True
+        text = "read_only = true\n" if how == "secrets" else "read_only = 0\nread_only = 0\n"
+        (work / ".streamlit" / "secrets.toml").write_text(text)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
     assert not at.sidebar.text_input  # the store path cannot be changed by a visitor
@@ -211,11 +217,11 @@ def test_read_only_mode_has_no_run_page(store_root, monkeypatch, how):
 
     # Reached directly, the page refuses and offers nothing to click.
     page = AppTest.from_file(str(REPO / "pages" / "new_run.py"), default_timeout=TIMEOUT)
-    if how == "secrets":
-        page.secrets["read_only"] = True
     page.run()
     assert "read-only" in page.error[0].value
     assert not page.button and not page.file_uploader and not page.text_input
+    with pytest.raises(ReadOnlyError):  # and the job layer refuses by itself
+        launch(store_root, object(), read_only=False)
 
 
 def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch):
@@ -261,3 +267,49 @@ print(json.dumps({{"rendered": rendered, "errors": errors, "heavy": heavy}}))
     assert {"runs.py", "new_run.py"} <= set(report["rendered"])
     assert "new_run.py" not in report["errors"] and "runs.py" not in report["errors"]
     assert report["heavy"] == [], report
+
+
+def test_unreadable_job_records_are_listed_apart_and_never_break_the_page(store_root):
+    jobs_dir = store_root / "jobs"
+    for name, raw in (
+        ("job-20240101-000000-000001", b"garbage{"),
+        ("job-20240101-000000-000002", b'{"log_path": "/etc/passwd"}'),
+        ("not a job", b"null"),
+    ):
+        (jobs_dir / name).mkdir(parents=True)
+        (jobs_dir / name / "job.json").write_bytes(raw)
+    at = new_run_page()
+    (box,) = [e for e in at.expander if e.label.startswith("Unreadable job records")]
+    assert box.label.startswith("Unreadable job records (3)")
+    text = box.text[0].value
+    assert "job-20240101-000000-000001: job.json is malformed: not valid JSON" in text
+    assert "not a job: the folder name is not a job id" in text
+    assert "root:" not in text  # nothing of /etc/passwd
+    assert any(c.value == "No jobs yet." for c in at.caption)
+
+
+def test_settings_are_checked_where_they_are_made_and_errors_are_plain_text(store_root):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"layers": "20-10", "model_kind": "Embedded"})
+    at.switch_page("pages/new_run.py")
+    at.run()
+    at.button(key="launch").click().run()
+    assert not at.exception
+    assert "bad layer range '20-10'" in shown(at.error[0]), [e.value for e in at.error]
+    assert not (store_root / "jobs").exists() or not any((store_root / "jobs").iterdir())
+
+    at.text_input(key="layers").input("**bold** [x](http://evil)").run()
+    at.button(key="launch").click().run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "\\*\\*bold\\*\\*" in message and "\\[x\\]" in message  # Markdown shown as text
+
+
+def test_a_bad_setting_is_one_line_on_the_page(store_root, monkeypatch):
+    monkeypatch.setenv("ACTX_UPLOAD_MB", "lots")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/new_run.py").run()
+    assert not at.exception
+    assert "ACTX_UPLOAD_MB='lots' is not a number" in shown(at.error[0])
+    assert not at.button
