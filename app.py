@@ -2,19 +2,23 @@
 
 Sets up the store once (sidebar) and the navigation; each page in pages/ reads it through
 `ui.context`. This process never imports torch: runs are made by `python -m extraction`.
+Read-only mode (`settings.env.read_only()`, fail-closed) drops the store box and the New run
+page, and every page runs inside `run_page`, so a visitor never sees a traceback.
 """
 
 from pathlib import Path
 
 import streamlit as st
 
-from ui.context import default_store_path, read_only
+from ui.context import default_store_path, hide_error_details, plain, read_only, run_page
 
+hide_error_details()
 st.set_page_config(page_title="Activation Explorer", layout="wide")
+locked = read_only()
 
 with st.sidebar:
-    if read_only():  # hosted: a visitor must not point the app at another folder
-        st.caption(f"Read-only store `{Path(default_store_path()).name}`")
+    if locked:  # hosted: a visitor must not point the app at another folder, nor see its path
+        st.caption(f"Read-only store: {plain(Path(default_store_path()).name)}")
     else:
         st.session_state["store_path"] = st.text_input(
             "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
@@ -26,7 +30,6 @@ PAGES = [
     st.Page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
     st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
 ]
-if not read_only():  # read-only: not in the navigation, and the page refuses by itself too
+if not locked:  # read-only: not in the navigation, and the page refuses by itself too
     PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
-navigation = st.navigation(PAGES)
-navigation.run()
+run_page(st.navigation(PAGES).run)

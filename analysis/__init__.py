@@ -4,7 +4,8 @@ Everything here takes and returns numpy arrays (plus small frozen dataclasses) a
 model, storage or UI library, so it runs in the read-only app, in extraction jobs and in tests
 alike. Modules:
 
-* ``directions``: label means, difference-of-means directions (one-shot or streamed), norms,
+* ``directions``: label means, difference-of-means directions (one-shot, streamed, or from
+  label means already computed: ``directions_from_means``), norms,
   cosines, split-half / bootstrap stability and held-out projection separability (AUC).
 * ``decomposition``: SVD-based PCA and first-principal-direction control vectors.
 * ``similarity``: linear CKA, RSA, Procrustes alignment and normalised layer depth.
@@ -25,6 +26,7 @@ from .directions import (
     diff_of_means,
     direction_norms,
     direction_norms_by_layer,
+    directions_from_means,
     label_directions,
     label_means,
     project,
@@ -72,6 +74,7 @@ __all__ = [
     "dimension_consistency",
     "direction_norms",
     "direction_norms_by_layer",
+    "directions_from_means",
     "first_principal_direction",
     "label_directions",
     "label_means",

@@ -32,6 +32,7 @@ from ._checks import (
     as_float_vector,
     as_labels,
     as_matrix,
+    check_numeric,
     check_positive_int,
     check_seed,
     rankdata,
@@ -50,6 +51,7 @@ __all__ = [
     "diff_of_means",
     "direction_norms",
     "direction_norms_by_layer",
+    "directions_from_means",
     "label_directions",
     "label_means",
     "project",
@@ -208,19 +210,13 @@ class MeanAccumulator:
 
     def diff_of_means(self, target, baseline) -> np.ndarray:
         """Direction mean(target) - mean(baseline). Returns [d] float64."""
-        self._require_data()
-        _check_target_baseline(target, baseline, self.labels)
-        return (
-            self._sums[target] / self._counts[target]
-            - self._sums[baseline] / self._counts[baseline]
-        )
+        labels, means, _ = self.means()
+        return directions_from_means(means, labels, [target], baseline)[0]
 
     def label_directions(self, baseline) -> dict:
         """Direction of every label other than baseline: dict label -> [d]."""
-        self._require_data()
-        require_label(baseline, self.labels, "baseline")
-        base = self._sums[baseline] / self._counts[baseline]
-        return {k: self._sums[k] / self._counts[k] - base for k in self.labels if k != baseline}
+        labels, means, _ = self.means()
+        return _directions_by_label(means, labels, baseline)
 
     def typical_norm(self) -> float:
         """Mean L2 norm over all samples seen; equals ``typical_norm`` of the stacked chunks."""
@@ -262,14 +258,47 @@ def label_means(X, labels) -> tuple[list, np.ndarray, np.ndarray]:
     return acc.means()
 
 
+def directions_from_means(means, labels, targets, baseline) -> np.ndarray:
+    """Difference-of-means directions from label means already computed (the one place where
+    ``mean(target) - mean(baseline)`` is written; every other direction function calls it).
+
+    means: [..., k, d] label means in the order of ``labels`` (length k, no repeats), e.g.
+    [L, k, d] for one row of label means per layer; targets: m labels; baseline: one label.
+    Returns [..., m, d] float64 with ``out[..., j, :] = means[..., targets[j], :] -
+    means[..., baseline, :]``. A nan mean (a label with no samples in a layer) gives nan
+    directions for that layer only; nothing else is checked for finiteness.
+    """
+    M = np.asarray(means)
+    check_numeric(M, "means")
+    if M.ndim < 2 or M.shape[-1] < 1:
+        raise ValueError(f"means must be [..., k, d] with d >= 1, got shape {M.shape}")
+    labels = list(labels)
+    if len(labels) != M.shape[-2]:
+        raise ValueError(f"means has {M.shape[-2]} label rows but {len(labels)} labels were given")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels repeat a value: {labels!r}")
+    for target in targets:
+        _check_target_baseline(target, baseline, labels)
+    require_label(baseline, labels, "baseline")
+    rows = [labels.index(t) for t in targets]
+    M = M.astype(np.float64, copy=False)
+    return M[..., rows, :] - M[..., labels.index(baseline), None, :]
+
+
+def _directions_by_label(means: np.ndarray, labels: list, baseline) -> dict:
+    targets = [k for k in labels if k != baseline]
+    require_label(baseline, labels, "baseline")
+    D = directions_from_means(means, labels, targets, baseline)
+    return dict(zip(targets, D, strict=True))
+
+
 def diff_of_means(X, labels, target, baseline) -> np.ndarray:
     """Difference-of-means direction mean(X[target]) - mean(X[baseline]).
 
     X: [n, d], labels: [n]. Returns [d] float64 (not normalised; its norm is informative).
     """
     uniq, means, _ = label_means(X, labels)
-    _check_target_baseline(target, baseline, uniq)
-    return means[uniq.index(target)] - means[uniq.index(baseline)]
+    return directions_from_means(means, uniq, [target], baseline)[0]
 
 
 def label_directions(X, labels, baseline) -> dict:
@@ -278,9 +307,7 @@ def label_directions(X, labels, baseline) -> dict:
     Returns dict label -> [d] float64, in sorted label order.
     """
     uniq, means, _ = label_means(X, labels)
-    require_label(baseline, uniq, "baseline")
-    base = means[uniq.index(baseline)]
-    return {k: means[i] - base for i, k in enumerate(uniq) if k != baseline}
+    return _directions_by_label(means, uniq, baseline)
 
 
 def direction_norms(direction) -> tuple[float, float]:

@@ -93,27 +93,28 @@ def _breakdown(store_path: str) -> list[tuple[str, float, float, float]]:
     from ui import charts, controls
     from ui import compute as c
     from ui import pairs_compute as pc
+    from ui.context import StoreView
 
     store = open_store(store_path)
-    key = tuple(store.run_ids())
-    runs = c.run_summaries(store_path, key).set_index("run_id")
+    key = StoreView(store_path, tuple(store.run_ids()))
+    runs = c.run_summaries(key).frame.set_index("run_id")
     chosen = runs.loc[controls.default_runs_by_labels(runs)]
     run_a, run_b = list(chosen.index[:2])
     pair_run = next(r for r in runs.index if runs.loc[r, "has_pairs"])
     layer = chosen.loc[run_a, "layers"][len(chosen.loc[run_a, "layers"]) // 2]
 
     def directions():
-        profile = c.directions_for(store_path, key, chosen, "resid_post", "last", "neutral")
-        detail = c.layer_detail(store_path, key, run_a, "resid_post", "last", layer,
+        profile = c.directions_for(key, chosen, "resid_post", "last", "neutral")
+        detail = c.layer_detail(key, run_a, "resid_post", "last", layer,
                                 "neutral", "anger")  # fmt: skip
         return profile, detail
 
     def cross():
-        return c.cross_model(store_path, key, run_a, run_b, "resid_post", "last", "anger",
+        return c.cross_model(key, run_a, run_b, "resid_post", "last", "anger",
                              "neutral")  # fmt: skip
 
     def pairs():
-        return pc.pair_profile(store_path, key, pair_run, "resid_post", "last")
+        return pc.pair_profile(key, pair_run, "resid_post", "last")
 
     def direction_charts(result):
         profile, detail = result
@@ -240,16 +241,17 @@ def measure(kind: str, root: str, run_id: str) -> dict:
     """Child process: one way of getting the directions page's numbers; time and memory."""
     from store import open_store
     from ui import compute as c
+    from ui.context import StoreView
 
     floor_mb = _reset_peak_rss()
     tracemalloc.start()
     store = open_store(root)
-    key = tuple(store.run_ids())
+    key = StoreView(root, tuple(store.run_ids()))
     started = time.perf_counter()
     if kind == "stream":
-        stats = c.layer_stats(root, key, run_id, SYN_HOOK, SYN_POSITION)
-        profile = c.direction_profile(root, key, run_id, SYN_HOOK, SYN_POSITION, "neutral")
-        c.layer_detail(root, key, run_id, SYN_HOOK, SYN_POSITION, stats.layers[-1], "neutral",
+        stats = c.layer_stats(key, run_id, SYN_HOOK, SYN_POSITION)
+        profile = c.direction_profile(key, run_id, SYN_HOOK, SYN_POSITION, "neutral")
+        c.layer_detail(key, run_id, SYN_HOOK, SYN_POSITION, stats.layers[-1], "neutral",
                        "anger")  # fmt: skip
         extra = {"kept_per_label": int(profile.per_label["n_target"].iloc[0]),
                  "auc_last_layer": round(float(profile.per_label["auc"].iloc[-1]), 3)}  # fmt: skip

@@ -9,8 +9,15 @@ Schema (one record per sample):
     category  optional free text (political, grammar_error, ...)
     prompt, response   optional, for teacher-forced workflows (text is then prompt + response)
 
-Every error names the file, the line (1-based, counting the CSV header as line 1) and the bad
-value, and loading stops at the first one: nothing is half-loaded.
+Every error names the file, the line (1-based, counting the CSV header as line 1; for a CSV
+record with quoted line breaks, the line it starts on) and the bad value, and loading stops at the
+first one: nothing is half-loaded. Files come from users and uploads, so sizes are bounded
+before anything grows with them: a text field holds at most MAX_TEXT_CHARS characters, a name
+field (id, label, pair_id, side, category) MAX_NAME_CHARS, a record MAX_COLUMNS fields and a
+file MAX_RECORDS records; a JSON record is one flat object whose values are text, numbers (of at
+most MAX_NUMBER_CHARS characters, finite) or null, never lists, objects or true/false. Hostile
+input (a CSV field over csv's own 128 KiB limit, JSON nested 100,000 deep, a 5,000-digit number,
+NUL bytes) is a DatasetError like any other bad row, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,11 +26,18 @@ import csv
 import hashlib
 import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 FIELDS = ("id", "text", "label", "pair_id", "side", "category", "prompt", "response")
+TEXT_FIELDS = ("text", "prompt", "response")
 SIDES = ("a", "b")
+MAX_TEXT_CHARS = 100_000  # one sample's text (prompt, response); far above any model context
+MAX_NAME_CHARS = 1_000  # id, label, pair_id, side, category: shown in tables and legends
+MAX_COLUMNS = 64  # fields per record (known ones are read, others ignored)
+MAX_RECORDS = 1_000_000
+MAX_NUMBER_CHARS = 100  # a JSON number longer than this is refused before int() sees it
 
 
 class DatasetError(ValueError):
@@ -44,12 +58,20 @@ class Sample:
     response: str | None = None
 
     def __post_init__(self) -> None:
+        for name in FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(
+                    f"{name} must be text, got {_kind(value)} {_short(value)}".rstrip()
+                )
+            if value is not None:
+                _check_length(name, value)
         if not self.id:
             raise ValueError(f"id {self.id!r} is empty")
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise ValueError(f"text {self.text!r} is empty")
-        if not isinstance(self.label, str) or not self.label.strip():
-            raise ValueError(f"label {self.label!r} is empty")
+        if self.text is None or not self.text.strip():
+            raise ValueError(f"text {_short(self.text)} is empty")
+        if self.label is None or not self.label.strip():
+            raise ValueError(f"label {_short(self.label)} is empty")
         if self.pair_id is not None and self.side not in SIDES:
             raise ValueError(f"side {self.side!r} must be 'a' or 'b' when pair_id is set")
         if self.side is not None and self.pair_id is None:
@@ -71,13 +93,107 @@ class Dataset:
         return len(self.samples)
 
 
-def _clean(value: object) -> str | None:
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "the number"
+    return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), "a value")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr of a value, cut to `limit` characters (a row's value may be 100 KB)."""
+    if isinstance(value, dict | list):
+        return ""  # never repr a container: it may be huge, or deep
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_length(name: str, value: str) -> None:
+    limit = MAX_TEXT_CHARS if name in TEXT_FIELDS else MAX_NAME_CHARS
+    if len(value) > limit:
+        raise ValueError(f"{name} is {len(value):,} characters long; at most {limit:,} are allowed")
+    if "\x00" in value:
+        raise ValueError(f"{name} contains a NUL character")
+
+
+def _clean(name: str, value: object) -> str | None:
+    """A name field's value as text (numbers become text), None when blank or missing."""
     if value is None:
         return None
-    if not isinstance(value, str | int | float):
-        raise ValueError(f"value {value!r} is not text")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{name} must be text or a number, got {_kind(value)}")
     text = str(value)
     return text if text.strip() else None
+
+
+def _json_number(text: str) -> int | float:
+    """parse_int / parse_float for json.loads: bounded length, finite, never a digit bomb."""
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number of {len(text):,} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(text) if any(c in text for c in ".eE") else int(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a dataset may hold")
+
+
+def _json_record(line: str) -> dict:
+    try:
+        record = json.loads(
+            line, parse_int=_json_number, parse_float=_json_number, parse_constant=_json_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg}): {_short(line, 80)}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply; a record is one flat object") from None
+    except ValueError as exc:  # from the number hooks
+        raise ValueError(f"not a usable JSON value: {exc}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected an object, got {_kind(record)} {_short(record, 40)}".rstrip())
+    if len(record) > MAX_COLUMNS:
+        raise ValueError(f"{len(record):,} fields; a record has at most {MAX_COLUMNS}")
+    return record
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(line the record starts on, header -> value) for each CSV record; blank lines skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[tuple[int, dict]] = []
+    header: list[str] | None = None
+    last = 0
+    try:
+        for row in reader:
+            start, last = last + 1, reader.line_num
+            if not row:
+                continue
+            if len(row) > MAX_COLUMNS:
+                raise DatasetError(
+                    f"{path}: line {start}: {len(row):,} columns; at most {MAX_COLUMNS}"
+                )
+            if header is None:
+                header = row
+                continue
+            if len(row) > len(header):
+                raise DatasetError(
+                    f"{path}: line {start}: {len(row)} values but the header has "
+                    f"{len(header)} columns"
+                )
+            if len(records) >= MAX_RECORDS:
+                raise DatasetError(f"{path}: more than {MAX_RECORDS:,} records")
+            padded = row + [None] * (len(header) - len(row))  # short rows: missing is None
+            records.append((start, dict(zip(header, padded, strict=True))))
+    except csv.Error as exc:
+        why = str(exc)
+        if "field larger than field limit" in why:
+            why = f"a field is longer than {MAX_TEXT_CHARS:,} characters"
+        raise DatasetError(f"{path}: line {last + 1}: not valid CSV ({why})") from None
+    if header is None:
+        raise DatasetError(f"{path}: empty file")
+    return records
 
 
 def _records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
@@ -88,26 +204,25 @@ def _records(path: Path, raw: bytes) -> list[tuple[int, dict]]:
         raise DatasetError(
             f"{path}: line {line}: bytes {raw[exc.start : exc.end]!r} are not UTF-8"
         ) from exc
+    if "\x00" in text:  # csv and json disagree on NUL across Python versions: refuse first
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DatasetError(f"{path}: line {line}: a NUL byte; a text dataset has none")
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if reader.fieldnames is None:
-            raise DatasetError(f"{path}: empty file")
-        return [(i + 2, row) for i, row in enumerate(reader)]
+        return _csv_records(path, text)
     if path.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
         raise DatasetError(f"{path}: unsupported extension {path.suffix!r}; use .jsonl or .csv")
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only: str.splitlines would also cut at U+2028 and friends, which JSON
+    # allows unescaped inside a string.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(records) >= MAX_RECORDS:
+            raise DatasetError(f"{path}: more than {MAX_RECORDS:,} records")
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(
-                f"{path}: line {number}: not valid JSON ({exc.msg}): {line[:80]!r}"
-            ) from None
-        if not isinstance(record, dict):
-            raise DatasetError(f"{path}: line {number}: expected an object, got {record!r:.80}")
-        records.append((number, record))
+            records.append((number, _json_record(line)))
+        except ValueError as exc:
+            raise DatasetError(f"{path}: line {number}: {exc}") from None
     return records
 
 
@@ -125,11 +240,16 @@ def parse_dataset(raw: bytes, name: str, path: str) -> Dataset:
             if required not in record:
                 raise DatasetError(f"{where}: line {number}: missing column {required!r}")
         try:
-            values = {key: _clean(record.get(key)) for key in FIELDS}
-            # Keep the raw text so an error shows the blank value the user wrote.
+            values = {key: _clean(key, record.get(key)) for key in FIELDS if key not in TEXT_FIELDS}
+            # Text fields are not converted: an error shows the blank value or the wrong type.
+            for key in ("prompt", "response"):
+                value = record.get(key)
+                values[key] = None if isinstance(value, str) and not value.strip() else value
             values["text"] = record.get("text")
             if not values["text"] and teacher_forced:
-                values["text"] = (values["prompt"] or "") + (values["response"] or "")
+                parts = (values["prompt"], values["response"])
+                if all(isinstance(part, str | None) for part in parts):
+                    values["text"] = "".join(part or "" for part in parts)
             values["id"] = values["id"] or str(number)
             sample = Sample(**values)
         except ValueError as exc:

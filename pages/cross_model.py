@@ -20,14 +20,11 @@ from ui.compute import (
     cross_model,
     directions_for,
 )
-from ui.context import get_store, runs_key, store_path
-
-BIND = controls.BIND
+from ui.context import current_view, plain, short
 
 st.title("Cross-model comparison")
-path = store_path()
-key = runs_key(get_store())
-runs = controls.runs_or_stop(path, key)
+view = current_view()
+runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
     runs, controls.default_runs_by_labels(runs),
@@ -42,22 +39,26 @@ if not chosen["model"].is_unique:
     st.info("Some of these runs use the same model: the comparison still works, across runs.")
 labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
-    st.warning(f"These runs have one label ({labels[0]!r}): there is no direction to compare.")
+    st.warning(f"These runs have one label ({plain(short(labels[0]))}): nothing to compare.")
     st.stop()
 
 columns = st.columns(4)
 hook, position = controls.pick_site(chosen, columns[:2])
 baseline = controls.pick_baseline(labels, columns[2])
 targets = [label for label in labels if label != baseline]
-controls.warn_url_value("label", targets, "label")
-target = columns[3].selectbox("Direction of", targets, key="label", bind=BIND)
+target = controls.pick_one(columns[3], "Direction of", targets, key="label", what="label")
 
 try:
-    profile = directions_for(path, key, chosen, hook, position, baseline).per_label
+    directions = directions_for(view, chosen, hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
-profile = profile[profile["label"] == target]
+controls.show_failures(directions.failed)  # a damaged run is named; the others are compared
+readable = [r for r in run_ids if r not in dict(directions.failed)]
+if len(readable) < 2:
+    st.info("Fewer than two of these runs can be read: pick others to compare.")
+    st.stop()
+profile = directions.per_label[directions.per_label["label"] == target]
 series = "model" if chosen["model"].is_unique else "run"
 left, right = st.columns(2)
 left.altair_chart(
@@ -76,19 +77,13 @@ right.altair_chart(
 
 st.subheader("Layer by layer, two runs")
 pick = st.columns(2)
-controls.warn_url_value("a", run_ids, "run")
-controls.warn_url_value("b", run_ids, "run")
-run_a = pick[0].selectbox(
-    "Run A (rows)", run_ids, index=0, key="a", bind=BIND
-)  # fmt: skip
-run_b = pick[1].selectbox(
-    "Run B (columns)", run_ids, index=1, key="b", bind=BIND
-)  # fmt: skip
+run_a = controls.pick_one(pick[0], "Run A (rows)", readable, key="a", what="run", index=0)
+run_b = controls.pick_one(pick[1], "Run B (columns)", readable, key="b", what="run", index=1)
 if run_a == run_b:
     st.warning("Run A and run B are the same run: pick two different runs.")
     st.stop()
 try:
-    result = cross_model(path, key, run_a, run_b, hook, position, target, baseline)
+    result = cross_model(view, run_a, run_b, hook, position, target, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
@@ -132,8 +127,9 @@ heatmap_with_pairs(
 )  # fmt: skip
 if result.raw is None:
     right.info(
-        f"Raw cosine between the two models' directions needs equal widths; {name_a} has "
-        f"{runs.loc[run_a, 'd_model']} dimensions and {name_b} {runs.loc[run_b, 'd_model']}. "
+        f"Raw cosine between the two models' directions needs equal widths; {plain(name_a)} "
+        f"has {runs.loc[run_a, 'd_model']} dimensions and {plain(name_b)} "
+        f"{runs.loc[run_b, 'd_model']}. "
         "Use the basis-free comparisons."
     )
 else:

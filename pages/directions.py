@@ -12,14 +12,11 @@ import streamlit as st
 from store import StoreError
 from ui import charts, controls
 from ui.compute import SUBSAMPLE_PER_LABEL, Unsuitable, directions_for, layer_detail, run_title
-from ui.context import get_store, runs_key, store_path
-
-BIND = controls.BIND
+from ui.context import current_view, plain, short
 
 st.title("Concept directions")
-path = store_path()
-key = runs_key(get_store())
-runs = controls.runs_or_stop(path, key)
+view = current_view()
+runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
     runs, controls.default_runs_by_labels(runs),
@@ -33,8 +30,9 @@ controls.one_dataset_or_stop(chosen)
 labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
     st.warning(
-        f"{run_title(chosen.iloc[0])} has one label ({labels[0]!r}): a direction needs a target "
-        "label and a baseline label. Pick a run of a labelled dataset (e.g. emotions)."
+        f"{plain(run_title(chosen.iloc[0]))} has one label ({plain(short(labels[0]))}): a "
+        "direction needs a target label and a baseline label. Pick a run of a labelled dataset "
+        "(e.g. emotions)."
     )
     st.stop()
 
@@ -43,16 +41,16 @@ hook, position = controls.pick_site(chosen, columns[:2])
 baseline = controls.pick_baseline(labels, columns[2])
 targets = [label for label in labels if label != baseline]
 # "Hide" rather than "show": a selection that stays right when the baseline changes.
-hidden = columns[3].multiselect("Hide labels", targets, key="hide", bind=BIND)
+hidden = controls.pick_many(columns[3], "Hide labels", targets, key="hide", what="label")
 shown = [label for label in targets if label not in hidden]
 options = st.columns(3)
-relative = options[0].toggle(
-    "Divide by typical activation norm", value=True, key="relative", bind=BIND,
+relative = controls.toggle(
+    options[0], "Divide by typical activation norm", value=True, key="relative",
     help="Activation scale grows with depth; dividing by the layer's mean sample norm "
     "lets layers compare.",
 )  # fmt: skip
-by_depth = options[1].toggle(
-    "Normalised depth axis", value=len(run_ids) > 1, key="depth", bind=BIND,
+by_depth = controls.toggle(
+    options[1], "Normalised depth axis", value=len(run_ids) > 1, key="depth",
     help="Layer / (layers - 1), so models of different depth line up.",
 )  # fmt: skip
 if not shown:
@@ -60,10 +58,14 @@ if not shown:
     st.stop()
 
 try:
-    result = directions_for(path, key, chosen, hook, position, baseline)
+    result = directions_for(view, chosen, hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
+controls.show_failures(result.failed)  # a damaged run is named; the others are drawn
+if result.per_label.empty:
+    st.stop()
+readable = [r for r in run_ids if r not in dict(result.failed)]
 
 per_label = result.per_label[result.per_label["label"].isin(shown)]
 x, x_title = ("depth", "normalised depth") if by_depth else ("layer", "layer")
@@ -99,8 +101,11 @@ counts = per_label.drop_duplicates(["run", "label"])
 st.caption(
     "Stability (20 random half splits) and AUC (fit on one half, score the other) use up to "
     f"{SUBSAMPLE_PER_LABEL:,} samples per label: "
-    + "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
-    + f"; {baseline} {counts['n_baseline'].iloc[0]}. Norms and directions use every sample."
+    + plain(
+        "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
+        + f"; {baseline} {counts['n_baseline'].iloc[0]}"
+    )
+    + ". Norms and directions use every sample."
 )
 
 cosines = result.cosines[
@@ -118,18 +123,16 @@ else:
 
 st.subheader("One layer in detail")
 columns = st.columns([2, 2, 1, 1])
-detail = run_ids[0]
-if len(run_ids) > 1:
-    controls.warn_url_value("detail", run_ids, "run")
-    detail = columns[0].selectbox("Run", run_ids, key="detail", bind=BIND)
+detail = readable[0]
+if len(readable) > 1:
+    detail = controls.pick_one(columns[0], "Run", readable, key="detail", what="run")
 layer = controls.pick_layer(
     list(runs.loc[detail, "layers"]), columns[1], run=run_title(runs.loc[detail])
 )
-controls.warn_url_value("project", targets, "label")
-target = columns[2].selectbox("Project on", targets, key="project", bind=BIND)
-three_d = columns[3].toggle("3-D PCA", value=False, key="pca3d", bind=BIND)
+target = controls.pick_one(columns[2], "Project on", targets, key="project", what="label")
+three_d = controls.toggle(columns[3], "3-D PCA", value=False, key="pca3d")
 try:
-    view = layer_detail(path, key, detail, hook, position, layer, baseline, target)
+    layer_view = layer_detail(view, detail, hook, position, layer, baseline, target)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
@@ -137,25 +140,25 @@ except (Unsuitable, StoreError) as exc:
 left, right = st.columns(2)
 left.altair_chart(
     charts.heatmap(
-        view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
+        layer_view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
         title=f"Cosine between label directions at layer {layer}", domain=(-1.0, 1.0),
         scheme="redblue",
     )
 )  # fmt: skip
 right.altair_chart(
     charts.histogram(
-        view.projections, "projection", "label",
+        layer_view.projections, "projection", "label",
         title=f"Samples projected on the {target} direction, layer {layer}",
     )
 )  # fmt: skip
-ratio = ", ".join(f"{r:.1%}" for r in view.explained)
+ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:
-    st.plotly_chart(charts.scatter_3d(view.scores, "label", title=title, hover="text"))
+    st.plotly_chart(charts.scatter_3d(layer_view.scores, "label", title=title, hover="text"))
 else:
     st.altair_chart(
         charts.scatter(
-            view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
+            layer_view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
             tooltip=("text",),
         )
     )  # fmt: skip

@@ -14,7 +14,7 @@ import streamlit as st
 from store import StoreError
 from ui import charts, controls
 from ui.compute import Unsuitable, run_title
-from ui.context import get_store, read_only, runs_key, store_path
+from ui.context import current_view, plain, read_only
 from ui.pairs_compute import (
     ALL_CATEGORIES,
     all_positions_run,
@@ -26,40 +26,34 @@ from ui.pairs_compute import (
     token_map,
 )
 
-BIND = controls.BIND
-
 st.title("Minimal pairs")
-store = get_store()
-path = store_path()
-key = runs_key(store)
-runs = controls.runs_or_stop(path, key)
+view = current_view()
+runs = controls.runs_or_stop(view)
 pair_runs = list(runs.index[runs["has_pairs"]])
 if not pair_runs:
     st.info(
         "No run in this store has minimal pairs (samples with a pair_id and sides a / b). Make "
         f"one with `python -m extraction run --model smollm2-135m --dataset minimal_pairs "
-        f"--store {path}`."
+        f"--store {view.shown()}`."
     )
     st.stop()
 
 columns = st.columns([3, 1, 1])
-controls.warn_url_value("pairs_run", pair_runs, "run")
 minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
-run_id = columns[0].selectbox(
-    "Run", pair_runs, index=pair_runs.index((minimal or pair_runs)[0]), key="pairs_run", bind=BIND,
-)  # fmt: skip
+run_id = controls.pick_one(columns[0], "Run", pair_runs, key="pairs_run", what="run",
+                           index=pair_runs.index((minimal or pair_runs)[0]))  # fmt: skip
 chosen = runs.loc[[run_id]]
 hook, position = controls.pick_site(chosen, columns[1:3])
 try:
-    profile = pair_profile(path, key, run_id, hook, position)
+    profile = pair_profile(view, run_id, hook, position)
+    manifest = view.store.manifest(run_id)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
 
 categories = sorted(set(profile.per_layer["category"]) - {ALL_CATEGORIES})
-shown = st.multiselect(
-    "Categories", categories, default=categories, key="categories", bind=BIND
-)  # fmt: skip
+shown = controls.pick_many(st, "Categories", categories, key="categories", what="category",
+                           default=categories)  # fmt: skip
 per_layer = profile.per_layer[profile.per_layer["category"].isin([ALL_CATEGORIES, *shown])]
 left, right = st.columns(2)
 left.altair_chart(
@@ -78,14 +72,14 @@ right.altair_chart(
 st.subheader("Dimensions")
 columns = st.columns([3, 1])
 layer = controls.pick_layer(profile.layers, columns[0])
-top = columns[1].number_input("How many", 5, 50, 10, key="top", bind=BIND)
+top = controls.pick_count(columns[1], "How many", [5, 10, 15, 20, 30, 50], value=10, key="top")
 st.caption(
     "Score = mean |b - a| over pairs ÷ the dimension's spread across prompts. High: the edit "
     "moves it far more than prompts usually do. Low: it stays put relative to its spread."
 )
 tables = st.columns(2)
 for column, largest, title in ((tables[0], True, "Most changed"), (tables[1], False, "Least")):
-    table = dimension_table(profile, layer, int(top), largest)
+    table = dimension_table(profile, layer, top, largest)
     column.markdown(f"**{title} at layer {layer}**")
     column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
     column.altair_chart(
@@ -98,23 +92,19 @@ for column, largest, title in ((tables[0], True, "Most changed"), (tables[1], Fa
 
 st.subheader("One pair, token by token")
 pairs = profile.pairs.set_index("pair_id")
-controls.warn_url_value("pair", list(pairs.index), "pair")
-pair_id = st.selectbox(
-    "Pair", list(pairs.index), key="pair", bind=BIND,
-)  # fmt: skip
+pair_id = controls.pick_one(st, "Pair", list(pairs.index), key="pair", what="pair")
 st.markdown(
-    f"**a:** {pairs.loc[pair_id, 'text_a']}  \n**b:** {pairs.loc[pair_id, 'text_b']}  \n"
-    f"Category: {pairs.loc[pair_id, 'category']}"
+    f"**a:** {plain(pairs.loc[pair_id, 'text_a'])}  \n**b:** {plain(pairs.loc[pair_id, 'text_b'])}"
+    f"  \nCategory: {plain(pairs.loc[pair_id, 'category'])}"
 )
-manifest = store.manifest(run_id)
-all_run = all_positions_run(store, manifest, hook)
+all_run = all_positions_run(view.store, manifest, hook)
 if all_run is None:
     st.info(
-        f"The per-token view needs a run of {manifest.model} on this dataset captured with "
-        f"position `all` (hook {hook}); there is none in this store. Start one with:"
+        f"The per-token view needs a run of {plain(runs.loc[run_id, 'model'])} on this dataset "
+        f"captured with position `all` (hook {hook}); there is none in this store. Start one with:"
     )
-    st.code(extraction_command(manifest, hook, path), language="bash", wrap_lines=True)
-    prefill = None if read_only() else new_run_prefill(manifest, hook, path)
+    st.code(extraction_command(manifest, hook, view.path), language="bash", wrap_lines=True)
+    prefill = None if read_only() else new_run_prefill(manifest, hook, view.path)
     if prefill:
         st.page_link(
             "pages/new_run.py", label="or on the New run page, settings filled in",
@@ -122,7 +112,7 @@ if all_run is None:
         )  # fmt: skip
     st.stop()
 try:
-    tokens = token_map(path, key, all_run, hook, pair_id)
+    tokens = token_map(view, all_run, hook, pair_id)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     st.stop()
@@ -133,5 +123,5 @@ st.altair_chart(
         title="||b - a|| per token and layer", tooltip=("token_a", "token_b"),
     )
 )  # fmt: skip
-if all_run != run_id:
-    st.caption(f"Tokens from run {run_title(runs.loc[all_run])}.")
+if all_run != run_id and all_run in runs.index:
+    st.caption(f"Tokens from run {plain(run_title(runs.loc[all_run]))}.")

@@ -1,29 +1,54 @@
-"""Runs page: every committed run in the store, filterable, with its full provenance."""
+"""Runs page: every committed run in the store, filterable, with its full provenance, and the
+damaged runs with the reason each cannot be read (the other pages leave those out)."""
 
+import pandas as pd
 import streamlit as st
 
 from store import StoreError
-from ui.context import get_store, runs_frame, runs_key, store_path
-from ui.controls import stop_empty_store
+from ui import controls
+from ui.compute import run_summaries
+from ui.context import (
+    current_view,
+    damaged_runs,
+    manifest_json,
+    public_text,
+    runs_frame,
+    show_store_error,
+)
 
 st.title("Runs")
-store = get_store()
+view = current_view()
 try:
-    runs = runs_frame(store_path(), runs_key(store))
+    runs = runs_frame(view)
+    unreadable = dict(run_summaries(view).unreadable)  # manifest fine, files not
+    damaged = [(d.folder, d.reason) for d in damaged_runs(view)]
 except StoreError as exc:
-    st.error(str(exc))
+    show_store_error(exc)
     st.stop()
+damaged += [(f"runs/{run_id}", reason) for run_id, reason in unreadable.items()]
+runs = runs[~runs["run_id"].isin(list(unreadable))] if unreadable else runs
+
+
+def show_damaged() -> None:
+    if damaged:
+        st.subheader("Damaged runs")
+        st.caption("Left out of every page until repaired or removed; the others are unaffected.")
+        rows = [{"folder": public_text(f), "reason": public_text(r)} for f, r in damaged]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
 
 if runs.empty:
-    stop_empty_store(store_path())
+    show_damaged()
+    controls.stop_empty_store(view)
 
+runs = runs.assign(model=runs["model"].map(public_text))  # a model may be a server folder
 hooks_available = sorted({h.strip() for hooks in runs["hooks"] for h in hooks.split(",")})
 left, middle, right = st.columns(3)
-models = left.multiselect("Model", sorted(runs["model"].unique()), key="model", bind="query-params")
-datasets = middle.multiselect(
-    "Dataset", sorted(runs["dataset"].unique()), key="dataset", bind="query-params"
-)
-hooks = right.multiselect("Hook", hooks_available, key="hook", bind="query-params")
+models = controls.pick_many(left, "Model", sorted(runs["model"].unique()), key="model",
+                            what="model")  # fmt: skip
+datasets = controls.pick_many(middle, "Dataset", sorted(runs["dataset"].unique()), key="dataset",
+                              what="dataset")  # fmt: skip
+hooks = controls.pick_many(right, "Hook", hooks_available, key="hook", what="hook")
 
 shown = runs
 if models:
@@ -37,8 +62,10 @@ st.caption(f"{len(shown)} of {len(runs)} runs · {shown['size_mb'].sum():.1f} MB
 st.dataframe(shown, hide_index=True, width="stretch")
 
 if not shown.empty:
-    run_id = st.selectbox("Provenance of run", shown["run_id"], key="run", bind="query-params")
+    run_id = controls.pick_one(st, "Provenance of run", list(shown["run_id"]), key="run",
+                               what="run")  # fmt: skip
     try:
-        st.json(store.manifest(run_id).to_json(), expanded=1)
+        st.json(manifest_json(view.store.manifest(run_id).to_json()), expanded=1)
     except StoreError as exc:
-        st.error(str(exc))
+        show_store_error(exc)
+show_damaged()

@@ -1,8 +1,9 @@
 """Cached results behind the Directions and Cross-model pages: store reads wired to `analysis`.
 
 Pages call these and draw; no page reads vectors or does math itself. Every `st.cache_data`
-function takes the store path and `runs_key(store)` as its first two arguments (all inputs are
-arguments), so results are cached per store and a newly committed run shows up at once.
+function takes the rerun's `StoreView` (ui.context) as its first argument, then plain values:
+results are cached per store and set of committed runs, so a newly committed run shows up at
+once. Directions come from `analysis.directions_from_means` over the streamed label means.
 
 Memory: `layer_stats` streams each layer through `Store.iter_vectors` into a
 `MeanAccumulator`, so label means and typical norms cover every sample whatever the run's size,
@@ -12,7 +13,9 @@ The pages say how many samples those used. Subsamples are chosen by a hash of th
 two runs over the same dataset keep the same samples and line up for cross-model comparisons.
 
 Selections the analysis cannot use (one label, a missing baseline or layer, ...) raise
-`Unsuitable` with a message written for the page; store problems raise `StoreError`.
+`Unsuitable` with a message written for the page; store problems raise `StoreError`. A damaged
+run never takes the others down: `run_summaries` leaves out (and names) runs whose samples
+cannot be read, and `directions_for` names the runs whose vectors fail and keeps the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from analysis import (
     cka_matrix,
     cosine_matrix,
     direction_norms_by_layer,
+    directions_from_means,
     normalised_depth,
     pca,
     procrustes_cosine_matrix,
@@ -38,8 +42,8 @@ from analysis import (
     rsa_matrix,
     split_half_stability,
 )
-from store import RunManifest
-from ui.context import store_at
+from store import RunManifest, StoreError
+from ui.context import StoreView
 
 SUBSAMPLE_PER_LABEL = 1000  # samples per label kept in memory for per-sample statistics
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
@@ -73,13 +77,28 @@ limit_blas_threads()
 
 
 # -- runs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSummaries:
+    """frame: one row per readable run (what the analysis pages choose by: labels, pairs,
+    sites); unreadable: (run id, reason) of runs whose samples the store could not read."""
+
+    frame: pd.DataFrame
+    unreadable: tuple[tuple[str, str], ...]
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
-def run_summaries(path: str, key: tuple[str, ...]) -> pd.DataFrame:  # noqa: ARG001 - cache key
-    """One row per committed run with what the analysis pages choose by: labels, pairs, sites."""
-    store = store_at(path)
-    rows = []
+def run_summaries(view: StoreView) -> RunSummaries:
+    """Healthy runs whose files open (`Store.check_run`: footers, schemas, widths) and whose
+    samples read; the others go to `unreadable`, so no picker offers a run that cannot load."""
+    store = view.store
+    rows, unreadable = [], []
     for m in store.runs():
-        samples = store.samples(m.run_id)
+        try:
+            store.check_run(m.run_id)
+            samples = store.samples(m.run_id)
+        except StoreError as exc:
+            unreadable.append((m.run_id, str(exc)))
+            continue
         labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
         has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
         rows.append(
@@ -91,7 +110,7 @@ def run_summaries(path: str, key: tuple[str, ...]) -> pd.DataFrame:  # noqa: ARG
                 "layers": tuple(m.layers), "n_layers": m.n_layers, "d_model": m.d_model,
             }
         )  # fmt: skip
-    return pd.DataFrame(rows)
+    return RunSummaries(pd.DataFrame(rows), tuple(unreadable))
 
 
 def run_title(summary: pd.Series) -> str:
@@ -151,11 +170,9 @@ def check_site(manifest: RunManifest, hook: str, position: str) -> None:
 
 
 @st.cache_data(show_spinner="Reading activations layer by layer...", max_entries=32)
-def layer_stats(
-    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str
-) -> LayerStats:  # noqa: ARG001 - key is a cache key
+def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> LayerStats:
     """Stream every layer of one site once: label means, typical norms and a kept subsample."""
-    store = store_at(path)
+    store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
     samples = store.samples(run_id)
@@ -178,6 +195,8 @@ def layer_stats(
             acc.update(X, codes[sample_idx])
             rows = slot[sample_idx]
             sub_X[li, rows[rows >= 0]] = X[rows >= 0]
+        if acc.n_samples == 0:  # the manifest lists a layer the vector files do not hold
+            raise StoreError(f"run {run_id!r} has no {hook} / {position} vectors at layer {layer}")
         present, layer_means, layer_counts = acc.means()
         means[li, present] = layer_means
         counts[present] = layer_counts
@@ -207,10 +226,12 @@ def check_labels(labels: list[str], baseline: str) -> None:
 # -- directions --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DirectionProfile:
-    """per_label: one row per (layer, target label); cosines: one row per (layer, label pair)."""
+    """per_label: one row per (layer, target label); cosines: one row per (layer, label pair);
+    failed: (run id, reason) of runs left out because the store could not read them."""
 
     per_label: pd.DataFrame
     cosines: pd.DataFrame
+    failed: tuple[tuple[str, str], ...] = ()
 
 
 def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
@@ -225,19 +246,18 @@ def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
 
 @st.cache_data(show_spinner="Computing directions...", max_entries=64)
 def direction_profile(
-    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str, baseline: str
+    view: StoreView, run_id: str, hook: str, position: str, baseline: str
 ) -> DirectionProfile:
     """Every label's diff-of-means direction against `baseline`, per layer, and how reliable."""
-    stats = layer_stats(path, key, run_id, hook, position)
+    stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
-    b = stats.labels.index(baseline)
     targets = [label for label in stats.labels if label != baseline]
-    t_idx = [stats.labels.index(t) for t in targets]
+    directions = directions_from_means(stats.means, stats.labels, targets, baseline)  # [L, k-1, d]
     n_kept = {label: int((stats.sub_labels == label).sum()) for label in stats.labels}
     depth = stats.depths()
     rows, cos_rows = [], []
     for li, layer in enumerate(stats.layers):
-        D = stats.means[li, t_idx] - stats.means[li, b]  # [k-1, d]
+        D = directions[li]
         l1, l2 = direction_norms_by_layer(D)
         for j, target in enumerate(targets):
             held = _held_out(stats.sub_X[li], stats.sub_labels, target, baseline)
@@ -260,16 +280,26 @@ def direction_profile(
     return DirectionProfile(pd.DataFrame(rows), cosines)
 
 
-def directions_for(path, key, runs: pd.DataFrame, hook, position, baseline) -> DirectionProfile:
-    """`direction_profile` of several runs stacked, with `run` and `model` columns."""
-    parts = []
+def directions_for(
+    view: StoreView, runs: pd.DataFrame, hook: str, position: str, baseline: str
+) -> DirectionProfile:
+    """`direction_profile` of several runs stacked, with `run` and `model` columns. A run the
+    store cannot read is left out and named in `failed`; the frames are empty if all fail."""
+    parts, failed = [], []
     for run_id, summary in runs.iterrows():
-        profile = direction_profile(path, key, run_id, hook, position, baseline)
+        try:
+            profile = direction_profile(view, run_id, hook, position, baseline)
+        except StoreError as exc:
+            failed.append((run_id, str(exc)))
+            continue
         tag = {"run": run_title(summary), "model": summary["model"]}
         parts.append((profile.per_label.assign(**tag), profile.cosines.assign(**tag)))
+    if not parts:
+        return DirectionProfile(pd.DataFrame(), pd.DataFrame(), tuple(failed))
     return DirectionProfile(
         pd.concat([p[0] for p in parts], ignore_index=True),
         pd.concat([p[1] for p in parts], ignore_index=True),
+        tuple(failed),
     )
 
 
@@ -285,16 +315,14 @@ class LayerDetail:
 
 @st.cache_data(show_spinner="Computing the layer view...", max_entries=64)
 def layer_detail(
-    path: str, key: tuple[str, ...], run_id: str, hook: str, position: str, layer: int,
-    baseline: str, target: str,
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str,
+    target: str,
 ) -> LayerDetail:  # fmt: skip
-    stats = layer_stats(path, key, run_id, hook, position)
+    stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
     li = stats.layer_index(layer)
-    means = stats.means[li]
-    b = stats.labels.index(baseline)
     targets = [label for label in stats.labels if label != baseline]
-    D = np.stack([means[stats.labels.index(t)] - means[b] for t in targets])
+    D = directions_from_means(stats.means[li], stats.labels, targets, baseline)  # [k-1, d]
     C = cosine_matrix(D)
     cos = pd.DataFrame(
         [{"label_a": a, "label_b": c, "cosine": C[i, j]}
@@ -356,17 +384,18 @@ def _shared_rows(a: LayerStats, b: LayerStats) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _direction_stack(stats: LayerStats, target: str, baseline: str) -> np.ndarray:
-    t, b = stats.labels.index(target), stats.labels.index(baseline)
-    return stats.means[:, t] - stats.means[:, b]  # [L, d]
+    if target not in stats.labels or target == baseline:
+        raise Unsuitable(f"Label {target!r} has no direction against baseline {baseline!r}.")
+    return directions_from_means(stats.means, stats.labels, [target], baseline)[:, 0]  # [L, d]
 
 
 @st.cache_data(show_spinner="Comparing the two models layer by layer...", max_entries=32)
 def cross_model(
-    path: str, key: tuple[str, ...], run_a: str, run_b: str, hook: str, position: str,
-    target: str, baseline: str,
+    view: StoreView, run_a: str, run_b: str, hook: str, position: str, target: str,
+    baseline: str,
 ) -> CrossModel:  # fmt: skip
-    a = layer_stats(path, key, run_a, hook, position)
-    b = layer_stats(path, key, run_b, hook, position)
+    a = layer_stats(view, run_a, hook, position)
+    b = layer_stats(view, run_b, hook, position)
     if a.labels != b.labels:
         raise Unsuitable("The two runs have different labels; pick runs of the same dataset.")
     check_labels(a.labels, baseline)

@@ -1,60 +1,82 @@
-"""The one read-only store connection of the app, and cached reads over it.
+"""The app's store, the one view of it every cached read takes, and what a visitor may be shown.
 
-`st.cache_resource` holds only the `Store` (its in-memory DuckDB connection); results go through
-`st.cache_data` keyed by the store path, the arguments and the list of committed runs, so a run
-committed by another process shows up on the next rerun without restarting the app.
+`st.cache_resource` holds only the `Store` (its in-memory DuckDB connection). Cached reads
+(`st.cache_data` in ui.compute and ui.pairs_compute) take a `StoreView` first: the store folder
+and the runs committed when this rerun started, frozen and hashable, so it is the cache key. A
+run committed by another process changes the view on the next rerun and shows up without a
+restart; a cached function opens the store from `view.path` (`view.store`).
 
-Settings (`setting`) come from the environment first, then `.streamlit/secrets.toml`. Read-only
-mode (ACTX_READ_ONLY=1 or `read_only = true` in secrets) pins the store to ACTX_STORE: a visitor
-cannot point the app at another folder, and every write (launch, cancel, upload) refuses.
+Read-only mode is `settings.env.read_only()`, the one decision (it fails closed; re-exported
+here for the pages). It pins the store to ACTX_STORE, and nothing a visitor sees names a server
+path: `public_text` and `public_manifest` cut absolute paths down to their last part (the
+store's folder name, a model or dataset file name). `run_page` turns an unexpected exception
+into one line naming its type, with the traceback in the server log only; in read-only mode
+Streamlit's own error display is set to "none" as well, for anything that escapes it.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from store import Store, StoreError, open_store
-from store.jobs import READ_ONLY_ENV
+from settings.env import read_only, setting
+from store import DamagedRun, Store, StoreError, open_store
 
-STORE_ENV = "ACTX_STORE"
-DEFAULT_STORE = "store_data"
+__all__ = [
+    "StoreView",
+    "current_view",
+    "damaged_runs",
+    "default_store_path",
+    "get_store",
+    "hide_error_details",
+    "manifest_json",
+    "plain",
+    "public_manifest",
+    "public_text",
+    "read_only",
+    "run_page",
+    "runs_frame",
+    "setting",
+    "show_store_error",
+    "store_at",
+    "store_path",
+    "use_app_navigation",
+]
+
+log = logging.getLogger("activation_explorer.app")
+
+# An absolute (or home-relative) path inside a message: not after a word character, a dot or a
+# colon or slash, so "a/b" and "http://x/y" are left alone.
+_PATH = re.compile(r"(?<![\w.:~/-])~?/[^\s'\"`,;()\[\]{}<>]+")
+# What Markdown (and Streamlit's :emoji:, :color[...] and $math$) reads anywhere in a line, and
+# what it reads at the start of one (a list, heading or quote), escaped by `plain`.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#~$:])")
+_LINE_START = re.compile(r"^(\s*\d*)([-+=.)])")
+# What GFM turns into a link even when escaped (its autolink pass runs on the unescaped text):
+# a zero-width space after the scheme, "www" or "@" breaks the pattern and shows the same.
+_AUTOLINK = re.compile(r"(://|(?i:www)(?=\\?\.)|@)")
+SHORT = 80  # characters of a URL value echoed in a message
 
 
 def default_store_path() -> str:
-    return os.environ.get(STORE_ENV, DEFAULT_STORE)
-
-
-def setting(key: str, env: str, default: str) -> str:
-    """The environment variable `env`, else secrets.toml's `env` or `key`, else `default`."""
-    if env in os.environ:
-        return os.environ[env]
-    try:
-        if st.secrets.load_if_toml_exists():
-            for name in (env, key):
-                if name in st.secrets:
-                    return str(st.secrets[name])
-    except Exception:  # a broken secrets file must not take the app down
-        pass
-    return default
-
-
-def read_only() -> bool:
-    """True in hosted mode: no runs, uploads, cancels or deletes, and a fixed store path."""
-    return setting("read_only", READ_ONLY_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+    return setting("ACTX_STORE")
 
 
 @st.cache_resource(show_spinner=False)
-def _store(path: str) -> Store:
-    return open_store(path, create=True)
+def _store(path: str, create: bool) -> Store:
+    return open_store(path, create=create)
 
 
 def store_at(path: str) -> Store:
-    """The shared store for `path` (cached functions get the path, not the Store, as input)."""
-    return _store(path)
+    """The shared store for `path`; a read-only app never creates the folder."""
+    return _store(path, not read_only())
 
 
 def use_app_navigation() -> None:
@@ -80,17 +102,50 @@ def store_path() -> str:
 
 
 def get_store() -> Store:
-    return _store(store_path())
+    return store_at(store_path())
 
 
-def runs_key(store: Store) -> tuple[str, ...]:
-    """Changes whenever a run is committed or removed: part of every cache key."""
-    return tuple(store.run_ids())
+@dataclass(frozen=True)
+class StoreView:
+    """The store as one rerun sees it: its folder and the ids of its healthy committed runs
+    (sorted). Frozen and hashable: st.cache_data keys every cached read by it."""
+
+    path: str
+    run_ids: tuple[str, ...]
+
+    @property
+    def store(self) -> Store:
+        return store_at(self.path)
+
+    @property
+    def name(self) -> str:
+        """The folder's name: how messages name the store in read-only mode."""
+        return Path(self.path).name or self.path
+
+    def shown(self) -> str:
+        """The store as a message may show it: its path, or only its name when read-only."""
+        return self.name if read_only() else self.path
+
+
+def current_view() -> StoreView:
+    """This rerun's view of the store; an error and a stop if the store cannot be opened."""
+    path = store_path()
+    try:
+        return StoreView(path, tuple(store_at(path).run_ids()))
+    except (StoreError, OSError) as exc:  # e.g. the sidebar names a file, not a folder
+        st.error(plain(public_text(f"Cannot open the store: {exc}")))
+        st.stop()
+
+
+def damaged_runs(view: StoreView) -> list[DamagedRun]:
+    """Run folders the store cannot read, each with its reason (`Store.damaged_runs`)."""
+    return view.store.damaged_runs()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def runs_frame(path: str, key: tuple[str, ...]) -> pd.DataFrame:  # noqa: ARG001 - cache key
-    store = _store(path)
+def runs_frame(view: StoreView) -> pd.DataFrame:
+    """One row per healthy committed run, for the Runs page table."""
+    store = view.store
     rows = []
     for m in store.runs():
         rows.append(
@@ -115,9 +170,83 @@ def runs_frame(path: str, key: tuple[str, ...]) -> pd.DataFrame:  # noqa: ARG001
     return pd.DataFrame(rows)
 
 
-def show_store_error(exc: StoreError) -> None:
-    st.error(str(exc))
+# -- what a visitor is shown -----------------------------------------------------------------
+def plain(text: object) -> str:
+    """`text` for a Markdown message, shown as written on one line: no link, emphasis, heading,
+    :icon: or $math$ can come from a URL value, a label or a file name."""
+    escaped = _MARKDOWN.sub(r"\\\1", " ".join(str(text).splitlines()))
+    escaped = _LINE_START.sub(r"\1\\\2", escaped)
+    return _AUTOLINK.sub(lambda m: m.group(0) + "\u200b", escaped)
 
 
-def store_root() -> Path:
-    return get_store().root
+def short(value: object, limit: int = SHORT) -> str:
+    """A value cut to `limit` characters (a URL value may be 100 KB), quoted, for `plain`."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def public_text(text: object) -> str:
+    """`text` with every absolute server path cut to its last part, in read-only mode."""
+    text = str(text)
+    if not read_only():
+        return text
+    return _PATH.sub(lambda m: Path(m.group(0).rstrip("/.")).name or "/", text)
+
+
+def public_manifest(manifest: dict) -> dict:
+    """A manifest as a visitor may see it: in read-only mode no string names a server path;
+    `model_source` that is a path becomes the model's (public) name."""
+    if not read_only():
+        return manifest
+
+    def scrub(value):
+        if isinstance(value, str):
+            return public_text(value)
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    out = scrub(manifest)
+    source = str(manifest.get("model_source", ""))
+    if _PATH.fullmatch(source):
+        out["model_source"] = public_text(manifest.get("model", "")) or out["model_source"]
+    return out
+
+
+def manifest_json(manifest_text: str) -> dict:
+    """`RunManifest.to_json()` text as the dict a visitor may see (`public_manifest`)."""
+    return public_manifest(json.loads(manifest_text))
+
+
+def show_store_error(exc: Exception) -> None:
+    st.error(plain(public_text(exc)))
+
+
+# -- unexpected failures -----------------------------------------------------------------------
+def hide_error_details() -> None:
+    """Read-only: Streamlit shows an uncaught exception as a generic message, no type, no trace.
+
+    `client.showErrorDetails` is one of the few options a script may set (it is global to the
+    server process, as read-only mode is). It is only ever tightened here, never loosened.
+    """
+    if read_only():
+        st.set_option("client.showErrorDetails", "none")
+
+
+def run_page(run: Callable[[], None]) -> None:
+    """Run a page; an exception it does not handle becomes one line naming its type.
+
+    The traceback goes to the server log. Outside read-only mode the details follow in a closed
+    expander, for whoever runs the app locally; st.stop and st.rerun pass through (they are not
+    Exceptions).
+    """
+    try:
+        run()
+    except Exception as exc:
+        log.exception("a page failed")
+        st.error(f"This view failed: {type(exc).__name__}. The details are in the server log.")
+        if not read_only():
+            with st.expander("Details"):
+                st.exception(exc)

@@ -1,17 +1,22 @@
 """Widgets and messages shared by the analysis pages.
 
 Every view-defining widget has a `key` and `bind="query-params"`, so the address bar holds the
-view and a copied link reopens it. Two rules keep links working:
+view and a copied link reopens it. Rules that keep links working, and hostile links harmless:
 
 * Options are raw values (run ids, pair ids), never `format_func` labels: a bound widget writes
   its option's label into the URL, so labels would make links long and fragile.
 * Keys differ from the Runs page's filter keys (model, dataset, hook, run): a key reused by a
   widget of another type on another page carries a stale value over on a page switch (the hook
   picker is therefore `site`).
+* Every bound widget picks from a fixed list of options (selectbox, multiselect, select_slider,
+  toggle), never a free number or text. Streamlit seeds a widget from the URL of the request
+  before any page code can change it (deleting `st.query_params[key]` does not stop the seeding),
+  and it matches option widgets' URL values against their options, dropping the rest; a free
+  number_input instead converts the value first (`?top=inf` raised OverflowError in 1.67).
 
-Streamlit drops a URL value a widget cannot show (a label or layer the run lacks) without a
-word; `warn_url_value` reads the URL first and says so. Functions ending in `_or_stop` show a
-message and stop the page when nothing can be drawn.
+`warn_url_value` is the one check of a URL value: it reads the URL before the widget and says, in
+plain text (escaped, cut to 80 characters), which values the widget will drop. Functions ending
+in `_or_stop` show a message and stop the page when nothing can be drawn.
 """
 
 from __future__ import annotations
@@ -23,53 +28,89 @@ import streamlit as st
 
 from store import StoreError
 from ui.compute import Unsuitable, run_summaries, run_title
-from ui.context import read_only
+from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
 
 BIND = "query-params"
+MAX_ECHOED = 3  # bad URL values named in one warning
 
 
-def stop_empty_store(path: str) -> None:
+def stop_empty_store(view: StoreView) -> None:
     """Say the store has no runs (and, where runs can be made, how to make them); stop."""
     if read_only():
-        st.info("This read-only store has no committed runs.")
+        st.info(f"The read-only store {plain(view.name)} has no committed runs.")
     else:
         st.info(
-            f"No committed runs in `{path}` yet. Fill it with "
-            f"`python -m extraction defaults --store {path}` or start one on the New run page."
+            f"No committed runs in `{view.path}` yet. Fill it with "
+            f"`python -m extraction defaults --store {view.path}` or start one on the New run page."
         )
     st.stop()
 
 
-def runs_or_stop(path: str, key: tuple[str, ...]) -> pd.DataFrame:
-    """Summaries of the committed runs, indexed by run_id; a message and stop if none."""
-    try:
-        runs = run_summaries(path, key)
-    except StoreError as exc:
-        st.error(str(exc))
-        st.stop()
-    if runs.empty:
-        stop_empty_store(path)
-    return runs.set_index("run_id")
-
-
 def show_problem(exc: Exception) -> None:
     """Unsuitable selections are warnings; store failures are errors. Never a traceback."""
+    text = plain(public_text(exc))
     if isinstance(exc, Unsuitable):
-        st.warning(str(exc))
+        st.warning(text)
     else:
-        st.error(str(exc))
+        st.error(text)
 
 
-def warn_url_value(key: str, options: Sequence, what: str) -> None:
+def show_failures(failed: Sequence[tuple[str, str]]) -> None:
+    """One error per run the store could not read, (run id, reason); the page goes on."""
+    for run_id, reason in failed:
+        text = reason if run_id in reason else f"run {run_id!r}: {reason}"
+        st.error(plain(public_text(f"Left out {text}")))
+
+
+def runs_or_stop(view: StoreView) -> pd.DataFrame:
+    """Summaries of the readable committed runs, indexed by run_id; a message and stop if none.
+
+    Runs the store lists as damaged, or whose samples cannot be read, are left out with a note:
+    the Runs page lists them with their reasons.
+    """
+    try:
+        summaries = run_summaries(view)
+    except StoreError as exc:
+        show_problem(exc)
+        st.stop()
+    left_out = len(summaries.unreadable) + len(_damaged(view))
+    if left_out:
+        st.caption(f"{left_out} damaged run(s) left out; the Runs page lists them and why.")
+    if summaries.frame.empty:
+        stop_empty_store(view)
+    runs = summaries.frame.set_index("run_id")
+    return runs.assign(model=runs["model"].map(public_text))  # a model may be a server folder
+
+
+def _damaged(view: StoreView) -> list:
+    try:
+        return damaged_runs(view)
+    except StoreError:
+        return []
+
+
+def warn_url_value(key: str, options: Sequence, what: str, *, fold_case: bool = False) -> None:
     """Warn about URL values for `key` that are not among `options` (the widget drops them)."""
-    allowed = {str(o) for o in options}
-    bad = [v for v in st.query_params.get_all(key) if v and v not in allowed]
-    if bad:
-        shown = ", ".join(str(o) for o in options[:12]) + (" ..." if len(options) > 12 else "")
-        st.warning(
-            f"The link asks for {what} {', '.join(repr(b) for b in bad)}, which this selection "
-            f"does not have (it has: {shown}). Showing the default instead."
+    allowed = {str(o).lower() if fold_case else str(o) for o in options}
+    values = st.query_params.get_all(key)
+    bad = [v for v in values if v and (v.lower() if fold_case else v) not in allowed]
+    if not bad:
+        return
+    named = ", ".join(short(b) for b in bad[:MAX_ECHOED])
+    if len(bad) > MAX_ECHOED:
+        named += f" and {len(bad) - MAX_ECHOED} more"
+    shown = ", ".join(short(o, 40) for o in options[:12]) + (" ..." if len(options) > 12 else "")
+    st.warning(
+        plain(
+            f"The link asks for {what} {named}, which this selection does not have "
+            f"(it has: {shown}). Showing the default instead."
         )
+    )
+
+
+def toggle(column, label: str, *, value: bool, key: str, help: str | None = None) -> bool:
+    warn_url_value(key, ("true", "false"), f"{label!r} =", fold_case=True)
+    return column.toggle(label, value=value, key=key, bind=BIND, help=help)
 
 
 def pick_runs(runs: pd.DataFrame, default: list[str], *, help: str) -> list[str]:
@@ -81,13 +122,25 @@ def pick_runs(runs: pd.DataFrame, default: list[str], *, help: str) -> list[str]
     )  # fmt: skip
 
 
+def pick_many(column, label: str, options: list, *, key: str, what: str, default=None) -> list:
+    """A bound multiselect whose URL values are checked first."""
+    warn_url_value(key, options, what)
+    return column.multiselect(label, options, default=default, key=key, bind=BIND)
+
+
+def pick_one(column, label: str, options: list, *, key: str, what: str, index: int = 0):
+    """A bound selectbox whose URL value is checked first."""
+    warn_url_value(key, options, what)
+    return column.selectbox(label, options, index=index, key=key, bind=BIND)
+
+
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
     """Directions and comparisons only make sense over the same samples."""
     if chosen["dataset_sha256"].nunique() > 1:
         names = ", ".join(f"{run_title(r)}: {r['dataset']}" for _, r in chosen.iterrows())
         st.warning(
             "The selected runs use different datasets (or versions of one), so their samples "
-            f"and labels do not match ({names}). Pick runs of one dataset."
+            f"and labels do not match ({plain(names)}). Pick runs of one dataset."
         )
         st.stop()
 
@@ -115,7 +168,8 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
 def pick_baseline(labels: list[str], column, preferred: str = "neutral") -> str:
     if preferred not in labels:
         st.info(
-            f"No `{preferred}` label in this selection; the baseline defaults to `{labels[0]}`."
+            f"No `{preferred}` label in this selection; the baseline defaults to "
+            f"{plain(short(labels[0]))}."
         )
     warn_url_value("baseline", labels, "baseline label")
     index = labels.index(preferred) if preferred in labels else 0
@@ -132,6 +186,12 @@ def pick_layer(layers: list[int], column, *, key: str = "layer", run: str = "") 
         "Layer", layers, value=layers[len(layers) // 2], key=key, bind=BIND,
         help="Block index, 0-based (see the run's layer convention on the Runs page).",
     )  # fmt: skip
+
+
+def pick_count(column, label: str, options: list[int], *, value: int, key: str) -> int:
+    """A bound count from fixed steps (a slider, not a free number: see the module notes)."""
+    warn_url_value(key, options, f"{label.lower()!r} =")
+    return column.select_slider(label, options, value=value, key=key, bind=BIND)
 
 
 def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> list[str]:

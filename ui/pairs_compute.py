@@ -6,7 +6,9 @@ sentences, not the 100,000-sample scale the Directions page streams for. The per
 a run captured with position `all`; `all_positions_run` finds one of the same model and dataset,
 and `extraction_command` says how to make one when there is none.
 
-Unsuitable selections raise `ui.compute.Unsuitable` with a message for the page.
+Cached functions take the rerun's `StoreView` first (see ui.context). Unsuitable selections
+raise `ui.compute.Unsuitable` with a message for the page; store failures raise `StoreError`.
+In read-only mode the command shown names the store and dataset by name, not by server path.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from analysis import (
     token_difference_map,
 )
 from extraction.datasets import builtin_dir
+from jobs import list_uploads
 from store import RunManifest, Store
-from store.jobs import list_uploads
 from ui.compute import Unsuitable, check_site
-from ui.context import store_at
+from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
 
 ALL_CATEGORIES = "(all pairs)"
@@ -95,8 +97,8 @@ def _category_rows(layer: int, A: np.ndarray, B: np.ndarray, categories: np.ndar
 
 
 @st.cache_data(show_spinner="Computing pair differences...", max_entries=32)
-def pair_profile(path: str, key: tuple[str, ...], run_id: str, hook: str, position: str):  # noqa: ARG001
-    store = store_at(path)
+def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> PairProfile:
+    store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
     X, samples, layers = store.layer_vectors(run_id, hook, position)
@@ -176,7 +178,7 @@ def extraction_command(manifest: RunManifest, hook: str, store_root: str | Path)
         "python", "-m", "extraction", "run", "--model", manifest.model, "--dataset", dataset,
         "--hooks", hook, "--positions", "all", "--store", str(store_root),
     ]  # fmt: skip
-    return shlex.join(parts)
+    return public_text(shlex.join(parts))
 
 
 def new_run_prefill(manifest: RunManifest, hook: str, store_root: str | Path) -> dict | None:
@@ -194,11 +196,9 @@ def new_run_prefill(manifest: RunManifest, hook: str, store_root: str | Path) ->
 
 
 @st.cache_data(show_spinner="Reading every token of the pair...", max_entries=64)
-def token_map(
-    path: str, key: tuple[str, ...], run_id: str, hook: str, pair_id: str
-) -> pd.DataFrame:  # noqa: ARG001
+def token_map(view: StoreView, run_id: str, hook: str, pair_id: str) -> pd.DataFrame:
     """||b - a|| per layer and token of one pair: layer, token_idx, token_a, token_b, distance."""
-    store = store_at(path)
+    store = view.store
     pairs = pair_table(store.samples(run_id)).set_index("pair_id")
     if pair_id not in pairs.index:
         raise Unsuitable(f"Pair {pair_id!r} is not in the run that has every token.")

@@ -13,6 +13,7 @@ from analysis import (
     diff_of_means,
     direction_norms,
     direction_norms_by_layer,
+    directions_from_means,
     label_directions,
     label_means,
     project,
@@ -60,6 +61,48 @@ def test_label_directions_covers_every_non_baseline_label():
     dirs = label_directions(X, labels, baseline=0)
     assert list(dirs) == [1, 2, 3]
     np.testing.assert_allclose(dirs[2], X[20:30].mean(0) - X[:10].mean(0))
+
+
+def test_directions_from_means_per_layer_match_diff_of_means():
+    # [L, k, d] means of three layers: every layer's direction equals diff_of_means on its X.
+    rng = np.random.default_rng(3)
+    labels = np.repeat(["anger", "joy", "neutral"], 8)
+    layers = [rng.normal(size=(24, 5)) + i for i in range(3)]
+    means = np.stack([label_means(X, labels)[1] for X in layers])
+    D = directions_from_means(means, ["anger", "joy", "neutral"], ["joy", "anger"], "neutral")
+    assert D.shape == (3, 2, 5) and D.dtype == np.float64
+    for li, X in enumerate(layers):
+        np.testing.assert_allclose(D[li, 0], diff_of_means(X, labels, "joy", "neutral"))
+        np.testing.assert_allclose(D[li, 1], diff_of_means(X, labels, "anger", "neutral"))
+    # One layer: [k, d] -> [m, d]; float16 means are computed in float64.
+    one = directions_from_means(means[0].astype(np.float16), ["a", "j", "n"], ["j"], "n")
+    assert one.shape == (1, 5) and one.dtype == np.float64
+    assert directions_from_means(means, ["a", "j", "n"], [], "n").shape == (3, 0, 5)
+
+
+def test_directions_from_means_keeps_a_missing_label_to_its_layer():
+    means = np.array([[[1.0, 2.0], [0.0, 0.0]], [[np.nan, np.nan], [1.0, 1.0]]])  # [2, 2, 2]
+    D = directions_from_means(means, ["t", "b"], ["t"], "b")
+    np.testing.assert_array_equal(D[0, 0], [1.0, 2.0])
+    assert np.isnan(D[1, 0]).all()
+
+
+def test_directions_from_means_refuses_what_it_cannot_line_up():
+    means = np.zeros((4, 3, 2))
+    with pytest.raises(ValueError, match="3 label rows but 2 labels"):
+        directions_from_means(means, ["a", "b"], ["a"], "b")
+    with pytest.raises(ValueError, match="labels repeat"):
+        directions_from_means(means, ["a", "a", "b"], ["a"], "b")
+    with pytest.raises(ValueError, match="target label 'z'"):
+        directions_from_means(means, ["a", "b", "c"], ["z"], "b")
+    with pytest.raises(ValueError, match="baseline label 'z'"):
+        directions_from_means(means, ["a", "b", "c"], [], "z")
+    with pytest.raises(ValueError, match="same label 'b'"):
+        directions_from_means(means, ["a", "b", "c"], ["b"], "b")
+    with pytest.raises(ValueError, match=r"\[\.\.\., k, d\]"):
+        directions_from_means(np.zeros(3), ["a", "b", "c"], ["a"], "b")
+    with pytest.raises(ValueError, match="real numbers"):
+        directions_from_means(np.full((3, 2), "x"), ["a", "b", "c"], ["a"], "b")
 
 
 def test_missing_labels_are_named():

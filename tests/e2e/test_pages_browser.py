@@ -103,3 +103,22 @@ def test_view_changed_in_the_browser_is_a_shareable_link(browser, app_url):
     open_page(browser, link)  # a fresh session from the copied link
     assert_page_ok(browser, "Minimal pairs")
     assert "p3" in widget_text(browser, "pair")
+
+
+def test_a_hostile_link_on_a_read_only_server_shows_text(browser, streamlit_server, tiny_store):
+    """A crafted link cannot break the page, plant a link in a message or learn a server path."""
+    By = _by()
+    url = streamlit_server(tiny_store["root"], env={"ACTX_READ_ONLY": "1"})
+    bait = "[session expired](http://evil.example/login)"
+    open_page(browser, f"{url}/pairs?{urlencode({'top': 'inf', 'pair': bait, 'layer': '1e309'})}")
+    assert_page_ok(browser, "Minimal pairs")
+    assert wait_for_css(browser, CHART)
+    alerts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
+    text = " ".join(a.text for a in alerts).replace("\u200b", "")
+    assert bait in text  # shown as written
+    assert not [a for alert in alerts for a in alert.find_elements(By.CSS_SELECTOR, "a")]
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert str(tiny_store["root"]) not in body and str(tiny_store["root"].parent) not in body
+    assert f"Read-only store: {tiny_store['root'].name}" in body
+    nav = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebarNav"]').text
+    assert "New run" not in nav

@@ -9,83 +9,10 @@ positions last/mean/all; synthetic stores (tests/support/synthetic.py) cover the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from urllib.parse import parse_qs
 
-import pandas as pd
-import pyarrow as pa
-import pytest
-from streamlit.testing.v1 import AppTest
-
 from tests.support.synthetic import label_rows, pair_rows, write_run
-
-REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 60
-
-
-@pytest.fixture
-def tiny_env(tiny_store, monkeypatch):
-    monkeypatch.setenv("ACTX_STORE", str(tiny_store["root"]))
-    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
-    return tiny_store
-
-
-@pytest.fixture
-def synthetic_env(tmp_path, monkeypatch):
-    root = tmp_path / "store"
-    monkeypatch.setenv("ACTX_STORE", str(root))
-    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
-    return root
-
-
-def open_page(page: str, query: dict | None = None) -> AppTest:
-    """Open `page` as a link would: the first run of the session, with `query` in the URL.
-
-    Bound widgets read the URL only on a session's first load, so the page is switched to
-    before the first run (the pages use their default url paths, which switch_page can find).
-    """
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update(query or {})
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def charts(at: AppTest) -> dict[str, pd.DataFrame]:
-    """Title -> the chart's data, for every Vega-Lite chart on the page."""
-    out = {}
-    for element in at.get("vega_lite_chart"):
-        spec = json.loads(element.proto.spec)
-        title = spec.get("title", "")
-        title = title.get("text", "") if isinstance(title, dict) else title
-        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas()
-                  for d in element.proto.datasets]  # fmt: skip
-        out[title] = frames[0] if frames else pd.DataFrame()
-    return out
-
-
-def chart(at: AppTest, starts: str) -> pd.DataFrame:
-    found = [frame for title, frame in charts(at).items() if title.startswith(starts)]
-    assert found, f"no chart titled {starts!r}; have {list(charts(at))}"
-    return found[0]
-
-
-def chart_spec(at: AppTest, starts: str) -> dict:
-    for element in at.get("vega_lite_chart"):
-        spec = json.loads(element.proto.spec)
-        if str(spec.get("title", "")).startswith(starts):
-            return spec
-    raise AssertionError(f"no chart titled {starts!r}")
-
-
-def messages(at: AppTest) -> str:
-    return " ".join(m.value for kind in ("info", "warning", "error") for m in getattr(at, kind))
-
-
-def run_id_named(store: dict, name: str) -> str:
-    return next(r for r in store["run_ids"] if r.startswith(name))
+from tests.ui.apptest import chart, chart_spec, charts, messages, open_page, run_id_named
 
 
 # -- directions --------------------------------------------------------------------------------
@@ -241,7 +168,7 @@ def test_pairs_default_view_and_widgets(tiny_env):
     at.select_slider(key="layer").set_value(0).run()
     assert "layer 0" in at.markdown[0].value or any("layer 0" in m.value for m in at.markdown)
     assert at.dataframe[0].value["dimension"].tolist() != top_before
-    at.number_input(key="top").set_value(5).run()
+    at.select_slider(key="top").set_value(5).run()
     assert len(at.dataframe[0].value) == 5
     # One pair token by token (the run has position `all`).
     tokens = chart(at, "||b - a|| per token")

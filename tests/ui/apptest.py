@@ -1,0 +1,82 @@
+"""Helpers for AppTest suites: open a page as a link would, read back charts and messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+PAGES = ("pages/runs.py", "pages/directions.py", "pages/cross_model.py", "pages/pairs.py")
+TEXT_KINDS = ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success",
+              "code", "json", "exception")  # fmt: skip
+
+
+def open_page(page: str, query: dict | None = None, *, check: bool = True) -> AppTest:
+    """Open `page` as a link would: the first run of the session, with `query` in the URL.
+
+    Bound widgets read the URL only on a session's first load, so the page is switched to
+    before the first run (the pages use their default url paths, which switch_page can find).
+    """
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.query_params.update(query or {})
+    at.switch_page(page)
+    at.run()
+    if check:
+        assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> dict[str, pd.DataFrame]:
+    """Title -> the chart's data, for every Vega-Lite chart on the page."""
+    out = {}
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        title = spec.get("title", "")
+        title = title.get("text", "") if isinstance(title, dict) else title
+        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas()
+                  for d in element.proto.datasets]  # fmt: skip
+        out[title] = frames[0] if frames else pd.DataFrame()
+    return out
+
+
+def chart(at: AppTest, starts: str) -> pd.DataFrame:
+    found = [frame for title, frame in charts(at).items() if title.startswith(starts)]
+    assert found, f"no chart titled {starts!r}; have {list(charts(at))}"
+    return found[0]
+
+
+def chart_spec(at: AppTest, starts: str) -> dict:
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        if str(spec.get("title", "")).startswith(starts):
+            return spec
+    raise AssertionError(f"no chart titled {starts!r}")
+
+
+def messages(at: AppTest) -> str:
+    return " ".join(m.value for kind in ("info", "warning", "error") for m in getattr(at, kind))
+
+
+def shown(text: str) -> str:
+    """Markdown-escaped text as a reader sees it (plain() adds backslashes and zero-width
+    spaces that the browser does not show)."""
+    return text.replace("\\", "").replace("\u200b", "")
+
+
+def page_text(at: AppTest) -> str:
+    """Every text a visitor can read on the page: messages, Markdown, code, JSON, the sidebar,
+    and the cells and columns of every table."""
+    parts = [str(getattr(e, "value", "")) for kind in TEXT_KINDS for e in at.get(kind)]
+    for element in at.get("arrow_data_frame"):
+        frame = element.value
+        parts += [str(c) for c in frame.columns] + [str(v) for v in frame.to_numpy().ravel()]
+    return "\n".join(parts)
+
+
+def run_id_named(store: dict, name: str) -> str:
+    return next(r for r in store["run_ids"] if r.startswith(name))
