@@ -1,6 +1,6 @@
 """A job's log (`jobs/<job_id>/log.txt`, the only log path there is): its tail, and why it failed.
 
-Read through `jobs.paths.read_regular`: a log that is a symlink, a FIFO or missing reads as
+Read through `store.atomic.read_regular`: a log that is a symlink, a FIFO or missing reads as
 empty, and only the last bytes are read, however large the file has grown.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobs.paths import read_regular
+from store.atomic import read_regular
 
 _TRACEBACK_END = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
 MAX_LINE_CHARS = 500

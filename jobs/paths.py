@@ -16,10 +16,7 @@ not read, and reads are bounded in size.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 from pathlib import Path
 
 JOB_ID = re.compile(r"^job-\d{8}-\d{6}-[0-9a-f]{6}$")
@@ -69,24 +66,3 @@ def log_path(folder: Path) -> Path:
 
 def uploads_dir(root: Path) -> Path:
     return root / "uploads"
-
-
-def read_regular(path: Path, max_bytes: int, *, tail: bool = False) -> bytes:
-    """The bytes of a regular file, not following a symlink. `tail`: the last `max_bytes`;
-    otherwise a longer file is refused (ValueError). Missing, a link, a folder: OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if info.st_size > max_bytes:
-            if not tail:
-                raise ValueError(f"larger than {max_bytes} bytes")
-            os.lseek(fd, info.st_size - max_bytes, os.SEEK_SET)
-        chunks, left = [], max_bytes
-        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)

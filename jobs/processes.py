@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from jobs.paths import read_regular
 from settings.run import RunSettings
+from store.atomic import read_regular
 
 WORKER_MODULE = "jobs.worker"
 EXTRACTION_MODULE = "extraction"

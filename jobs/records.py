@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from jobs.paths import read_regular, record_path, run_belongs_to_job, validate_job_id
+from jobs.paths import record_path, run_belongs_to_job, validate_job_id
 from settings.run import RunSettings, validate_run_id
+from store.atomic import read_regular
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -58,8 +56,8 @@ from jobs.records import (
 from jobs.uploads import resolve_dataset
 from settings import env
 from settings.run import RunSettings, new_run_id
-from store import layout
-from store.writer import is_locked
+from store import StoreError, open_store
+from store.writer import is_committed_run, read_progress, remove_partial_run
 
 log = logging.getLogger("activation_explorer.jobs")
 DEFAULT_MAX_RUNNING = 1
@@ -148,20 +146,6 @@ def queue_hours() -> float:
         return float(env.BY_NAME["ACTX_QUEUE_HOURS"].default)
 
 
-def remove_partial_run(root: Path, run_id: str, wait: float = 5.0) -> bool:
-    """Delete the job's run folder unless it committed. Waits for its writer lock to go."""
-    run = layout.run_dir(root, run_id)
-    if run.is_symlink() or not run.is_dir() or layout.is_committed(run):
-        return False
-    deadline = time.monotonic() + wait
-    while is_locked(run) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if is_locked(run):
-        return False
-    shutil.rmtree(run, ignore_errors=True)
-    return True
-
-
 def _error(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
@@ -180,7 +164,7 @@ def _close_dead(root: Path, job: Job, what: str, act: bool = True) -> Job:
     if act:
         processes.stop_job(job, root, timeout=2.0)
     if job.state == "running":
-        if layout.is_committed(layout.run_dir(root, job.run_id)):
+        if is_committed_run(root, job.run_id):
             return replace(job, state="done", ended_at=time.time())
         if act:
             remove_partial_run(root, job.run_id)
@@ -278,9 +262,9 @@ def launch(
         raise JobError(f"max running jobs {max_running!r:.40} must be a whole number >= 1")
     root = Path(root).resolve()
     try:
-        layout.runs_dir(root).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JobError(f"cannot use the store folder: {exc.strerror or exc}") from None
+        open_store(root, create=True, writable=True)
+    except StoreError as exc:
+        raise JobError(f"cannot use the store folder: {exc}") from None
     resolve_dataset(root, settings.dataset)
     with locked(root), _as_job_error("launch the job"):
         for job in reconcile_locked(root)[0]:
@@ -327,7 +311,7 @@ def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 1
         write_job(root, job)
     processes.stop_job(job, root, timeout)
     with locked(root), _as_job_error("record the cancel"):
-        if layout.is_committed(layout.run_dir(root, job.run_id)):
+        if is_committed_run(root, job.run_id):
             # It finished before the signal landed: keep the run, say so.
             job = replace(job, state="done", error=None)
             write_job(root, job)
@@ -337,18 +321,6 @@ def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 1
 
 
 # -- listing -------------------------------------------------------------------------------------
-def _progress(root: Path, run_id: str) -> tuple[int | None, int | None]:
-    try:
-        raw = paths.read_regular(layout.progress_path(layout.run_dir(root, run_id)), 4096)
-        payload = json.loads(raw)
-        done, total = payload["done"], payload["total"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None, None
-    if type(done) is not int or type(total) is not int or not 0 <= done <= total <= 10**12:
-        return None, None
-    return done, total
-
-
 def list_jobs(root: str | Path, tail_lines: int = 8) -> JobListing:
     """Every readable job, newest first, with live progress and its log tail (reconciled
     first), and every broken record with its reason. In read-only mode nothing is written."""
@@ -362,6 +334,6 @@ def list_jobs(root: str | Path, tail_lines: int = 8) -> JobListing:
             jobs, broken = reconcile_locked(root)
     statuses = []
     for job in reversed(jobs):
-        done, total = _progress(root, job.run_id)
+        done, total = read_progress(root, job.run_id)
         statuses.append(JobStatus(job, done, total, log_tail(_log_of(root, job), tail_lines)))
     return JobListing(tuple(statuses), tuple(broken))

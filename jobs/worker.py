@@ -26,7 +26,7 @@ from jobs.logs import WORKER_TAG, last_error_line
 from jobs.records import Job
 from jobs.uploads import resolve_dataset
 from settings.run import RunSettings, validate_run_id
-from store import layout
+from store.writer import is_committed_run, remove_partial_run
 
 
 def extraction_command(root: Path, job: Job) -> list[str]:
@@ -107,11 +107,11 @@ def run_worker(root: str | Path, job_id: str, max_running: int, poll: float = 0.
             return returncode  # the record was damaged meanwhile: nothing to write into
         if me.state != "running":
             return returncode  # cancelled meanwhile: cancel owns the outcome
-        committed = layout.is_committed(layout.run_dir(root, me.run_id))
+        committed = is_committed_run(root, me.run_id)
         if returncode == 0 and committed:
             me = replace(me, state="done", ended_at=time.time(), returncode=0)
         else:
-            registry.remove_partial_run(root, me.run_id)
+            remove_partial_run(root, me.run_id)
             log = paths.log_path(paths.job_dir(root, job_id))
             why = last_error_line(log) or (
                 f"the extraction exited with status {returncode}"

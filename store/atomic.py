@@ -1,4 +1,8 @@
-"""Atomic file writes: write beside the target, fsync, rename; readers never see half a file.
+"""Atomic file writes, and careful reads of files that may have been planted.
+
+Writes go beside the target, are fsynced and renamed: readers never see half a file.
+`read_regular` reads a file that someone else may have replaced by a symlink, a FIFO or a huge
+file: it never follows a link, never blocks, and caps the size.
 
 The temporary file is made with `mkstemp` (a new, unpredictable name, opened O_EXCL), so a
 symlink planted in a run folder under a guessable temporary name cannot redirect the write.
@@ -7,7 +11,9 @@ symlink planted in a run folder under a guessable temporary name cannot redirect
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -36,5 +42,26 @@ def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_regular(path: Path, max_bytes: int, *, tail: bool = False) -> bytes:
+    """The bytes of a regular file, not following a symlink. `tail`: the last `max_bytes`;
+    otherwise a longer file is refused (ValueError). Missing, a link, a folder: OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > max_bytes:
+            if not tail:
+                raise ValueError(f"larger than {max_bytes} bytes")
+            os.lseek(fd, info.st_size - max_bytes, os.SEEK_SET)
+        chunks, left = [], max_bytes
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from settings.run import STORAGE_DTYPES, check_choice
 from store import layout
-from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
+from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.errors import StoreError
 from store.manifest import RunManifest
 
@@ -324,3 +324,38 @@ def remove_uncommitted(root: Path) -> list[str]:
             shutil.rmtree(run_path)
             removed.append(run_path.name)
     return removed
+
+
+def is_committed_run(root: Path, run_id: str) -> bool:
+    return layout.is_committed(layout.run_dir(Path(root), run_id))
+
+
+def remove_partial_run(root: Path, run_id: str, wait: float = 5.0) -> bool:
+    """Delete an uncommitted run folder once its writer lock is gone (waits up to `wait` s).
+
+    A committed run, a symlink or anything that is not a folder is left alone. Returns whether
+    the folder was removed.
+    """
+    run = layout.run_dir(Path(root), run_id)
+    if run.is_symlink() or not run.is_dir() or layout.is_committed(run):
+        return False
+    deadline = time.monotonic() + wait
+    while is_locked(run) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_locked(run):
+        return False
+    shutil.rmtree(run, ignore_errors=True)
+    return True
+
+
+def read_progress(root: Path, run_id: str) -> tuple[int | None, int | None]:
+    """(samples done, total) from a run's progress.json; (None, None) when absent or odd."""
+    try:
+        raw = read_regular(layout.progress_path(layout.run_dir(Path(root), run_id)), 4096)
+        payload = json.loads(raw)
+        done, total = payload["done"], payload["total"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None, None
+    if type(done) is not int or type(total) is not int or not 0 <= done <= total <= 10**12:
+        return None, None
+    return done, total

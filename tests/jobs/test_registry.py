@@ -102,7 +102,7 @@ def test_worker_refuses_a_job_id_that_is_not_one_of_ours(tmp_path):
 def test_a_store_that_is_a_file_is_one_line(tmp_path):
     store = tmp_path / "store"
     store.write_text("not a folder")
-    with pytest.raises(JobError, match="cannot use the store folder: Not a directory"):
+    with pytest.raises(JobError, match="cannot use the store folder: store .* is not a directory"):
         launch(store, run("x"), read_only=False)
     assert list_jobs(store) == JobListing() and reconcile(store) == []
 
