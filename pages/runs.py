@@ -37,6 +37,8 @@ def show_damaged() -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
+if damaged:  # the list itself is at the bottom, below the provenance
+    st.warning(f"{len(damaged)} damaged run(s) cannot be read and are left out: see Damaged runs.")
 if runs.empty:
     show_damaged()
     controls.stop_empty_store(view)

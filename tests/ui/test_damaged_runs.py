@@ -112,6 +112,8 @@ def test_the_runs_page_lists_a_damaged_manifest_with_its_reason(damaged_store):
     assert damaged["folder"].tolist() == [f"runs/{damaged_store['victim']}"]
     assert "manifest.json is not JSON" in damaged["reason"].iloc[0]
     assert len(at.dataframe[0].value) == 3
+    # Said at the top too: the list sits below a long provenance view.
+    assert "1 damaged run(s) cannot be read" in at.warning[0].value
     # The analysis pages say how many runs they left out.
     assert "1 damaged run(s) left out" in page_text(open_page("pages/directions.py"))
 
