@@ -21,11 +21,10 @@ from ui.jobs import (
     DATASET_KINDS,
     MODEL_KINDS,
     check_upload,
-    describe,
     describe_broken,
     embedded_models,
+    job_card,
     max_running,
-    timing,
     upload_label,
     upload_limit_bytes,
 )
@@ -169,26 +168,7 @@ def jobs_panel() -> None:
     if not statuses:
         st.caption("No jobs yet.")
     for status in statuses[:SHOWN_JOBS]:
-        job = status.job
-        with st.container(border=True, key=f"job-{job.job_id}"):
-            head, button = st.columns([5, 1])
-            head.markdown(describe(status))
-            head.caption(timing(status))
-            if job.active:
-                button.button(
-                    "Cancel", key=f"cancel-{job.job_id}", on_click=_cancel, args=(job.job_id,)
-                )
-            if job.state == "running" and status.total:
-                done = status.done or 0
-                st.progress(done / status.total, text=f"{done} of {status.total} samples")
-            elif job.state == "running":
-                st.caption("Loading the model ...")
-            if job.state == "done":
-                st.page_link("pages/runs.py", label=f"Run `{job.run_id}` is in the Runs page")
-            if job.error and job.state == "failed":
-                st.error(plain(job.error))
-            with st.expander("Log", expanded=job.state == "running"):
-                st.code("\n".join(status.log_tail) or "(empty)", language=None, wrap_lines=True)
+        job_card(status, on_cancel=_cancel)
     if len(statuses) > SHOWN_JOBS:
         st.caption(f"{len(statuses) - SHOWN_JOBS} older jobs not shown.")
     if listing.broken:

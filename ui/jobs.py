@@ -1,4 +1,4 @@
-"""What the New run page needs beyond widgets: settings, model names, upload checks, job labels.
+"""What the New run page needs beyond widgets: settings, model names, upload checks, job cards.
 
 Light on purpose: it imports `extraction.models` (for the embedded model names: that module
 loads neither torch nor transformers at import time) and `extraction.datasets` (standard library
@@ -13,11 +13,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import streamlit as st
+
 from extraction.datasets import Dataset, parse_dataset
 from extraction.models import EMBEDDED
 from jobs import BrokenJob, JobStatus, sanitize_filename
 from jobs.uploads import check_size
 from settings import env
+from ui.context import plain
 
 MODEL_KINDS = ("Embedded", "Hugging Face id or local folder")
 DATASET_KINDS = ("Built-in or uploaded", "Upload a file")
@@ -88,6 +91,30 @@ def timing(status: JobStatus) -> str:
     if job.pid:
         parts.append(f"pid {job.child_pid or job.pid}")
     return " · ".join(parts)
+
+
+def job_card(status: JobStatus, on_cancel) -> None:
+    """One job in the jobs panel: state, times, Cancel (calls `on_cancel(job_id)`), progress,
+    the run once done, the reason once failed, and the log tail."""
+    job = status.job
+    with st.container(border=True, key=f"job-{job.job_id}"):
+        head, button = st.columns([5, 1])
+        head.markdown(describe(status))
+        head.caption(timing(status))
+        if job.active:
+            button.button("Cancel", key=f"cancel-{job.job_id}", on_click=on_cancel,
+                          args=(job.job_id,))  # fmt: skip
+        if job.state == "running" and status.total:
+            done = status.done or 0
+            st.progress(done / status.total, text=f"{done} of {status.total} samples")
+        elif job.state == "running":
+            st.caption("Loading the model ...")
+        if job.state == "done":
+            st.page_link("pages/runs.py", label=f"Run `{job.run_id}` is in the Runs page")
+        if job.error and job.state == "failed":
+            st.error(plain(job.error))
+        with st.expander("Log", expanded=job.state == "running"):
+            st.code("\n".join(status.log_tail) or "(empty)", language=None, wrap_lines=True)
 
 
 def prefill_query(
