@@ -27,6 +27,7 @@ from jobs import (
     launch,
     list_jobs,
     log_tail,
+    paths,
     read_job,
     reconcile,
     sanitize_filename,
@@ -257,6 +258,9 @@ def test_worker_killed_alone_is_detected_and_its_child_killed(root, fake):
     fake.use("import time; print('error: disk on fire', flush=True); time.sleep(120)")
     job, _ = launch(root, run("w"), read_only=False)
     job = wait_for(lambda: (j := read_job(root, job.job_id)).child_pid and j, what="child started")
+    # The child's line must be in the log before the worker dies, or there is nothing to quote.
+    log = paths.log_path(paths.job_dir(root, job.job_id))
+    wait_for(lambda: "disk on fire" in log.read_text(), what="the child's error line")
     os.kill(job.pid, signal.SIGKILL)  # the worker only: the extraction child is left behind
     wait_for(lambda: reconciled_state(root, job.job_id) == "failed", what="dead job detected")
     failed = read_job(root, job.job_id)
