@@ -70,7 +70,7 @@ def test_run_prints_run_id_last_and_list_shows_it(tmp_path, tiny_models, dataset
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_commits_nothing(
-    tmp_path, tiny_models, dataset, args, message
+    tmp_path, tiny_models, dataset, args, message, capsys
 ):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok", "label": "a"}\n{"text": "no label"}\n')
@@ -83,15 +83,34 @@ def test_bad_input_exits_2_with_one_line_and_commits_nothing(
     a_file.write_text("not a store")
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = {"BAD": str(bad), "FILE": str(a_file)}.get(value, value)
-    done = cli("run", *[x for pair in base.items() for x in pair], "--no-progress")
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+    # In-process `main()`: the same code path as the command, without a 4 s interpreter start
+    # per case (test_a_bad_run_exits_2_in_a_real_process covers the process itself).
+    capsys.readouterr()
+    assert _main(["run", *[x for pair in base.items() for x in pair], "--no-progress"]) == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ") and message in lines[0]
-    assert "Traceback" not in done.stderr
     assert a_file.read_text() == "not a store"
     runs = tmp_path / "s" / "runs"
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def _main(argv: list[str]) -> int:
+    from extraction.__main__ import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return int(exc.code)
+
+
+def test_a_bad_run_exits_2_in_a_real_process(tmp_path, tiny_models, dataset):
+    done = cli("run", "--model", str(tiny_models["llama"]), "--dataset", str(dataset),
+               "--layers", "-9,-1", "--store", str(tmp_path / "s"), "--no-progress")  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: layer -9 out of range 0..3 (or -4..-1)"
+    assert not (tmp_path / "s" / "runs").exists()
 
 
 def _wait_for(predicate, timeout=120.0, what="condition"):
