@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from settings.run import (
+    ANSWER_POSITION,
     BACKENDS,
     COMPUTE_DTYPES,
     HOOKS,
@@ -81,6 +82,19 @@ def _long_text(kind: str, value: object) -> None:
     _check_str(kind, value, MAX_LONG_TEXT)
 
 
+def _generation_value(kind: str, value: object) -> None:
+    """Numbers, flags, text and lists of token ids: nothing nested deeper."""
+    if type(value) is bool or value is None:
+        return
+    if isinstance(value, str):
+        _check_str(kind, value, MAX_SHORT_TEXT)
+    elif isinstance(value, list):
+        if len(value) > 1024 or any(type(v) is not int for v in value):
+            raise ValueError(f"{kind} {value!r:.80} must be a short list of whole numbers")
+    else:
+        _number(kind, value)
+
+
 def _check_layers(value: object, n_layers: int) -> tuple[int, ...]:
     if isinstance(value, str) or not isinstance(value, tuple | list):
         raise ValueError(f"layers {value!r:.80} must be a list of layer indices")
@@ -137,6 +151,9 @@ class RunManifest:
     row_counts: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # `--generate N` runs: how the answers were made and which states `answer_mean` pools
+    # (prompt format, decoding, stop tokens, answer-state convention); None for other runs.
+    generation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validate_run_id(self.run_id)
@@ -168,6 +185,14 @@ class RunManifest:
         _check_mapping("versions", self.versions, _text)
         if not isinstance(self.extra, dict):
             raise ValueError(f"extra {self.extra!r:.80} must be an object")
+        if self.generation is not None:
+            _check_mapping("generation", self.generation, _generation_value)
+        if (self.generation is None) != (ANSWER_POSITION not in self.positions):
+            has = "only the position" if self.generation is None else "only the record"
+            raise ValueError(
+                f"position {ANSWER_POSITION!r} and the generation record come together; this "
+                f"manifest has {has}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
