@@ -2,7 +2,9 @@
 
 Each (model, dataset) pair is one run named `default-<dataset>-<model>`; a pair whose run is
 already committed is skipped and an interrupted one is resumed, so the command is cheap to repeat.
-Each model is loaded once for all of its datasets.
+Each model is loaded once for all of its datasets. The chat model (SmolLM2-135M-Instruct) also
+answers the propositions (`default-propositions-answers-<model>`, `--generate 3`), so the
+Propositions page has answers on first start.
 """
 
 from __future__ import annotations
@@ -17,21 +19,31 @@ from store import open_store
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
 DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
+# Models that answer the propositions by default: those with a chat template.
+ANSWERING_MODELS = ("smollm2-135m",)
+ANSWER_TOKENS_POOLED = 3
+ANSWER_MAX_NEW_TOKENS = 40
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
-    return [
-        RunSettings(
-            model=model,
-            dataset=dataset,
-            hooks=DEFAULT_HOOKS,
-            layers="all",
-            positions=DEFAULT_POSITIONS,
-            name=f"default-{dataset}-{model}".replace("_", "-"),
-        )
-        for model in models
-        for dataset in DEFAULT_DATASETS
-    ]
+    """The default runs, grouped by model (each model is loaded once)."""
+    configs = []
+    for model in models:
+        common = dict(model=model, hooks=DEFAULT_HOOKS, layers="all", positions=DEFAULT_POSITIONS)
+        for dataset in DEFAULT_DATASETS:
+            name = f"default-{dataset}-{model}".replace("_", "-")
+            configs.append(RunSettings(dataset=dataset, name=name, **common))
+        if model in ANSWERING_MODELS:
+            configs.append(
+                RunSettings(
+                    dataset="propositions",
+                    name=f"default-propositions-answers-{model}",
+                    generate=ANSWER_TOKENS_POOLED,
+                    max_new_tokens=ANSWER_MAX_NEW_TOKENS,
+                    **common,
+                )  # fmt: skip
+            )
+    return configs
 
 
 def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = True) -> list[str]:

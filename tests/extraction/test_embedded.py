@@ -107,8 +107,18 @@ def test_default_runs_cover_both_models(tmp_path):
     from extraction.defaults import default_configs
 
     configs = default_configs(tuple(EMBEDDED))
-    assert {(c.model, c.dataset) for c in configs} == {
+    plain = [c for c in configs if not c.generate]
+    assert {(c.model, c.dataset) for c in plain} == {
         (m, d) for m in EMBEDDED for d in ("emotions", "minimal_pairs", "propositions")
     }
     assert all(c.layers == "all" and set(c.hooks) == {"resid_pre", "resid_post", "mlp_out"}
-               and set(c.positions) == {"last", "mean"} for c in configs)  # fmt: skip
+               and set(c.positions) == {"last", "mean"} for c in plain)  # fmt: skip
+    # SmolLM2 also answers the propositions, so the Propositions page has answers at once
+    answering = [c for c in configs if c.generate]
+    assert [(c.model, c.dataset, c.generate) for c in answering] == [
+        ("smollm2-135m", "propositions", 3)
+    ]
+    assert set(answering[0].positions) == {"last", "mean", "answer_mean"}
+    assert [c.model for c in configs] == sorted(
+        [c.model for c in configs], key=list(EMBEDDED).index
+    )
