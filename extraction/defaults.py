@@ -22,7 +22,6 @@ DEFAULT_POSITIONS = ("last", "mean")
 # Models that answer the propositions by default: those with a chat template.
 ANSWERING_MODELS = ("smollm2-135m",)
 ANSWER_TOKENS_POOLED = 3
-ANSWER_MAX_NEW_TOKENS = 40
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
@@ -39,9 +38,8 @@ def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
                     dataset="propositions",
                     name=f"default-propositions-answers-{model}",
                     generate=ANSWER_TOKENS_POOLED,
-                    max_new_tokens=ANSWER_MAX_NEW_TOKENS,
                     **common,
-                )  # fmt: skip
+                )
             )
     return configs
 
