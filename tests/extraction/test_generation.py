@@ -227,24 +227,27 @@ def test_left_pad():
         left_pad([[4], []], 0)
 
 
-def test_chat_template_on_a_tiny_model(tmp_path, chat_llama, prompts_file):
+def test_chat_template_on_a_tiny_model(tmp_path, chat_llama, prompts_file, capsys):
     """`--chat-template` reads each text as a user turn; generation uses the template by itself."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from extraction.__main__ import main
 
     tokenizer = AutoTokenizer.from_pretrained(chat_llama)
     fmt = PromptFormat.for_tokenizer(tokenizer)
     assert fmt.name == "chat template"
     expected = tokenizer("<bos>user: hi<eos><bos>assistant:")["input_ids"]
     assert fmt.ids(tokenizer, "hi") == expected
-    common = {"model": str(chat_llama), "dataset": str(prompts_file), "layers": "-1"}
-    plain = execute(
-        RunSettings(**common, chat_template=True, hooks=("resid_pre",), dtype="float32"),
-        tmp_path / "s", progress=False,
-    )  # fmt: skip
-    answered = execute(
-        RunSettings(**common, generate=1, max_new_tokens=1), tmp_path / "s", progress=False
-    )
+    assert main(["run", "--model", str(chat_llama), "--dataset", str(prompts_file),
+                 "--chat-template", "--hooks", "resid_pre", "--layers", "-1", "--dtype", "float32",
+                 "--store", str(tmp_path / "s"), "--no-progress"]) == 0  # fmt: skip
     store = open_store(tmp_path / "s")
+    plain = store.runs()[0]
+    assert capsys.readouterr().out.strip() == plain.run_id
+    answered = execute(
+        RunSettings(model=str(chat_llama), dataset=str(prompts_file), layers="-1", generate=1,
+                    max_new_tokens=1), tmp_path / "s", progress=False,
+    ).manifest  # fmt: skip
     samples = store.samples(plain.run_id)
     assert samples["n_tokens"][0] == len(expected)
     model = AutoModelForCausalLM.from_pretrained(chat_llama).eval()
@@ -252,9 +255,9 @@ def test_chat_template_on_a_tiny_model(tmp_path, chat_llama, prompts_file):
         hidden = model(torch.tensor([expected]), output_hidden_states=True).hidden_states
     last, _ = store.vectors(plain.run_id, "resid_pre", 3, "last")
     np.testing.assert_allclose(last[0], hidden[3][0, -1].numpy(), rtol=1e-4, atol=1e-5)
-    for run in (plain, answered):
-        assert run.manifest.chat_template == TEMPLATE
-    assert answered.manifest.generation["prompt_format"] == "chat template"
+    for manifest in (plain, answered):
+        assert manifest.chat_template == TEMPLATE
+    assert answered.generation["prompt_format"] == "chat template"
     assert list(store.samples(answered.run_id)["n_tokens"]) == list(samples["n_tokens"])
 
 
