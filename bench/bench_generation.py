@@ -114,7 +114,13 @@ def main() -> None:
                                           progress=False, loaded=loaded)),  # fmt: skip
             "one_at_a_time": _best(lambda: one_at_a_time(loaded, prompts, tokens), repeats=1),
         }  # fmt: skip
-    print(f"{n} prompts, up to {tokens} answer tokens, batches of {BATCH}, N = {N_POOLED}")
+    import os
+
+    import torch
+
+    load = os.getloadavg()[0]
+    print(f"{n} prompts, up to {tokens} answer tokens, batches of {BATCH}, N = {N_POOLED}; "
+          f"torch threads {torch.get_num_threads()}, load average {load:.1f}")  # fmt: skip
     for method, seconds in results.items():
         print(f"  {method:14s} {n / seconds:7.2f} prompts/s   ({seconds:.1f} s)")
     ours = results["ours"]
