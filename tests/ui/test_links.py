@@ -83,7 +83,12 @@ def test_every_page_pins_what_it_resolved_and_copy_link_gives_it(tiny_env):
     emotions = [r for r in tiny_env["run_ids"] if r.startswith("emo-")]
     at = open_page("pages/directions.py")
     assert sorted(at.query_params["runs"]) == sorted(emotions)
-    assert at.query_params["layer"] == "1" and at.query_params["baseline"] == "neutral"
+    # The detail run is the newest (runs made in the same second may come in either order):
+    # the middle of its layers (tiny GPT-2 has 3, the others 4) is the default layer.
+    detail = at.query_params["detail"]
+    manifest = json.loads((tiny_env["root"] / "runs" / detail / "manifest.json").read_text())
+    assert at.query_params["layer"] == str(manifest["n_layers"] // 2)
+    assert at.query_params["baseline"] == "neutral"
 
 
 def test_a_link_reopens_its_view_after_newer_runs_are_committed(growing_store):
