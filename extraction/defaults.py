@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 
 from extraction.runner import execute
-from settings.run import RunSettings
+from settings.run import ANSWER_TOKENS_POOLED, ANSWERING_MODELS, RunSettings
 from store import open_store
 
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
 DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
-# Models that answer the propositions by default: those with a chat template.
-ANSWERING_MODELS = ("smollm2-135m",)
-ANSWER_TOKENS_POOLED = 3
 # The 24 propositions in one batch: generation pays per step, so one batch of 24 answers in half
 # the time of a batch of 16 and one of 8.
 ANSWER_BATCH_SIZE = 32

@@ -36,6 +36,10 @@ ANSWER_POSITION = "answer_mean"
 # tokens 1..N-1), as generate(output_hidden_states=True) returns them per step;
 # own = the answer tokens' own positions 1..N.
 ANSWER_STATES = ("producing", "own")
+# The default runs' answering models (those with a chat template) and the answer tokens they pool:
+# `python -m extraction defaults` makes these, and the Propositions page suggests them.
+ANSWERING_MODELS = ("smollm2-135m",)
+ANSWER_TOKENS_POOLED = 3
 STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "transformer_lens")

@@ -42,6 +42,7 @@ import streamlit as st
 
 from ui.compute import complete_first
 from ui.context import plain, short
+from ui.propositions_compute import has_answers
 
 MAX_ECHOED = 3  # bad URL values named in one warning
 MAX_LISTED = 12  # options listed in one warning
@@ -230,8 +231,9 @@ class OpenIn:
 
 
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
-    """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs)
-    and Cross-model (beside the newest complete run of the same dataset on another model).
+    """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
+    Cross-model (beside the newest complete run of the same dataset on another model) and
+    Propositions (answers to paired prompts: a `--generate N` run of pairs).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -247,6 +249,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         partner = others.index[0]
         query = {"runs": [run_id, partner], "a": run_id, "b": partner}
         targets.append(OpenIn("pages/cross_model.py", "Cross-model", query))
+    if has_answers(run):
+        targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
     return targets
 
 
@@ -259,7 +263,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

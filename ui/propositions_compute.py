@@ -15,6 +15,7 @@ Markdown, and cut to `MAX_ANSWER_CHARS`.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +23,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis import pair_cosines
-from settings.run import ANSWER_POSITION
+from settings.run import ANSWER_POSITION, ANSWER_TOKENS_POOLED, ANSWERING_MODELS
 from ui.compute import Unsuitable, check_site
-from ui.context import StoreView
+from ui.context import StoreView, public_text
 from ui.pairs_compute import ALL_CATEGORIES, pair_table
 
 MAX_ANSWER_CHARS = 2_000
@@ -36,8 +37,8 @@ POSITIONS = (ANSWER_POSITION, "last", "mean")  # offered in this order where a r
 class PropositionProfile:
     """One run at one (hook, position).
 
-    per_layer: layer, category, cosine (mean over the category's pairs), n_pairs; one row per
-    layer and category, plus ALL_CATEGORIES. cosines: [L, p], pair order of `pairs`.
+    per_layer: layer, category, cosine (mean over the category's pairs), n_pairs, n_layers; one
+    row per layer and category, plus ALL_CATEGORIES. cosines: [L, p], pair order of `pairs`.
     pairs: pair_id, category, text_a, answer_a, stopped_a, text_b, answer_b, stopped_b, ...
     """
 
@@ -45,6 +46,27 @@ class PropositionProfile:
     per_layer: pd.DataFrame
     cosines: np.ndarray
     pairs: pd.DataFrame
+
+
+def has_answers(run: pd.Series) -> bool:
+    """Whether a run (a row of `ui.compute.run_summaries`) holds answers to paired prompts."""
+    return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
+
+
+def answer_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs (summaries) this page can show, in their order (newest first)."""
+    return runs[runs.apply(has_answers, axis=1)] if not runs.empty else runs
+
+
+def answers_command(store_root: str) -> str:
+    """The CLI line that makes a run this page shows: the default runs' answering model (it has
+    a chat template) on the built-in propositions."""
+    parts = [
+        "python", "-m", "extraction", "run", "--model", ANSWERING_MODELS[0],
+        "--dataset", "propositions", "--generate", str(ANSWER_TOKENS_POOLED),
+        "--store", str(store_root),
+    ]  # fmt: skip
+    return public_text(shlex.join(parts))
 
 
 def _text(value: object) -> str:
@@ -94,7 +116,8 @@ def proposition_profile(
     rows = [
         r for i, layer in enumerate(layers) for r in _category_rows(layer, cosines[i], categories)
     ]
-    return PropositionProfile(list(layers), pd.DataFrame(rows), cosines, pairs)
+    per_layer = pd.DataFrame(rows).assign(n_layers=manifest.n_layers)
+    return PropositionProfile(list(layers), per_layer, cosines, pairs)
 
 
 def pairs_at_layer(profile: PropositionProfile, layer: int, categories: list[str]) -> pd.DataFrame:
