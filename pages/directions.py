@@ -10,7 +10,7 @@ The filters live in the URL. Computation: ui.compute (streams vectors; see its c
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls, links
+from ui import charts, controls, downloads, links
 from ui.compute import SUBSAMPLE_PER_LABEL, Unsuitable, directions_for, layer_detail, run_title
 from ui.context import current_view, plain, short
 
@@ -169,3 +169,5 @@ else:
             tooltip=("text", "layer", "n_layers"), colours=style["colours"],
         )
     )  # fmt: skip
+
+downloads.direction_downloads(view, detail, hook, position, layer, baseline)  # this layer's

@@ -12,7 +12,7 @@ Computation: ui.pairs_compute.
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls, links
+from ui import charts, controls, downloads, links
 from ui.compute import Unsuitable, run_title
 from ui.context import current_view, plain, read_only
 from ui.pairs_compute import (
@@ -92,6 +92,8 @@ for column, largest, title in ((tables[0], True, "Most changed"), (tables[1], Fa
             title=f"{title}: score at every layer",
         )
     )  # fmt: skip
+
+downloads.pair_downloads(view, run_id, hook, position, layer)  # b - a and the vectors
 
 st.subheader("One pair, token by token")
 pairs = profile.pairs.set_index("pair_id")

@@ -2,6 +2,8 @@
 
     downloads.matrix_buttons(st, X, labels, "directions-run-resid_post-L12", key="dir_dl")
     downloads.run_vector_buttons(st, view, run_id, hook, layer, position, key="prop_dl")
+    downloads.direction_downloads(view, run_id, hook, position, layer, baseline)  # Directions
+    downloads.pair_downloads(view, run_id, hook, position, layer)  # Pairs
 
 Each offers CSV (`label,d1,...,dD`), `.npy` (the float32 matrix) and Parquet, one row per vector.
 The bytes are made only when a button is pressed (Streamlit calls the function then), so a page
@@ -18,10 +20,15 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
+import streamlit as st
 
+from analysis import directions_from_means
 from store import StoreError
 from store.export import EXPORT_FORMATS, MIME_TYPES, encode_vectors, export_vectors
+from ui.compute import layer_stats
 from ui.context import StoreView, public_text
+from ui.pairs_compute import pair_table
+from ui.propositions_compute import side_rows
 
 LABELS = {"csv": "CSV", "npy": ".npy", "parquet": "Parquet"}
 HELP = {
@@ -76,3 +83,46 @@ def run_vector_buttons(
                    tuple(label_columns))  # fmt: skip
     stem = f"{run_id}-{hook}-L{layer}-{position}"
     _buttons(container, make, stem, key, f"{hook} layer {layer} {position}, one row per sample")
+
+
+# -- the blocks the analysis pages add at their end ------------------------------------------
+def direction_downloads(
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
+) -> None:
+    """Directions page: its label directions at `layer` (one row per label, mean(label) -
+    mean(baseline) over every sample) and the samples' vectors there."""
+    stats = layer_stats(view, run_id, hook, position)  # cached: the page has just read it
+    targets = [label for label in stats.labels if label != baseline]
+    D = directions_from_means(stats.means[stats.layer_index(layer)], stats.labels, targets,
+                              baseline)  # fmt: skip
+    st.subheader("Download")
+    left, right = st.columns(2)
+    left.caption(f"The label directions at layer {layer} (vs {baseline}), one row per label")
+    matrix_buttons(left, D, targets, f"directions-{run_id}-{hook}-L{layer}-{position}-vs-"
+                   f"{baseline}", key="dir_dl", what="Label directions")  # fmt: skip
+    right.caption(f"Every sample's vector at layer {layer}, labelled id and label")
+    run_vector_buttons(right, view, run_id, hook, layer, position, key="dir_samples_dl")
+
+
+def _pair_differences(store, run_id, hook, layer, position, fmt) -> bytes:
+    try:
+        X, samples, _ = store.layer_vectors(run_id, hook, position, layers=[layer])
+        pairs = pair_table(samples)
+    except StoreError as exc:
+        return f"error: {public_text(exc)}\n".encode()
+    ia, ib = side_rows(samples, pairs)
+    return encode_vectors(X[0, ib] - X[0, ia], pairs["pair_id"].astype(str).tolist(), fmt)
+
+
+def pair_downloads(view: StoreView, run_id: str, hook: str, position: str, layer: int) -> None:
+    """Pairs page: each pair's difference b - a at `layer` (one row per pair, labelled by its
+    pair id) and the samples' vectors there (labelled pair id and side)."""
+    st.subheader("Download")
+    left, right = st.columns(2)
+    left.caption(f"Each pair's difference b - a at layer {layer}, one row per pair")
+    make = partial(_pair_differences, view.store, run_id, hook, int(layer), position)
+    _buttons(left, make, f"pair-differences-{run_id}-{hook}-L{layer}-{position}", "pairs_dl",
+             f"b - a at {hook} layer {layer} {position}, one row per pair")  # fmt: skip
+    right.caption(f"Every sample's vector at layer {layer}, labelled pair id and side")
+    run_vector_buttons(right, view, run_id, hook, layer, position, key="pairs_samples_dl",
+                       label_columns=("pair_id", "side"))  # fmt: skip

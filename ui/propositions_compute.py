@@ -90,6 +90,13 @@ def answer_pairs(samples: pd.DataFrame) -> pd.DataFrame:
     return pairs
 
 
+def side_rows(samples: pd.DataFrame, pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `samples` (and of the vectors read with them) of each pair's sides a and b, in
+    the order of `pairs` (`pair_table(samples)`)."""
+    row_of = pd.Series(np.arange(len(samples)), index=samples["sample_idx"].to_numpy())
+    return row_of[pairs["sample_a"]].to_numpy(), row_of[pairs["sample_b"]].to_numpy()
+
+
 def _category_rows(layer: int, cosines: np.ndarray, categories: np.ndarray) -> list[dict]:
     groups = [(ALL_CATEGORIES, np.ones(len(cosines), bool))]
     groups += [(c, categories == c) for c in sorted(set(categories.tolist()))]
@@ -109,8 +116,7 @@ def proposition_profile(
     check_site(manifest, hook, position)
     X, samples, layers = store.layer_vectors(run_id, hook, position)
     pairs = answer_pairs(samples)
-    row_of = pd.Series(np.arange(len(samples)), index=samples["sample_idx"].to_numpy())
-    ia, ib = row_of[pairs["sample_a"]].to_numpy(), row_of[pairs["sample_b"]].to_numpy()
+    ia, ib = side_rows(samples, pairs)
     categories = pairs["category"].to_numpy()
     cosines = np.stack([pair_cosines(X[i, ia], X[i, ib]) for i in range(len(layers))])
     rows = [

@@ -88,6 +88,7 @@ def _cosines(root: Path, run_id: str, layer: int) -> dict[str, float]:
     return {c: float(np.mean(v)) for c, v in per.items()}
 
 
+@pytest.mark.slow
 def test_the_page_shows_answers_side_by_side_and_the_cosine_per_layer(store_copy, monkeypatch):
     made = record_downloads(monkeypatch)
     at = open_page(PAGE)
@@ -121,6 +122,7 @@ def test_the_page_shows_answers_side_by_side_and_the_cosine_per_layer(store_copy
     assert {f"{stem}.npy", f"{stem}.parquet"} <= set(made)
 
 
+@pytest.mark.slow
 def test_hostile_url_values_are_dropped_with_a_plain_warning(store_copy):
     for name in ("inf", "markdown", "huge", "dot dot"):
         hostile = HOSTILE[name][: 480_000 // len(KEYS)]
@@ -132,6 +134,7 @@ def test_hostile_url_values_are_dropped_with_a_plain_warning(store_copy):
         assert at.query_params["prop_run"] == store_copy["run_id"]
 
 
+@pytest.mark.slow
 def test_a_planted_answer_is_text_and_a_damaged_run_is_one_message(
     answers_store, tmp_path, monkeypatch
 ):
@@ -154,6 +157,7 @@ def test_a_planted_answer_is_text_and_a_damaged_run_is_one_message(
     assert "1 damaged run(s) left out" in page_text(at)
 
 
+@pytest.mark.slow
 def test_read_only_shows_the_view_and_downloads_without_server_paths(store_copy, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
     at = open_page(PAGE)
@@ -162,6 +166,7 @@ def test_read_only_shows_the_view_and_downloads_without_server_paths(store_copy,
     assert str(store_copy["root"]) not in page_text(at)
 
 
+@pytest.mark.slow
 def test_a_store_without_answers_names_the_run_to_make(synthetic_env, monkeypatch):
     write_run(synthetic_env, "pairs-plain", pair_rows(4), dataset_name="minimal_pairs")
     at = open_page(PAGE)
