@@ -14,12 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from extraction.runner import execute
-from settings.run import ANSWER_POSITION, RunSettings
+from settings.run import ANSWER_POSITION
 from store import open_store
 from store.export import export_vectors
 from tests.support.synthetic import pair_rows, write_run
-from tests.support.tiny import write_jsonl
 from tests.ui.apptest import (
     chart,
     colour_maps,
@@ -35,30 +33,6 @@ from tests.ui.test_hostile_urls import HOSTILE
 PAGE = "pages/propositions.py"
 KEYS = ("prop_run", "site", "position", "categories", "layer", "pair")
 BAIT = "[session expired](http://evil.example)"
-
-
-def proposition_rows() -> list[dict]:
-    claims = [("politics", "taxes are fair"), ("science", "the sea is warm"),
-              ("politics", "votes count"), ("science", "stars are far")]  # fmt: skip
-    rows = []
-    for i, (category, claim) in enumerate(claims):
-        for side, frame in (("a", "Is it true that"), ("b", "Is it false that")):
-            rows.append({"id": f"q{i}{side}", "pair_id": f"q{i}", "side": side,
-                         "category": category, "label": side.upper(),
-                         "text": f"{frame} {claim}?"})  # fmt: skip
-    return rows
-
-
-@pytest.fixture(scope="module")
-def answers_store(tmp_path_factory, tiny_models) -> dict:
-    """The session's tiny Llama answers four A / B pairs (real extraction, `--generate 2`)."""
-    root = tmp_path_factory.mktemp("answers-store")
-    dataset = write_jsonl(tmp_path_factory.mktemp("answers-data") / "propositions.jsonl",
-                          proposition_rows())  # fmt: skip
-    settings = RunSettings(model=str(tiny_models["llama"]), dataset=str(dataset),
-                           name="answers-llama", hooks=("resid_post",), positions=("last",),
-                           generate=2, max_new_tokens=3)  # fmt: skip
-    return {"root": root, "run_id": execute(settings, root, progress=False).run_id}
 
 
 def use_copy(answers_store: dict, root: Path, monkeypatch) -> dict:
