@@ -32,22 +32,13 @@ def _cpu() -> float:
 
 def child(model_name: str, way: str, out: Path) -> dict:
     """Convert in this process: `plain` (transformers alone) or `ours` (extraction.models)."""
-    import contextlib
+    import transformers  # noqa: F401 - imported before the clock starts
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from extraction.models import EMBEDDED, _gguf_parsed_once
+    from extraction.models import EMBEDDED, convert_gguf
 
     gguf = EMBEDDED[model_name].locate_gguf(out.parent / "gguf-cache")
     wall, cpu = time.perf_counter(), _cpu()
-    with _gguf_parsed_once() if way == "ours" else contextlib.nullcontext():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        delattr(model.config, "quantization_config")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    convert_gguf(gguf, out, parsed_once=way == "ours")
     return {"wall_s": time.perf_counter() - wall, "cpu_s": _cpu() - cpu}
 
 

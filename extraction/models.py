@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,26 +236,15 @@ def ensure_converted(model: EmbeddedModel, cache: Path) -> Path:
 
 
 def _convert(model: EmbeddedModel, cache: Path, final: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = model.locate_gguf(cache)
     _progress(
         f"converting {model.name} from {gguf.name} to fp32 in {final} "
-        "(once; this takes a minute or two on a small CPU)"
+        "(once; this takes half a minute on a small CPU)"
     )
     started = time.perf_counter()
     tmp = cache / f".{model.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    with _gguf_parsed_once():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # The GGUF loader leaves a quantisation marker that makes save_pretrained refuse or mislabel
-    # the (already dequantised) fp32 weights.
-    hf_model.hf_quantizer = None
-    if hasattr(hf_model.config, "quantization_config"):
-        delattr(hf_model.config, "quantization_config")
-    hf_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    convert_gguf(gguf, tmp)
     info = {
         "name": model.name,
         "gguf": gguf.name,
@@ -265,6 +254,26 @@ def _convert(model: EmbeddedModel, cache: Path, final: Path) -> None:
     (tmp / COMPLETE_MARKER).write_text(json.dumps(info, indent=2))
     os.replace(tmp, final)
     _progress(f"converted {model.name} in {info['seconds']} s")
+
+
+def convert_gguf(gguf: Path, out: Path, parsed_once: bool = True) -> None:
+    """Dequantise a GGUF file into a transformers folder `out` (fp32 weights and tokenizer).
+
+    `parsed_once=False` leaves transformers to read the file as it does on its own (slower, the
+    same bytes; bench/bench_conversion.py compares the two).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _gguf_parsed_once() if parsed_once else nullcontext():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The GGUF loader leaves a quantisation marker that makes save_pretrained refuse or mislabel
+    # the (already dequantised) fp32 weights.
+    hf_model.hf_quantizer = None
+    if hasattr(hf_model.config, "quantization_config"):
+        delattr(hf_model.config, "quantization_config")
+    hf_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 @contextmanager
