@@ -224,13 +224,22 @@ def test_read_only_mode_has_no_run_page(store_root, monkeypatch, tmp_path, how):
         launch(store_root, object(), read_only=False)
 
 
-def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch):
+def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch, tmp_path):
+    """A visitor cannot point a read-only app at another folder of the server: there is no store
+    box, and a store path in the session (left over, or planted) is ignored: ACTX_STORE is read."""
+    write_run(store_root, "served-run", pair_rows(2))
+    other = tmp_path / "other-store"
+    write_run(other, "private-run", pair_rows(2))
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
-    from ui.context import read_only
-
-    assert read_only()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["store_path"] = str(other)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.sidebar.text_input
+    assert [c.value for c in at.sidebar.caption] == [f"Read-only store: {store_root.name}"]
+    assert at.dataframe[0].value["name"].tolist() == ["served-run"]  # not the planted store's
     with pytest.raises(ReadOnlyError):
-        launch(store_root, object(), read_only=read_only())  # refuses before looking at the spec
+        launch(store_root, object(), read_only=True)  # refuses before looking at the spec
 
 
 def test_the_app_process_never_imports_torch(tiny_store):
