@@ -107,6 +107,7 @@ def _main(argv: list[str]) -> int:
         return int(exc.code)
 
 
+@pytest.mark.slow
 def test_a_bad_run_exits_2_in_a_real_process(tmp_path, tiny_models, dataset):
     done = cli("run", "--model", str(tiny_models["llama"]), "--dataset", str(dataset),
                "--layers", "-9,-1", "--store", str(tmp_path / "s"), "--no-progress")  # fmt: skip
@@ -128,12 +129,13 @@ def _big_dataset(tmp_path, n_per_label=100):
     return write_jsonl(tmp_path / "big.jsonl", emotion_rows(per_label=n_per_label))
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_nothing_visible_and_resume_finishes(tmp_path, tiny_models):
     store_root = tmp_path / "store"
     args = ["run", "--model", str(tiny_models["llama"]), "--dataset", str(_big_dataset(tmp_path)),
-            "--hooks", "resid_pre,resid_post,mlp_out", "--batch-size", "4", "--flush-mb", "0.01",
+            "--hooks", "resid_pre,resid_post,mlp_out", "--batch-size", "4",
             "--store", str(store_root), "--no-progress"]  # fmt: skip
-    proc = _start(*args)
+    proc = _start(*args, "--flush-mb", "0.01")  # a part file per batch: killed between parts
     parts = lambda: list(store_root.glob("runs/*/vectors/part-*.parquet"))  # noqa: E731
     _wait_for(lambda: len(parts()) >= 3 or proc.poll() is not None, what="parts")
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
@@ -141,7 +143,8 @@ def test_sigkill_mid_run_leaves_nothing_visible_and_resume_finishes(tmp_path, ti
     proc.wait()
     assert open_store(store_root).runs() == []
 
-    assert _main([*args, "--resume"]) == 0  # in-process: only the killed run needs a process
+    # In-process: only the killed run needs a process. The part size is not a setting.
+    assert _main([*args, "--resume"]) == 0
     store = open_store(store_root)
     (manifest,) = store.runs()
     assert manifest.row_counts["resumed_samples"] > 0
@@ -151,11 +154,9 @@ def test_sigkill_mid_run_leaves_nothing_visible_and_resume_finishes(tmp_path, ti
     ).frame.iloc[0]
     assert counts["n"] == counts["d"] == 300 * 3 * 4 * 2
     assert counts["s"] == 300
-    # A plain rerun (no --resume) also works and starts a fresh run.
-    assert _main(args) == 0
-    assert len(open_store(store_root).runs()) == 2
 
 
+@pytest.mark.slow
 def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_models, dataset):
     """This test's process reads while a `python -m extraction run` process writes."""
     store_root = tmp_path / "store"
@@ -163,7 +164,7 @@ def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_m
                   "--store", str(store_root), "--no-progress"]) == 0  # fmt: skip
     (committed,) = open_store(store_root).run_ids()
     writer = _start("run", "--model", str(tiny_models["llama"]), "--dataset",
-                    str(_big_dataset(tmp_path)), "--batch-size", "2", "--flush-mb", "0.01",
+                    str(_big_dataset(tmp_path, 40)), "--batch-size", "2", "--flush-mb", "0.01",
                     "--store", str(store_root), "--no-progress")  # fmt: skip
     store = open_store(store_root)
 
@@ -171,15 +172,17 @@ def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_m
         return any(any((p / "vectors").glob("part-*")) for p in list_uncommitted(store_root))
 
     reads, seen, rows_read = 0, set(), None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
+        finished = writer.poll() is not None  # before reading: a finished run is committed
         ids = [m.run_id for m in store.runs()]
         seen.add(len(ids))
         X, _ = store.vectors(committed, "resid_post", 1, "last")
         rows_read = store.query("SELECT count(*) AS n FROM vectors").frame["n"][0]
         reads += writing()  # count the reads made while the other process wrote
-        if len(ids) == 2:
+        if len(ids) == 2 or finished:
             break
+        time.sleep(0.02)  # leave the writer the CPU it needs
     writer.wait(timeout=300)
     assert writer.returncode == 0, writer.stderr.read()
     assert reads > 5  # it kept reading while the other process wrote

@@ -34,6 +34,20 @@ def emotions_subset(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("data") / "emotions6.jsonl", rows)
 
 
+@pytest.fixture(scope="module")
+def hf_loaded():
+    """name -> the model loaded with the HF backend on CPU, once per module."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache.clear()  # one embedded model in memory at a time
+            cache[name] = load(resolve(name), "hf", "cpu")
+        return cache[name]
+
+    return get
+
+
 def _reference(model, tokenizer, text: str) -> tuple[tuple, torch.Tensor]:
     """HF's hidden_states, and the last block's output before the final norm (the norm's input:
     `hidden_states[-1]` is after it), read by a hook on the norm, not on the block."""
@@ -48,14 +62,14 @@ def _reference(model, tokenizer, text: str) -> tuple[tuple, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("name", "n_layers", "d_model"), [("smollm2-135m", 30, 576), ("gemma3-270m", 18, 640)]
-)
+    ("name", "n_layers", "d_model"), [("gemma3-270m", 18, 640), ("smollm2-135m", 30, 576)]
+)  # SmolLM2 last: the next test reuses it
 def test_stored_last_and_mean_equal_hf_hidden_states(
-    tmp_path, emotions_subset, name, n_layers, d_model
+    tmp_path, emotions_subset, hf_loaded, name, n_layers, d_model
 ):
     """`last` and `mean` (first token left out) at the first, a middle, the second-to-last and
     the last block, asked for as a negative layer list."""
-    loaded = load(resolve(name), "hf", "cpu")
+    loaded = hf_loaded(name)
     config = RunSettings(model=name, dataset=str(emotions_subset), hooks=("resid_post",),
                          layers="0,9,-2,-1", positions=("last", "mean"))  # fmt: skip
     result = execute(config, tmp_path / "store", progress=False, loaded=loaded)
@@ -81,12 +95,13 @@ def test_stored_last_and_mean_equal_hf_hidden_states(
                 np.testing.assert_allclose(stored, want, rtol=2e-3, atol=2e-3 * scale)
 
 
-def test_transformer_lens_default_processing_equals_hf_on_smollm2(emotions_subset, capsys):
+def test_transformer_lens_default_processing_equals_hf_on_smollm2(
+    emotions_subset, hf_loaded, capsys
+):
     """SmolLM2 uses RMSNorm: `--tl-processing default` cannot centre it, only fold the norm
     scales, so its numbers equal HF's, and the label and a note on stderr say so."""
-    resolved = resolve("smollm2-135m")
-    hf = load(resolved, "hf", "cpu").backend
-    loaded_tl = load(resolved, "transformer_lens", "cpu", tl_processing="default")
+    hf = hf_loaded("smollm2-135m").backend
+    loaded_tl = load(resolve("smollm2-135m"), "transformer_lens", "cpu", tl_processing="default")
     assert "same basis as Hugging Face" in loaded_tl.backend.weight_processing
     assert "'smollm2-135m' uses RMSNorm" in capsys.readouterr().err
     tokenizer = loaded_tl.tokenizer

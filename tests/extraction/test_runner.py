@@ -109,6 +109,8 @@ def test_resume_says_why_nothing_was_resumed(tmp_path, tiny_models, capsys):
         capsys.readouterr().err
     )
     (store_root / "runs" / fresh.run_id / "_COMMITTED").unlink()  # as if it had been killed
+    plain = execute(config, store_root, progress=False)  # no resume: a new run all the same
+    assert plain.run_id != fresh.run_id and plain.resumed_samples == 0
 
     changed = RunSettings(model=str(tiny_models["llama"]), dataset=str(dataset), layers="0-2",
                           hooks=("resid_post", "mlp_out"), batch_size=3)  # fmt: skip

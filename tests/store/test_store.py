@@ -268,6 +268,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_no_duckdb_objects_leak_at_interpreter_exit(tmp_path):
     write_run(tmp_path, n=4)
     result = subprocess.run(

@@ -71,6 +71,7 @@ def job_lines(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if "**" in m.value]
 
 
+@pytest.mark.slow
 def test_launch_from_the_page_completes_and_appears_in_runs(store_root, tiny_models):
     at = new_run_page()
     pick_model_folder(at, tiny_models["llama"])
@@ -121,6 +122,7 @@ def test_upload_limit_and_names():
         check_upload("x.exe", b"", 2**20)
 
 
+@pytest.mark.slow
 def test_cancel_from_the_page_leaves_nothing_partial(store_root, tiny_models):
     rows = "".join(json.dumps(r) + "\n" for r in emotion_rows(per_label=1500)).encode()
     save_upload(store_root, "big.jsonl", rows, read_only=False)
@@ -242,6 +244,7 @@ def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch, tmp_pat
         launch(store_root, object(), read_only=True)  # refuses before looking at the spec
 
 
+@pytest.mark.slow
 def test_the_app_process_never_imports_torch(tiny_store):
     """Render every page of the app in a fresh interpreter, then look at sys.modules."""
     script = f"""
