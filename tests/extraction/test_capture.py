@@ -85,6 +85,7 @@ def test_hooks_are_removed_after_capture():
 
 
 # GPT-2 is left out: TransformerLens 3.9 reads `n_ctx`, which transformers 5 configs lack.
+@pytest.mark.slow  # importing TransformerLens takes seconds
 @pytest.mark.parametrize("processing", ["none", "default"])
 def test_transformer_lens_backend_matches_hf(processing, tiny_models, capsys):
     """On an RMSNorm model `default` only folds the norm scales (TransformerLens centres LayerNorm

@@ -93,6 +93,7 @@ def test_compute_dtype_changes_the_arithmetic_not_the_layout(run):
     np.testing.assert_allclose(b, a, rtol=0.1, atol=0.1 * np.abs(a).max())
 
 
+@pytest.mark.slow  # importing TransformerLens takes seconds
 def test_transformer_lens_default_processing_is_recorded_truthfully(run):
     hf, store_hf = run("--dtype", "float32", store_name="hf")
     tl, store_tl = run("--dtype", "float32", "--backend", "transformer_lens", "--tl-processing",

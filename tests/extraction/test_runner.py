@@ -29,9 +29,17 @@ def test_run_settings_validate(field, value, message):
         RunSettings(model="m", dataset="d", **{field: value})
 
 
+ROWS = emotion_rows(per_label=4)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models):
+    return reference_hidden_states(tiny_models["llama"], [r["text"] for r in ROWS])
+
+
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
-    rows = emotion_rows(per_label=4)
+def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, reference, dtype):
+    rows = ROWS
     dataset = write_jsonl(tmp_path / "emo.jsonl", rows)
     config = RunSettings(
         model=str(tiny_models["llama"]), dataset=str(dataset), hooks=("resid_pre",),
@@ -39,7 +47,6 @@ def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
     )  # fmt: skip
     result = execute(config, tmp_path / "store", progress=False)
     store = open_store(tmp_path / "store")
-    reference = reference_hidden_states(tiny_models["llama"], [r["text"] for r in rows])
     tolerance = {"rtol": 2e-3, "atol": 2e-3} if dtype == "float16" else {"rtol": 1e-5, "atol": 1e-5}
     for layer in result.manifest.layers:
         last, samples = store.vectors(result.run_id, "resid_pre", layer, "last")
