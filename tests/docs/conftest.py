@@ -30,6 +30,7 @@ from extraction.models import EMBEDDED
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET_ROWS = {"emotions": 12, "minimal_pairs": 8, "propositions": 4}  # whole pairs, all labels
+OTHER_ROWS = 8  # a dataset added later: its first rows (keep pairs whole: an even number)
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "docs test",
     "GIT_AUTHOR_EMAIL": "docs@example.invalid",
@@ -47,7 +48,9 @@ def docs_store(tmp_path_factory) -> Path:
         subset = data / f"{config.dataset}.jsonl"  # same stem: same dataset name in the runs
         if not subset.exists():
             lines = (builtin_dir() / subset.name).read_text(encoding="utf-8").splitlines()
-            subset.write_text("\n".join(lines[: SUBSET_ROWS[config.dataset]]) + "\n")
+            subset.write_text(
+                "\n".join(lines[: SUBSET_ROWS.get(config.dataset, OTHER_ROWS)]) + "\n"
+            )
         configs.append(replace(config, dataset=str(subset)))
     root = tmp_path_factory.mktemp("docs-store") / "store_data"
     fill_defaults(root, configs, progress=False)
