@@ -2,9 +2,16 @@
 
 Each (model, dataset) pair is one run named `default-<dataset>-<model>`; a pair whose run is
 already committed is skipped and an interrupted one is resumed, so the command is cheap to repeat.
-Each model is loaded once for all of its datasets. The chat model (SmolLM2-135M-Instruct) also
-answers the propositions (`default-propositions-answers-<model>`, `--generate 3`), so the
-Propositions page has answers on first start.
+Each model is loaded once for all of its datasets.
+
+One more run keeps every token (position `all`) of the minimal pairs on the first model, with
+`resid_post` only: it makes the Read API's `token_vectors` and the Pairs page's per-token view work
+on a fresh store. It is named `default-minimal-pairs-tokens-<model>`, so the other defaults' names
+stay unambiguous prefixes of their run ids.
+
+The chat model (SmolLM2-135M-Instruct, `settings.run.ANSWERING_MODELS`) also answers the
+propositions (`default-propositions-answers-<model>`, `--generate 3`), so the Propositions page
+has answers on first start.
 """
 
 from __future__ import annotations
@@ -19,39 +26,57 @@ from store import open_store
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
 DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
+TOKENS_DATASET = "minimal_pairs"
+TOKENS_HOOKS = ("resid_post",)
+TOKENS_POSITIONS = ("all",)
 # The 24 propositions in one batch: generation pays per step, so one batch of 24 answers in half
 # the time of a batch of 16 and one of 8.
 ANSWER_BATCH_SIZE = 32
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
-    """The default runs, grouped by model (each model is loaded once)."""
-    configs = []
-    for model in models:
-        common = dict(model=model, hooks=DEFAULT_HOOKS, layers="all", positions=DEFAULT_POSITIONS)
-        for dataset in DEFAULT_DATASETS:
-            name = f"default-{dataset}-{model}".replace("_", "-")
-            configs.append(RunSettings(dataset=dataset, name=name, **common))
-        if model in ANSWERING_MODELS:
-            configs.append(
-                RunSettings(
-                    dataset="propositions",
-                    name=f"default-propositions-answers-{model}",
-                    generate=ANSWER_TOKENS_POOLED,
-                    batch_size=ANSWER_BATCH_SIZE,
-                    **common,
-                )
-            )
-    return configs
+    """The default runs for `models`, in the order they are made.
+
+    The first model's runs come last (listings are newest first, so it leads them), its tokens
+    run just before its pooled runs: the Pairs page opens the newest minimal-pairs run, which
+    must have a pooled position, and finds the tokens run for its per-token view.
+    """
+
+    def run(model: str, dataset: str, hooks, positions, kind: str = "") -> RunSettings:
+        name = f"default-{dataset}{kind}-{model}".replace("_", "-")
+        return RunSettings(model=model, dataset=dataset, hooks=hooks, layers="all",
+                           positions=positions, name=name)  # fmt: skip
+
+    def pooled(model: str) -> list[RunSettings]:
+        return [run(model, d, DEFAULT_HOOKS, DEFAULT_POSITIONS) for d in DEFAULT_DATASETS]
+
+    def answers(model: str) -> list[RunSettings]:
+        if model not in ANSWERING_MODELS:
+            return []
+        name = f"default-propositions-answers-{model}"
+        config = RunSettings(
+            model=model, dataset="propositions", hooks=DEFAULT_HOOKS, layers="all",
+            positions=DEFAULT_POSITIONS, name=name, generate=ANSWER_TOKENS_POOLED,
+            batch_size=ANSWER_BATCH_SIZE,
+        )  # fmt: skip
+        return [config]
+
+    if not models:
+        return []
+    tokens = run(models[0], TOKENS_DATASET, TOKENS_HOOKS, TOKENS_POSITIONS, "-tokens")
+    others = [c for model in reversed(models[1:]) for c in [*answers(model), *pooled(model)]]
+    return [*others, *answers(models[0]), tokens, *pooled(models[0])]
 
 
-def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = True) -> list[str]:
+def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool = True) -> list[str]:
+    """Make each of `configs` (normally `default_configs(models)`) whose name the store lacks."""
     from extraction.loading import load
     from extraction.models import resolve
+    from store.writer import list_uncommitted
 
     store = open_store(store_root, create=True)
     existing = {m.name for m in store.runs()}
-    todo = [c for c in default_configs(models) if c.name not in existing]
+    todo = [c for c in configs if c.name not in existing]
     if not todo:
         print(f"[defaults] all default runs already in {store_root}", file=sys.stderr)
         return []
@@ -61,8 +86,10 @@ def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = Tr
         if config.model not in loaded:
             loaded.clear()  # one model in memory at a time
             loaded[config.model] = load(resolve(config.model), config.backend, config.device)
+        # Resume only when there is something to resume: a fresh store is filled quietly.
+        resume = bool(list_uncommitted(Path(store_root)))
         result = execute(
-            config, store_root, resume=True, progress=progress, loaded=loaded[config.model]
+            config, store_root, resume=resume, progress=progress, loaded=loaded[config.model]
         )
         created.append(result.run_id)
     return created
