@@ -35,17 +35,16 @@ def pair_rows(samples: pd.DataFrame, run_id: str) -> tuple[np.ndarray, np.ndarra
     ValueError naming the problem when the run is not of a paired dataset.
     """
     if "pair_id" not in samples or "side" not in samples:
-        raise ValueError(f"run {run_id!r} is not of a paired dataset (no pair_id/side columns)")
+        raise ValueError(f"run {run_id!r} is not of a paired dataset (no pair_id and side)")
     rows: dict[str, dict[str, int]] = {}
     for row, (pair, side) in enumerate(zip(samples["pair_id"], samples["side"], strict=True)):
         if isinstance(pair, str) and pair and side in ("a", "b"):
             rows.setdefault(pair, {})[side] = row
     complete = [(sides["a"], sides["b"]) for sides in rows.values() if len(sides) == 2]
+    if not complete:
+        raise ValueError(f"run {run_id!r} is not of a paired dataset (no pair_id with sides a, b)")
     if len(complete) < 2:
-        raise ValueError(
-            f"run {run_id!r} has {len(complete)} complete pairs (side a and side b); "
-            "control vectors need at least 2"
-        )
+        raise ValueError(f"run {run_id!r} has 1 complete pair; control vectors need at least 2")
     first, second = zip(*complete, strict=True)
     return np.asarray(first), np.asarray(second)
 
