@@ -79,7 +79,10 @@ def compute_vector_set(
         )
     if "last" not in run.positions:
         raise ValueError(f"run {run_id!r} has no 'last' position: rerun it with --positions last")
-    layers = resolve_layers(settings.layers, run.n_layers)
+    # `all`: every layer the run has (which may be fewer than the model's)
+    layers = (
+        run.layers if settings.layers == "all" else resolve_layers(settings.layers, run.n_layers)
+    )
     missing = [layer for layer in layers if layer not in run.layers]
     if missing:
         raise ValueError(

@@ -3,6 +3,10 @@
 Each (model, dataset) pair is one run named `default-<dataset>-<model>`; a pair whose run is
 already committed is skipped and an interrupted one is resumed, so the command is cheap to repeat.
 Each model is loaded once for all of its datasets.
+
+Besides those, SmolLM2 gets a last-token `resid_post` run of the built-in `style_pairs`
+(`default-style-pairs-smollm2-135m`), so a control vector can be extracted on first start
+(`python -m extraction vectors`, or the Vectors page).
 """
 
 from __future__ import annotations
@@ -19,7 +23,30 @@ DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
 
 
+STYLE_MODELS = ("smollm2-135m",)
+
+
+def style_configs(models: tuple[str, ...]) -> list[RunSettings]:
+    """The paired style run control vectors are made from (last token, every layer)."""
+    return [
+        RunSettings(
+            model=model,
+            dataset="style_pairs",
+            hooks=("resid_post",),
+            layers="all",
+            positions=("last",),
+            name=f"default-style-pairs-{model}",
+        )
+        for model in models
+        if model in STYLE_MODELS
+    ]
+
+
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
+    return _dataset_configs(models) + style_configs(models)
+
+
+def _dataset_configs(models: tuple[str, ...]) -> list[RunSettings]:
     return [
         RunSettings(
             model=model,
@@ -40,7 +67,11 @@ def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = Tr
 
     store = open_store(store_root, create=True)
     existing = {m.name for m in store.runs()}
-    todo = [c for c in default_configs(models) if c.name not in existing]
+    # Grouped by model, so each model loads once however the list is built.
+    todo = sorted(
+        (c for c in default_configs(models) if c.name not in existing),
+        key=lambda c: models.index(c.model) if c.model in models else len(models),
+    )
     if not todo:
         print(f"[defaults] all default runs already in {store_root}", file=sys.stderr)
         return []

@@ -41,7 +41,8 @@ def test_stored_resid_post_equals_hf_hidden_states(
     config = RunSettings(model=name, dataset=str(emotions_subset),
                          hooks=("resid_pre", "resid_post"), positions=("last",),
                          batch_size=8)  # fmt: skip
-    result = execute(config, tmp_path / "store", progress=False)
+    # readout=False: Gemma's is 336 MB; readouts are tested in tests/extraction/test_readout.py
+    result = execute(config, tmp_path / "store", progress=False, readout=False)
     manifest = result.manifest
     assert (manifest.n_layers, manifest.d_model) == (n_layers, d_model)
     assert (
@@ -107,8 +108,14 @@ def test_default_runs_cover_both_models(tmp_path):
     from extraction.defaults import default_configs
 
     configs = default_configs(tuple(EMBEDDED))
+    style = [c for c in configs if c.dataset == "style_pairs"]
+    configs = [c for c in configs if c.dataset != "style_pairs"]
     assert {(c.model, c.dataset) for c in configs} == {
         (m, d) for m in EMBEDDED for d in ("emotions", "minimal_pairs", "propositions")
     }
     assert all(c.layers == "all" and set(c.hooks) == {"resid_pre", "resid_post", "mlp_out"}
                and set(c.positions) == {"last", "mean"} for c in configs)  # fmt: skip
+    # What control vectors are made from on first start: SmolLM2's last-token style states.
+    assert [(c.model, c.hooks, c.positions, c.layers) for c in style] == [
+        ("smollm2-135m", ("resid_post",), ("last",), "all")
+    ]
