@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from settings.records import settings_from_dict, settings_to_dict
 from settings.run import (
     LAYERS_HELP,
     check_bool,
@@ -39,19 +40,6 @@ VECTOR_HOOKS = ("resid_post", "resid_pre")
 MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512
 MAX_STRENGTH = 100.0
-
-
-def _from_dict(cls, data: object, what: str):
-    """A settings record from a record on disk: unknown or missing keys are errors."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {data!r:.80} are not an object")
-    unknown = sorted(set(data) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {what[:-1]} {unknown[0]!r:.80}")
-    try:
-        return cls(**data)
-    except TypeError as exc:  # a required field is missing
-        raise ValueError(f"{what} incomplete: {exc}") from None
 
 
 def _argv(record, defaults) -> tuple[str, ...]:
@@ -88,11 +76,11 @@ class VectorSettings:
             validate_run_id(self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> VectorSettings:
-        return _from_dict(cls, data, "vector settings")
+        return settings_from_dict(cls, data, "vectors")
 
     def argv(self) -> tuple[str, ...]:
         """The options of `python -m extraction vectors` that ask for exactly these settings."""
@@ -148,11 +136,11 @@ class SteerSettings:
         check_bool("chat_template", self.chat_template)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> SteerSettings:
-        return _from_dict(cls, data, "steer settings")
+        return settings_from_dict(cls, data, "steer")
 
 
 def add_steer_arguments(parser: argparse.ArgumentParser) -> None:
