@@ -287,3 +287,24 @@ class Readouts:
         with self._parquet(manifest) as parquet:
             texts = parquet.read(columns=["text"]).column(0).to_pylist()
         return [texts[i] if texts[i] is not None else "" for i in ids.tolist()]
+
+
+def copy_readouts(source: Path, target: Path, weights: set[str], model_name) -> list[str]:
+    """Copy the healthy readouts of these weights hashes from store `source` into store
+    `target` (a snapshot), the manifest's model named by `model_name(model)`. Returns the keys."""
+    copied = []
+    for manifest in Readouts(source).scan()[0]:
+        folder = layout.readout_dir(Path(target), manifest.key)
+        if manifest.weights_sha256 not in weights or folder.exists():
+            continue
+        src = layout.unembedding_file(layout.readout_dir(Path(source), manifest.key))
+        if src.is_symlink() or not src.is_file():
+            continue  # a damaged readout stays behind
+        folder.mkdir(parents=True)
+        shutil.copyfile(src, layout.unembedding_file(folder))
+        public = ReadoutManifest(**{**manifest.__dict__, "model": model_name(manifest.model)})
+        atomic_write_text(layout.manifest_path(folder), public.to_json())
+        atomic_write_text(layout.marker_path(folder), manifest.created_at or "committed")
+        fsync_dir(folder)
+        copied.append(manifest.key)
+    return copied

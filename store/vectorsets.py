@@ -282,3 +282,30 @@ class VectorSets:
     def resolve(self, name: str) -> str:
         """A healthy set id, or an unambiguous prefix of one."""
         return self._catalog.resolve(name)
+
+
+def copy_vector_sets(source: Path, target: Path, run_ids, model_name) -> list[str]:
+    """Copy every healthy set of `run_ids` from store `source` into store `target` (a snapshot):
+    the file as it is, the manifest with the model named by `model_name(model)` (a snapshot
+    names no server path). Returns the ids copied; damaged sets are left behind."""
+    sets = VectorSets(source)
+    copied = []
+    for manifest in sets.scan(check_files=True)[0]:
+        if manifest.run_id not in run_ids:
+            continue
+        folder = layout.vector_set_dir(target, manifest.set_id)
+        if folder.exists():
+            continue
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
+        data = read_regular(
+            layout.vector_set_file(layout.vector_set_dir(source, manifest.set_id)),
+            manifest.max_file_bytes,
+        )
+        atomic_write_bytes(layout.vector_set_file(folder), data)
+        public = VectorSetManifest(**{**manifest.__dict__, "model": model_name(manifest.model)})
+        atomic_write_text(layout.manifest_path(folder), public.to_json())
+        atomic_write_text(layout.marker_path(folder), manifest.created_at or "committed")
+        fsync_dir(folder)
+        copied.append(manifest.set_id)
+    return copied

@@ -193,3 +193,20 @@ def test_a_readout_is_written_once_per_weights(store_copy):
                            AutoTokenizer.from_pretrained(source))  # fmt: skip
     assert written is False and os.stat(folder / "unembedding.parquet").st_mtime_ns == before
     assert [p.name for p in (store_copy["root"] / "readouts").iterdir()] == [folder.name]
+
+
+def test_a_snapshot_carries_the_runs_vector_sets_and_on_request_the_readouts(store_copy, tmp_path):
+    from store.snapshot import snapshot
+
+    folder, _ = _plant(store_copy, "planted")
+    (folder / "vectors.parquet").write_bytes(b"garbage")
+    result = snapshot(store_copy["root"], "all", tmp_path / "snap", layers="0,-1")
+    assert result.vector_sets == (store_copy["set_id"],)  # the damaged one stays behind
+    snap = open_store(tmp_path / "snap")
+    copied = snap.vector_set(store_copy["set_id"])
+    assert copied.manifest.model == store_copy["model"].name  # no server path
+    assert snap.readouts() == []
+    snapshot(store_copy["root"], "all", tmp_path / "with-words", readouts=True)
+    (readout,) = open_store(tmp_path / "with-words").readouts()
+    assert readout.weights_sha256 == copied.manifest.weights_sha256
+    assert "/" not in readout.model
