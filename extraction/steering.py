@@ -216,15 +216,19 @@ def steer(model, tokenizer, vector_set: VectorSet, request: SteerSettings) -> St
 def next_token_logprobs(
     model, tokenizer, prompts: list[str], plan: SteeringPlan, variant: str, chat_template=True
 ) -> np.ndarray:
-    """log p(next token) after each prompt with `variant`'s additions: [n_prompts, vocab]."""
-    out = []
-    additions = plan.additions((variant,))
-    with added_to_residual(model, plan.hook, additions), torch.inference_mode():
-        for text in prompts:
-            ids = torch.tensor([prompt_ids(tokenizer, text, chat_template)], device=model.device)
-            logits = model(input_ids=ids).logits[0, -1].float()
-            out.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
-    return np.stack(out)
+    """log p(next token) after each prompt with `variant`'s additions: [n_prompts, vocab].
+
+    One forward pass, right-padded: with causal attention the pads after a prompt's last token
+    cannot change its logits, so each row is read at its own last real position."""
+    rows = [prompt_ids(tokenizer, text, chat_template) for text in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=model.device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=model.device)
+    last = torch.tensor([len(r) - 1 for r in rows], device=model.device)
+    with added_to_residual(model, plan.hook, plan.additions((variant,))), torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        picked = logits[torch.arange(len(rows), device=model.device), last].float()
+        return torch.log_softmax(picked, dim=-1).cpu().numpy()
 
 
 def load_for(manifest, device: str = "auto"):
