@@ -46,6 +46,7 @@ def _buttons(at) -> list[str]:
     return [b.label for b in at.get("download_button")] + [b.label for b in at.button]
 
 
+@pytest.mark.slow  # a real job process
 def test_the_vectors_page_shows_a_set_and_computes_another_as_a_job(paired_env):
     set_id = paired_env["set_id"]
     at = open_page(VECTORS)
