@@ -18,6 +18,7 @@ Functions ending in `_or_stop` show a message and stop the page when nothing can
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import pandas as pd
@@ -108,6 +109,26 @@ def pick_one(column, label: str, options: list, *, key: str, what: str, index: i
     """A pinned selectbox whose default is `options[index]`."""
     return links.pinned(column.selectbox, label, options, key=key, what=what,
                         default=options[index])  # fmt: skip
+
+
+def pick_in_table(table: pd.DataFrame, id_column: str, label: str, options: list, *, key: str,
+                  what: str, format_func=str, default=None, height: int = 250):  # fmt: skip
+    """A table whose clicked row picks its `id_column` value, then the pinned selectbox `key`
+    over `options` that holds the choice (a click sets it; the URL pins it). A table of other
+    rows (a new search) starts unselected, so an old click never picks a row it no longer shows.
+    """
+    ids = table[id_column].astype(str).tolist()
+    table_key = f"{key}_rows_" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:10]
+    event = st.dataframe(table, key=table_key, on_select="rerun", selection_mode="single-row",
+                         hide_index=True, height=height)  # fmt: skip
+    rows = list(event.selection.rows) if event is not None else []
+    seen = f"{table_key}_seen"
+    fresh = rows and rows != st.session_state.get(seen) and 0 <= rows[0] < len(ids)
+    if fresh and ids[rows[0]] in options:
+        links.choose(key, ids[rows[0]])
+    st.session_state[seen] = rows
+    return links.pinned(st.selectbox, label, options, key=key, what=what, format_func=format_func,
+                        default=options[0] if default is None else default)  # fmt: skip
 
 
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
