@@ -26,7 +26,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import links
-from ui.compute import Unsuitable, complete_first, run_summaries, run_title
+from ui.compute import REST, Unsuitable, complete_first, run_summaries, run_title
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
 
 BIND = "query-params"
@@ -162,17 +162,38 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
     return hook, position
 
 
-def pick_baseline(labels: list[str], column, preferred: str = "neutral") -> str:
+def pick_baseline(labels: list[str], column, preferred: str = "neutral", *,
+                  one_vs_rest: bool = False) -> str:  # fmt: skip
+    """A pinned baseline label; with one_vs_rest, `ui.compute.REST` ("every other label") is
+    offered after the labels."""
     if preferred not in labels:
         st.info(
             f"No `{preferred}` label in this selection; the baseline defaults to "
             f"{plain(short(labels[0]))}."
         )
+    options = [*labels, REST] if one_vs_rest and REST not in labels else list(labels)
     return links.pinned(
-        column.selectbox, "Baseline label", labels, key="baseline", what="baseline label",
+        column.selectbox, "Baseline label", options, key="baseline", what="baseline label",
         default=preferred if preferred in labels else labels[0],
-        help="Each direction is mean(label) - mean(baseline).",
+        help="Each direction is mean(label) - mean(baseline)"
+        + (f"; {REST}: mean(label) - the mean of every sample of the other labels." if
+           REST in options else "."),
     )  # fmt: skip
+
+
+def baseline_note(baseline: str) -> None:
+    """Say which baseline the directions are taken against, and what that implies."""
+    if baseline == REST:
+        st.caption(
+            "Baseline: every other label (one vs rest). Each label's direction is its mean minus "
+            "the mean of every sample of the other labels, so no two share one baseline's mean."
+        )
+        return
+    st.caption(
+        f"Baseline: {plain(baseline)}. Each direction is mean(label) - mean({plain(baseline)}); "
+        "all of them share this baseline's mean, which pulls their cosines up. Pick "
+        f"{REST} to take each label against the rest."
+    )
 
 
 def pick_layer(layers: list[int], column, *, key: str = "layer", run: str = "") -> int:

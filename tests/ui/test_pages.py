@@ -51,6 +51,37 @@ def test_directions_widgets_change_the_charts(tiny_env):
     assert not at.exception
 
 
+def _mean_projection(at, target: str) -> tuple[float, float]:
+    """Mean projection of the target's samples and of every other sample."""
+    frame = chart(at, "Samples projected")
+    mine = frame["label"] == target
+    return frame.loc[mine, "projection"].mean(), frame.loc[~mine, "projection"].mean()
+
+
+def test_directions_projection_centred_and_one_vs_rest(tiny_env):
+    llama = run_id_named(tiny_env, "emo-llama")  # every sample is kept: means are exact
+    at = open_page("pages/directions.py", {"runs": [llama], "project": "anger"})
+    frame = chart(at, "Samples projected")
+    by_label = frame.groupby("label")["projection"].mean()
+    assert abs(by_label["neutral"]) < 1e-6 and abs(by_label["anger"] - 1.0) < 1e-6
+    assert frame["projection"].abs().max() < 100  # in the direction's lengths, not raw units
+    spec = chart_spec(at, "Samples projected")
+    assert spec["mark"]["filled"] is False  # outlines, not translucent fills
+    assert "0 = mean of neutral, 1 = mean of anger" in spec["encoding"]["x"]["title"]
+    assert "Baseline: neutral" in " ".join(c.value for c in at.caption)
+    # One vs rest: every label gets a direction; the others' samples sit at 0 on average.
+    at.selectbox(key="baseline").set_value("(every other label)").run()
+    assert set(chart(at, "L2 norm")["label"]) == {"anger", "gratitude", "neutral"}
+    assert "(vs every other label)" in chart_spec(at, "L2 norm")["title"]
+    mine, others = _mean_projection(at, "anger")
+    assert abs(mine - 1.0) < 1e-6 and abs(others) < 1e-6
+    at.selectbox(key="project").set_value("neutral").run()  # the former baseline has one too
+    mine, others = _mean_projection(at, "neutral")
+    assert abs(mine - 1.0) < 1e-6 and abs(others) < 1e-6
+    assert "one vs rest" in " ".join(c.value for c in at.caption)
+    assert at.query_params["baseline"] == "(every other label)" and not at.exception
+
+
 def test_directions_view_comes_from_the_url(tiny_env):
     llama = run_id_named(tiny_env, "emo-llama")
     at = open_page(
