@@ -18,6 +18,7 @@ from ui import charts, controls, links
 from ui.compute import Unsuitable, run_title
 from ui.context import current_view, plain, read_only, short
 from ui.pairs_compute import (
+    DIMENSION_COLUMNS,
     MEDIAN_PAIR,
     THIS_PAIR,
     all_positions_run,
@@ -96,7 +97,8 @@ columns = st.columns(2)
 for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], False, "Least")):
     table = tables[largest]
     column.markdown(f"**{title} at layer {layer}**")
-    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
+    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3,
+                     column_config=DIMENSION_COLUMNS)  # fmt: skip
     column.altair_chart(
         charts.heatmap(
             dimension_layers(profile, table["dimension"].tolist(), shown), "dimension", "layer",
@@ -123,7 +125,7 @@ st.markdown(
 )
 st.altair_chart(
     charts.lines(
-        pair_layers(profile, pair_id, shown), "layer", "relative", "series", x_title="layer",
+        pair_layers(profile, pair_id, shown), "layer", "relative", "pairs", x_title="layer",
         y_title="||b - a|| ÷ mean norm", tooltip=("distance",),
         title=f"This pair per layer ({position} vectors of {hook}), beside the median pair",
         colours=charts.colours_for([THIS_PAIR, MEDIAN_PAIR]),

@@ -57,7 +57,7 @@ FIELD_TITLES = {
     "n_pairs": "Pairs", "dimension": "Dimension", "score": "Score", "token": "Token",
     "token_a": "Token (a)", "token_b": "Token (b)", "distance": "‖b - a‖", "value": "Value",
     "layer_a": "Layer of A", "layer_b": "Layer of B", "depth_a": "Depth of A",
-    "depth_b": "Depth of B",
+    "depth_b": "Depth of B", "pairs": "Pairs",
 }  # fmt: skip
 PATTERNS = tuple(pattern for _, pattern in DASHES)
 LAYER_TEXT = {"": "Layer", "_a": "Layer of A", "_b": "Layer of B"}  # suffix -> tooltip title

@@ -239,9 +239,20 @@ def dimension_caption(n_pairs: int, n_dims: int, best_score: float) -> str:
         "dimension's spread across prompts: above 1 the edit moves it more than prompts "
         f"usually differ, below 1 less. {reading} Mean b - a is the signed change; same sign is "
         "the share of pairs whose change has that sign (1 = every pair moves it the same way). "
-        f"Coin-flip signs give about {chance:.2f} on average over {n_pairs} pairs, and among "
+        f"Coin-flip signs give about {chance:.0%} on average over {n_pairs} pairs, and among "
         f"{n_dims} dimensions some reach higher by chance alone."
     )
+
+
+DIMENSION_COLUMNS = {
+    "score": st.column_config.NumberColumn(format="%.2f", help="mean |b - a| ÷ spread"),
+    "mean |b - a|": st.column_config.NumberColumn(format="%.3f"),
+    "mean b - a": st.column_config.NumberColumn(format="%+.3f", help="Signed mean change"),
+    "same sign": st.column_config.NumberColumn(
+        format="percent", help="Share of pairs whose change has the sign of the mean change"
+    ),
+    "spread": st.column_config.NumberColumn(format="%.3f", help="Spread across prompts"),
+}
 
 
 # -- one pair ----------------------------------------------------------------------------------
@@ -250,7 +261,7 @@ THIS_PAIR, MEDIAN_PAIR = "this pair", "median of the chosen pairs"
 
 def pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame:
     """One pair's ||b - a|| ÷ norm at every layer of the profile's (pooled) position, beside the
-    median over the chosen categories' pairs: layer, n_layers, series, relative, distance."""
+    median over the chosen categories' pairs: layer, n_layers, pairs, relative, distance."""
     ids = profile.pairs["pair_id"].tolist()
     if pair_id not in ids or profile.distance is None:
         raise Unsuitable(f"Pair {pair_id!r} is not in this run.")
@@ -261,7 +272,7 @@ def pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame:
         frames.append((MEDIAN_PAIR, np.median(relative[:, mask], axis=1),
                        np.median(profile.distance[:, mask], axis=1)))  # fmt: skip
     return pd.concat(
-        [pd.DataFrame({"layer": profile.layers, "n_layers": profile.n_layers, "series": name,
+        [pd.DataFrame({"layer": profile.layers, "n_layers": profile.n_layers, "pairs": name,
                        "relative": rel, "distance": dist}) for name, rel, dist in frames],
         ignore_index=True,
     )  # fmt: skip

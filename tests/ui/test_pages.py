@@ -259,13 +259,13 @@ def test_pairs_one_pair_per_layer_without_an_all_run(synthetic_env):
     write_run(synthetic_env, "pairs-no-all", pair_rows(4), dataset_name="minimal_pairs")
     at = open_page("pages/pairs.py", {"pair": "p2"})
     drawn = chart(at, "This pair per layer")
-    assert set(drawn["series"]) == {"this pair", "median of the chosen pairs"}
+    assert set(drawn["pairs"]) == {"this pair", "median of the chosen pairs"}
     X, samples, _ = Store(synthetic_env).layer_vectors("pairs-no-all", "resid_post", "last")
     a, b = (X[:, samples.index[samples["id"] == f"p2{side}"][0]] for side in "ab")
     expected = np.linalg.norm(b - a, axis=1) / (
         0.5 * (np.linalg.norm(a, axis=1) + np.linalg.norm(b, axis=1))
     )
-    mine = drawn[drawn["series"] == "this pair"].sort_values("layer")["relative"]
+    mine = drawn[drawn["pairs"] == "this pair"].sort_values("layer")["relative"]
     assert np.allclose(mine, expected, rtol=1e-5)
 
 
