@@ -12,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import numpy as np
+import pytest
 
 from tests.support.synthetic import label_rows, pair_rows, write_run
 from tests.ui.apptest import chart, chart_spec, charts, messages, open_page, run_id_named
@@ -58,6 +59,7 @@ def _mean_projection(at, target: str) -> tuple[float, float]:
     return frame.loc[mine, "projection"].mean(), frame.loc[~mine, "projection"].mean()
 
 
+@pytest.mark.slow
 def test_directions_projection_centred_and_one_vs_rest(tiny_env):
     llama = run_id_named(tiny_env, "emo-llama")  # every sample is kept: means are exact
     at = open_page("pages/directions.py", {"runs": [llama], "project": "anger"})
