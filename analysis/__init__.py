@@ -10,11 +10,25 @@ alike. Modules:
 * ``decomposition``: SVD-based PCA and first-principal-direction control vectors.
 * ``similarity``: linear CKA, RSA, Procrustes alignment and normalised layer depth.
 * ``pairs``: minimal-pair differences, per-dimension consistency and per-token difference maps.
+* ``control``: control vectors (RepE) from paired states: ``pca_center``, ``pca_diff``,
+  ``mean_diff`` as repeng defines them, sign aligned, with per-layer figures.
+* ``readout``: the tokens a direction promotes and suppresses through the final norm and the
+  unembedding (streamed over the vocabulary).
 
 Caveat: inputs may be float16/float32; computations that need it run in float64, so results are
 float64 regardless of the input dtype.
 """
 
+from .control import (
+    METHODS,
+    ControlVectors,
+    LayerVector,
+    control_vectors,
+    layer_vector,
+    paired_differences,
+    random_unit_vectors,
+    sign_agreement,
+)
 from .decomposition import PCAResult, align_sign, first_principal_direction, pca
 from .directions import (
     LabelStats,
@@ -50,6 +64,7 @@ from .pairs import (
     sign_agreement_chance,
     token_difference_map,
 )
+from .readout import TokenScores, TopTokens, readout_directions
 from .similarity import (
     best_pairs,
     centred_label_similarity,
@@ -64,6 +79,17 @@ from .similarity import (
 )
 
 __all__ = [
+    "METHODS",
+    "ControlVectors",
+    "LayerVector",
+    "TokenScores",
+    "TopTokens",
+    "control_vectors",
+    "layer_vector",
+    "paired_differences",
+    "random_unit_vectors",
+    "readout_directions",
+    "sign_agreement",
     "DimensionStats",
     "LabelStats",
     "MeanAccumulator",
