@@ -12,6 +12,11 @@ stay unambiguous prefixes of their run ids.
 The chat model (SmolLM2-135M-Instruct, `settings.run.ANSWERING_MODELS`) also answers the
 propositions (`default-propositions-answers-<model>`, `--generate 3`), so the Propositions page
 has answers on first start.
+
+And SmolLM2 gets a last-token `resid_post` run of the built-in `style_pairs`
+(`default-style-pairs-smollm2-135m`), so a control vector can be extracted on first start
+(`python -m extraction vectors`, or the Vectors page). It is made just before the first model's
+tokens run, so it is never the newest paired run a page opens by default.
 """
 
 from __future__ import annotations
@@ -32,6 +37,25 @@ TOKENS_POSITIONS = ("all",)
 # The 24 propositions in one batch: generation pays per step, so one batch of 24 answers in half
 # the time of a batch of 16 and one of 8.
 ANSWER_BATCH_SIZE = 32
+
+
+STYLE_MODELS = ("smollm2-135m",)
+
+
+def style_configs(models: tuple[str, ...]) -> list[RunSettings]:
+    """The paired style run control vectors are made from (last token, every layer)."""
+    return [
+        RunSettings(
+            model=model,
+            dataset="style_pairs",
+            hooks=("resid_post",),
+            layers="all",
+            positions=("last",),
+            name=f"default-style-pairs-{model}",
+        )  # fmt: skip
+        for model in models
+        if model in STYLE_MODELS
+    ]
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
@@ -65,7 +89,7 @@ def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
         return []
     tokens = run(models[0], TOKENS_DATASET, TOKENS_HOOKS, TOKENS_POSITIONS, "-tokens")
     others = [c for model in reversed(models[1:]) for c in [*answers(model), *pooled(model)]]
-    return [*others, *answers(models[0]), tokens, *pooled(models[0])]
+    return [*others, *answers(models[0]), *style_configs(models), tokens, *pooled(models[0])]
 
 
 def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool = True) -> list[str]:

@@ -71,3 +71,22 @@ def answers_store(tmp_path_factory, tiny_models) -> dict:
                            name="answers-llama", hooks=("resid_post",), positions=("last",),
                            generate=2, max_new_tokens=3)  # fmt: skip
     return {"root": root, "run_id": execute(settings, root, progress=False).run_id}
+
+
+def tiny_paired_store(tmp_path_factory) -> dict:
+    """A store with one paired run (tiny llama, resid_pre and resid_post, last token) and one
+    `pca_center` vector set of it: read-only for tests (copy it to damage it)."""
+    from extraction.control import compute_vector_set
+    from settings.vectors import VectorSettings
+
+    root = tmp_path_factory.mktemp("tiny-paired-store")
+    work = tmp_path_factory.mktemp("tiny-paired-work")
+    (run_id,) = build_store(
+        root,
+        work,
+        [{"kind": "llama", "rows": pair_rows(8), "name": "pairs-llama",
+          "hooks": ("resid_pre", "resid_post"), "positions": ("last",),
+          "dataset_name": "pairs"}],
+    )  # fmt: skip
+    set_id, _ = compute_vector_set(root, VectorSettings(run=run_id))
+    return {"root": root, "run_id": run_id, "set_id": set_id, "model": work / "model-llama"}

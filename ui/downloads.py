@@ -22,10 +22,9 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from analysis import directions_from_means
 from store import StoreError
 from store.export import EXPORT_FORMATS, MIME_TYPES, encode_vectors, export_vectors
-from ui.compute import layer_stats
+from ui.compute import label_directions_of, layer_stats
 from ui.context import StoreView, public_text
 from ui.pairs_compute import pair_table
 from ui.propositions_compute import side_rows
@@ -89,12 +88,11 @@ def run_vector_buttons(
 def direction_downloads(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> None:
-    """Directions page: its label directions at `layer` (one row per label, mean(label) -
-    mean(baseline) over every sample) and the samples' vectors there."""
+    """Directions page: its label directions at `layer` (one row per label, as the page
+    computes them: against the baseline label, or one-vs-rest) and the samples' vectors there."""
     stats = layer_stats(view, run_id, hook, position)  # cached: the page has just read it
-    targets = [label for label in stats.labels if label != baseline]
-    D = directions_from_means(stats.means[stats.layer_index(layer)], stats.labels, targets,
-                              baseline)  # fmt: skip
+    targets, directions, _ = label_directions_of(stats, baseline)  # the page's own directions
+    D = directions[stats.layer_index(layer)]
     st.subheader("Download")
     left, right = st.columns(2)
     left.caption(f"The label directions at layer {layer} (vs {baseline}), one row per label")
