@@ -73,6 +73,7 @@ def answers_store(tmp_path_factory, tiny_models) -> dict:
     return {"root": root, "run_id": execute(settings, root, progress=False).run_id}
 
 
+@pytest.fixture(scope="session")
 def tiny_paired_store(tmp_path_factory) -> dict:
     """A store with one paired run (tiny llama, resid_pre and resid_post, last token) and one
     `pca_center` vector set of it: read-only for tests (copy it to damage it)."""
