@@ -46,15 +46,19 @@ from .pairs import (
 )
 from .similarity import (
     best_pairs,
+    best_per_row,
     centred_label_similarity,
+    cka_chance,
     cka_matrix,
     linear_cka,
     normalised_depth,
+    procrustes_chance,
     procrustes_cosine,
     procrustes_cosine_matrix,
     procrustes_fit,
     rsa,
     rsa_matrix,
+    shuffled_chance,
 )
 
 __all__ = [
@@ -65,8 +69,10 @@ __all__ = [
     "align_sign",
     "auc",
     "best_pairs",
+    "best_per_row",
     "bootstrap_stability",
     "centred_label_similarity",
+    "cka_chance",
     "cka_matrix",
     "cosine",
     "cosine_matrix",
@@ -84,6 +90,7 @@ __all__ = [
     "pair_differences",
     "pca",
     "per_category_mean_abs",
+    "procrustes_chance",
     "procrustes_cosine",
     "procrustes_cosine_matrix",
     "procrustes_fit",
@@ -93,6 +100,7 @@ __all__ = [
     "relative_difference",
     "rsa",
     "rsa_matrix",
+    "shuffled_chance",
     "split_half_stability",
     "token_difference_map",
     "typical_norm",

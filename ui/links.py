@@ -116,6 +116,13 @@ def _touch(key: str) -> None:
     st.session_state.setdefault(_TOUCHED, set()).add(key)
 
 
+def choose(key: str, value) -> None:
+    """For a button's `on_click`: set pinned widget `key` to `value` as if the visitor had
+    picked it there, so it wins over the URL on the rerun and is pinned (e.g. a swap button)."""
+    st.session_state[key] = value
+    _touch(key)
+
+
 def _pin(key: str, value, many: bool) -> None:
     pins = st.session_state.setdefault(_PINS, {})
     pins[key] = [_text(v) for v in value] if many else _text(value)
