@@ -99,7 +99,14 @@ def swap(a: str, b: str) -> None:
     links.choose("b", a)
 
 
-pick[1].button("Swap A ⇄ B", key="swap", on_click=swap, args=(run_a, run_b), width="stretch")
+pick[1].button(
+    "Swap",
+    icon=":material/swap_horiz:",
+    key="swap",
+    on_click=swap,
+    args=(run_a, run_b),
+    width="stretch",
+)
 if run_a == run_b:
     st.info(
         f"A and B are the same run, {plain(run_title(runs.loc[run_a]))}: each heatmap compares "

@@ -267,7 +267,7 @@ def heatmap(
         chart = alt.Chart(frame, title=title).mark_rect()
         return chart.encode(**encoding, color=colour, tooltip=tips).properties(height=height)
     cells = alt.Chart().mark_rect().encode(color=colour, tooltip=tips)
-    ring = alt.Chart().mark_point(shape="circle", filled=False, color="white", strokeWidth=2,
+    ring = alt.Chart().mark_point(shape="circle", filled=False, color="black", strokeWidth=2,
                                   size=90).transform_filter(alt.datum[best])  # fmt: skip
     ring = ring.encode(tooltip=ring_tips)
     chart = alt.layer(cells, ring, data=frame, title=title).encode(**encoding)
