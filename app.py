@@ -29,8 +29,9 @@ with st.sidebar:
         st.caption(f"Read-only store: {plain(Path(default_store_path()).name)}")
     else:
         st.session_state["store_path"] = st.text_input(
-            "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
-        )
+            "Store directory", value=default_store_path(), key="store_box",
+            help="A folder of runs (ACTX_STORE).",
+        )  # fmt: skip
         st.checkbox(
             "Create it if missing", key=CREATE_KEY,
             help="Make a new, empty store at this path. Without it a folder that does not exist "

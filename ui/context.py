@@ -146,7 +146,7 @@ class StoreView:
 def current_view() -> StoreView:
     """This rerun's view of the store; an error and a stop if the store cannot be opened."""
     path = store_path()
-    if not may_create(path) and not _exists(path):
+    if not read_only() and not may_create(path) and not _exists(path):
         st.error(
             plain(
                 public_text(

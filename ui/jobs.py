@@ -214,9 +214,9 @@ def model_shape(model: str, runs: pd.DataFrame | None) -> tuple[int, int] | None
         if config.stat().st_size > MAX_CONFIG_BYTES:
             return None
         data = json.loads(config.read_text())
-        if "num_hidden_layers" not in data:  # e.g. Gemma 3's multimodal configs nest it
-            data = data["text_config"]
-        return int(data["num_hidden_layers"]), int(data["hidden_size"])
+        data = data.get("text_config", data)  # e.g. Gemma 3's multimodal configs nest it
+        layers = data.get("num_hidden_layers", data.get("n_layer"))  # n_layer: GPT-2 style
+        return int(layers), int(data.get("hidden_size", data.get("n_embd")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -272,4 +272,4 @@ def show_preview(dataset: str | None, model: str, hooks, positions, layers: str,
                 f"{n_layers} of {shape[0]} layers x {len(hooks)} hook(s) x {len(positions)} "
                 f"position(s) x d_model {shape[1]} x {DTYPE_BYTES[dtype]} bytes ({dtype}){guess}."
             )
-    st.info("  \n".join(lines))
+    st.container(border=True, key="run_preview").markdown("  \n".join(lines))
