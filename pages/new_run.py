@@ -6,7 +6,7 @@ reloads and closed browsers. The jobs list is a fragment that reruns itself ever
 with unreadable job records listed apart. The settings are bound to the URL, so a link (the
 Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in. Before Launch the
 page previews the dataset (samples, labels with counts) and the run's size; a finished job links
-to its run in the analysis pages (ui.links.open_in). Every error is shown as one line of text.
+to its run in the analysis pages it fits (ui.jobs). Every error is shown as one line of text.
 In read-only mode (`settings.env.read_only()`) the page is not in the navigation, and refuses
 here too when opened directly; the job layer refuses as well.
 """
