@@ -341,6 +341,7 @@ def preview(at: AppTest) -> str:
     return shown(next(m for m in at.markdown if "samples" in m.value))
 
 
+@pytest.mark.slow
 def test_the_page_previews_the_dataset_and_the_runs_size(store_root, tiny_models):
     at = new_run_page()
     at.selectbox(key="dataset_pick").set_value("emotions").run()
@@ -363,6 +364,7 @@ def test_the_page_previews_the_dataset_and_the_runs_size(store_root, tiny_models
     assert "\\[x\\](http" in " ".join(m.value for m in at.markdown)  # escaped: no link
 
 
+@pytest.mark.slow
 def test_the_store_box_refuses_a_missing_folder_unless_asked_to_create_it(store_root, tmp_path):
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
     at.switch_page("pages/runs.py").run()  # AppTest keeps a sidebar value only on a named page

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import pytest
+
 from tests.support.synthetic import label_rows, pair_rows, write_run
 from tests.ui.apptest import chart, chart_spec, charts, messages, open_page, run_id_named
 
@@ -141,6 +143,7 @@ def test_cross_model_default_view_and_widgets(tiny_env):
     assert not at.exception
 
 
+@pytest.mark.slow
 def test_cross_model_same_run_on_both_sides_is_explained(tiny_env):
     llama = run_id_named(tiny_env, "emo-llama")
     at = open_page("pages/cross_model.py", {"a": llama, "b": llama})
@@ -151,6 +154,7 @@ def test_cross_model_same_run_on_both_sides_is_explained(tiny_env):
     best_is_the_row_maximum(cka)
 
 
+@pytest.mark.slow
 def test_cross_model_chance_level_on_structured_and_unstructured_samples(synthetic_env):
     rows = label_rows(["neutral", "joy", "fear"], 12)
     write_run(synthetic_env, "m1", rows, d_model=16, model="m-one", seed=1, signal=3.0)
