@@ -116,13 +116,6 @@ def _touch(key: str) -> None:
     st.session_state.setdefault(_TOUCHED, set()).add(key)
 
 
-def choose(key: str, value) -> None:
-    """For a button's `on_click`: set pinned widget `key` to `value` as if the visitor had
-    picked it there, so it wins over the URL on the rerun and is pinned (e.g. a swap button)."""
-    st.session_state[key] = value
-    _touch(key)
-
-
 def _pin(key: str, value, many: bool) -> None:
     pins = st.session_state.setdefault(_PINS, {})
     pins[key] = [_text(v) for v in value] if many else _text(value)
@@ -207,6 +200,13 @@ def pinned(widget: Callable, label: str, options: Sequence, *, key: str, default
     value = widget(label, options, key=key, on_change=_touch, args=(key,), **kwargs)
     _pin(key, value, many)
     return value
+
+
+def choose(key: str, value) -> None:
+    """Set pinned widget `key` to `value` from elsewhere on the page (e.g. a clicked table row),
+    as if the visitor had picked it there: call it before the widget is drawn in this run."""
+    st.session_state[key] = value
+    _touch(key)
 
 
 def pinned_toggle(column, label: str, *, key: str, default: bool, help: str | None = None) -> bool:
