@@ -51,8 +51,8 @@ def offers_a_way_to_write(at: AppTest) -> list[str]:
     found += [f"text box {t.label!r}" for t in at.text_input
               if re.search(r"store|folder|path|directory", t.label, re.I)]  # fmt: skip
     found += [f"uploader {u.label!r}" for u in at.get("file_uploader")]
-    found += [f"button {b.label!r}" for b in at.button
-              if re.search(r"launch|start|compute|train|steer|generate", b.label, re.I)]  # fmt: skip
+    starts_work = re.compile(r"launch|start|compute|train|steer|generate", re.I)
+    found += [f"button {b.label!r}" for b in at.button if starts_work.search(b.label)]
     found += [f"checkbox {c.label!r}" for c in at.checkbox if "create" in c.label.lower()]
     return found
 
