@@ -40,9 +40,9 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
+from settings.run import ANSWER_POSITION
 from ui.compute import complete_first
 from ui.context import plain, short
-from ui.propositions_compute import has_answers
 
 MAX_ECHOED = 3  # bad URL values named in one warning
 MAX_LISTED = 12  # options listed in one warning
@@ -235,6 +235,12 @@ class OpenIn:
     def relative_url(self) -> str:
         """For a `LinkColumn`: resolved against the page it is shown on, so a base path works."""
         return f"{self.url_path}?{urlencode(self.query, doseq=True)}"
+
+
+def has_answers(run: pd.Series) -> bool:
+    """Whether a run (a row of `ui.compute.run_summaries`) holds answers to paired prompts: the
+    Propositions page shows it."""
+    return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
 
 
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:

@@ -26,6 +26,7 @@ from analysis import pair_cosines
 from settings.run import ANSWER_POSITION, ANSWER_TOKENS_POOLED, ANSWERING_MODELS
 from ui.compute import Unsuitable, check_site
 from ui.context import StoreView, public_text
+from ui.links import has_answers
 from ui.pairs_compute import ALL_CATEGORIES, pair_table
 
 MAX_ANSWER_CHARS = 2_000
@@ -46,11 +47,6 @@ class PropositionProfile:
     per_layer: pd.DataFrame
     cosines: np.ndarray
     pairs: pd.DataFrame
-
-
-def has_answers(run: pd.Series) -> bool:
-    """Whether a run (a row of `ui.compute.run_summaries`) holds answers to paired prompts."""
-    return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
 
 
 def answer_runs(runs: pd.DataFrame) -> pd.DataFrame:
