@@ -42,6 +42,7 @@ __all__ = [
     "dimension_consistency",
     "dimension_stats",
     "mean_abs_difference",
+    "pair_cosines",
     "pair_differences",
     "pair_sums",
     "per_category_mean_abs",
@@ -74,6 +75,19 @@ def mean_abs_difference(A, B) -> float:
     """Mean absolute entry of B - A over all pairs and dimensions. A, B: [p, d]."""
     A, B = _aligned(A, B)
     return float(np.abs(B - A).mean())
+
+
+def pair_cosines(A, B) -> np.ndarray:
+    """Cosine between the two sides of each pair. A, B: [p, d] -> [p] float64 in [-1, 1].
+
+    A pair with a zero vector on either side has cosine 0.0 (no direction to compare).
+    """
+    A, B = _aligned(A, B)
+    norms = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
+    dots = np.einsum("pd,pd->p", A, B)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosines = np.where(norms > 0.0, dots / np.where(norms > 0.0, norms, 1.0), 0.0)
+    return np.clip(cosines, -1.0, 1.0)
 
 
 def relative_difference(A, B) -> float:

@@ -66,18 +66,23 @@ Captured = dict[tuple[str, str, int], torch.Tensor]
 
 
 class Pooler:
-    """Pools one batch's hidden states [B, T, d] into the requested positions."""
+    """Pools one batch's hidden states [B, T, d] into the requested positions (right- or
+    left-padded: the attention mask says where the real tokens are)."""
 
     def __init__(
         self, attention_mask: torch.Tensor, positions: tuple[str, ...], include_first: bool
     ):
         mask = attention_mask.float()
         self.positions = positions
-        self.last_index = attention_mask.sum(dim=1) - 1
+        # First and last real token, whichever side the padding is on (generation pads left).
+        index = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        self.last_index = (attention_mask * index).argmax(dim=1)
+        first_index = attention_mask.argmax(dim=1)
         weights = mask.clone()
         if not include_first:
             # One-token samples have nothing but the first token: keep it rather than divide by 0.
-            weights[:, 0] = torch.where(attention_mask.sum(dim=1) > 1, 0.0, 1.0)
+            rows = torch.arange(attention_mask.shape[0], device=attention_mask.device)
+            weights[rows, first_index] = torch.where(attention_mask.sum(dim=1) > 1, 0.0, 1.0)
         self.mean_weights = weights / weights.sum(dim=1, keepdim=True)
 
     def pool(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -178,39 +183,47 @@ class HFBackend(Backend):
     def _install(self, spec: CaptureSpec) -> None:
         # Registering ~100 hooks per batch costs microseconds; keeping them installed between
         # batches would leave a model that misbehaves when used for anything else.
-        for layer in spec.layers:
-            block = self.blocks[layer]
-            if "resid_pre" in spec.hooks:
-                self._handles.append(
-                    block.register_forward_pre_hook(self._pre_hook(layer), with_kwargs=True)
-                )
-            for hook in ("attn_out", "mlp_out"):
-                if hook in spec.hooks:
-                    module = site_module(block, self.arch, hook)
-                    self._handles.append(module.register_forward_hook(self._post_hook(hook, layer)))
-            if "resid_post" in spec.hooks:
-                self._handles.append(
-                    block.register_forward_hook(self._post_hook("resid_post", layer))
-                )
+        self._handles.extend(self.install_site_hooks(spec.hooks, spec.layers, self._record))
         self._handles.append(self.blocks[max(spec.layers)].register_forward_hook(self._stop))
+
+    def install_site_hooks(
+        self,
+        hooks: Sequence[str],
+        layers: Sequence[int],
+        record: Callable[[str, int, torch.Tensor], None],
+    ) -> list:
+        """Call `record(hook, layer, hidden)` with each site's [B, T, d] tensor on every forward.
+
+        Returns the handles; the caller removes them (in `finally`).
+        """
+        handles = []
+        try:
+            for layer in layers:
+                block = self.blocks[layer]
+                if "resid_pre" in hooks:
+                    handles.append(
+                        block.register_forward_pre_hook(_pre_hook(record, layer), with_kwargs=True)
+                    )
+                for hook in ("attn_out", "mlp_out"):
+                    if hook in hooks:
+                        module = site_module(block, self.arch, hook)
+                        handles.append(
+                            module.register_forward_hook(_post_hook(record, hook, layer))
+                        )
+                if "resid_post" in hooks:
+                    handles.append(
+                        block.register_forward_hook(_post_hook(record, "resid_post", layer))
+                    )
+        except BaseException:
+            for handle in handles:
+                handle.remove()
+            raise
+        return handles
 
     def _cleanup(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-
-    def _pre_hook(self, layer: int) -> Callable:
-        def hook(_module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            self._record("resid_pre", layer, hidden)
-
-        return hook
-
-    def _post_hook(self, name: str, layer: int) -> Callable:
-        def hook(_module, _inputs, output):
-            self._record(name, layer, _first_tensor(output))
-
-        return hook
 
     @staticmethod
     def _stop(_module, _inputs, _output):
@@ -234,6 +247,21 @@ class HFBackend(Backend):
                 attention_mask=batch.attention_mask.to(device),
                 use_cache=False,
             )
+
+
+def _pre_hook(record: Callable, layer: int) -> Callable:
+    def hook(_module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        record("resid_pre", layer, hidden)
+
+    return hook
+
+
+def _post_hook(record: Callable, name: str, layer: int) -> Callable:
+    def hook(_module, _inputs, output):
+        record(name, layer, _first_tensor(output))
+
+    return hook
 
 
 TL_HOOK_NAMES = {

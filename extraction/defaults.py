@@ -9,6 +9,10 @@ One more run keeps every token (position `all`) of the minimal pairs on the firs
 on a fresh store. It is named `default-minimal-pairs-tokens-<model>`, so the other defaults' names
 stay unambiguous prefixes of their run ids.
 
+The chat model (SmolLM2-135M-Instruct, `settings.run.ANSWERING_MODELS`) also answers the
+propositions (`default-propositions-answers-<model>`, `--generate 3`), so the Propositions page
+has answers on first start.
+
 And SmolLM2 gets a last-token `resid_post` run of the built-in `style_pairs`
 (`default-style-pairs-smollm2-135m`), so a control vector can be extracted on first start
 (`python -m extraction vectors`, or the Vectors page). It is made just before the first model's
@@ -21,7 +25,7 @@ import sys
 from pathlib import Path
 
 from extraction.runner import execute
-from settings.run import RunSettings
+from settings.run import ANSWER_TOKENS_POOLED, ANSWERING_MODELS, RunSettings
 from store import open_store
 
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
@@ -30,6 +34,9 @@ DEFAULT_POSITIONS = ("last", "mean")
 TOKENS_DATASET = "minimal_pairs"
 TOKENS_HOOKS = ("resid_post",)
 TOKENS_POSITIONS = ("all",)
+# The 24 propositions in one batch: generation pays per step, so one batch of 24 answers in half
+# the time of a batch of 16 and one of 8.
+ANSWER_BATCH_SIZE = 32
 
 
 STYLE_MODELS = ("smollm2-135m",)
@@ -67,11 +74,22 @@ def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
     def pooled(model: str) -> list[RunSettings]:
         return [run(model, d, DEFAULT_HOOKS, DEFAULT_POSITIONS) for d in DEFAULT_DATASETS]
 
+    def answers(model: str) -> list[RunSettings]:
+        if model not in ANSWERING_MODELS:
+            return []
+        name = f"default-propositions-answers-{model}"
+        config = RunSettings(
+            model=model, dataset="propositions", hooks=DEFAULT_HOOKS, layers="all",
+            positions=DEFAULT_POSITIONS, name=name, generate=ANSWER_TOKENS_POOLED,
+            batch_size=ANSWER_BATCH_SIZE,
+        )  # fmt: skip
+        return [config]
+
     if not models:
         return []
     tokens = run(models[0], TOKENS_DATASET, TOKENS_HOOKS, TOKENS_POSITIONS, "-tokens")
-    others = [config for model in reversed(models[1:]) for config in pooled(model)]
-    return [*others, *style_configs(models), tokens, *pooled(models[0])]
+    others = [c for model in reversed(models[1:]) for c in [*answers(model), *pooled(model)]]
+    return [*others, *answers(models[0]), *style_configs(models), tokens, *pooled(models[0])]
 
 
 def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool = True) -> list[str]:

@@ -20,7 +20,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,15 +30,27 @@ import pyarrow as pa
 
 from extraction.capture import CaptureSpec, make_batch
 from extraction.datasets import Dataset, load_dataset
+from extraction.generation import PromptFormat
 from extraction.models import ResolvedModel, resolve
 from extraction.provenance import code_version
-from settings.run import RunSettings, new_run_id, resolve_layers, validate_run_id
+from settings.run import (
+    ANSWER_POSITION,
+    GENERATION_FIELDS,
+    RunSettings,
+    new_run_id,
+    resolve_layers,
+    validate_run_id,
+)
 from store import RunManifest, RunWriter, open_store
 from store.writer import list_uncommitted
 
 POSITION_POLICY = (
     "last = last real token; mean = mean over real tokens {first} the first token (one-token "
-    "samples keep it); all = every real token. Right padding, masked."
+    "samples keep it); all = every real token. {padding}"
+)
+RIGHT_PADDING = "Right padding, masked."
+LEFT_PADDING = (
+    "Left padding (prompts end together for generation), masked; position ids from the mask."
 )
 
 
@@ -63,6 +75,9 @@ class Plan:
         fields.update(weights=self.model.weights_sha256, dataset=self.dataset.sha256)
         for volatile in ("name", "device", "batch_size"):
             fields.pop(volatile)
+        if not self.settings.generate:  # runs without answers keep their older fingerprints
+            for unused in GENERATION_FIELDS:
+                fields.pop(unused)
         return json.loads(json.dumps(fields))  # tuples as lists, as config.json holds them
 
     def fingerprint(self) -> str:
@@ -93,16 +108,20 @@ def load_model(plan: Plan):
 
 
 def capture_spec(plan: Plan) -> CaptureSpec:
+    """What the forward pass over each prompt captures (`answer_mean` comes from generation)."""
     s = plan.settings
-    return CaptureSpec(s.hooks, plan.layers, s.positions, s.include_first_token)
+    positions = tuple(p for p in s.positions if p != ANSWER_POSITION)
+    return CaptureSpec(s.hooks, plan.layers, positions, s.include_first_token)
 
 
 @dataclass(frozen=True)
 class Tokens:
-    """Token ids per sample (truncated to max_length) and whether each was truncated."""
+    """Token ids per sample (truncated to max_length), whether each was truncated, and how the
+    texts became prompts (chat template or plain text)."""
 
     ids: list[list[int]]
     truncated: list[bool]
+    prompt_format: PromptFormat = PromptFormat(chat_template=False)
 
     @property
     def lengths(self) -> list[int]:
@@ -110,25 +129,25 @@ class Tokens:
 
 
 def tokenize(tokenizer, plan: Plan) -> Tokens:
+    """Token ids of every sample's prompt. A generation run uses the chat template whenever the
+    tokenizer has one (`--chat-template` then only insists on it) and refuses to cut a prompt
+    short: a truncated chat prompt would lose the assistant header the answer follows."""
     s = plan.settings
-    if s.chat_template and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"model {s.model!r} has no chat template")
+    if s.generate:
+        fmt = PromptFormat.for_tokenizer(tokenizer, True if s.chat_template else None)
+    else:
+        fmt = PromptFormat.for_tokenizer(tokenizer, s.chat_template)
     ids_per_sample, truncated = [], []
     for sample in plan.dataset.samples:
-        if s.chat_template:
-            encoded = tokenizer.apply_chat_template(
-                [{"role": "user", "content": sample.text}],
-                add_generation_prompt=True,
-                tokenize=True,
+        ids = fmt.ids(tokenizer, sample.text)
+        if s.generate and len(ids) > s.max_length:
+            raise ValueError(
+                f"sample {sample.id!r} has {len(ids)} prompt tokens, over --max-length "
+                f"{s.max_length}; raise --max-length to answer it"
             )
-            # transformers 5 returns a BatchEncoding (a Mapping), older versions a plain list.
-            ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
-        else:
-            ids = tokenizer(sample.text)["input_ids"]
-        ids = [int(t) for t in ids]
         truncated.append(len(ids) > s.max_length)
         ids_per_sample.append(ids[: s.max_length])
-    return Tokens(ids_per_sample, truncated)
+    return Tokens(ids_per_sample, truncated, fmt)
 
 
 # -- step 4: the run folder ---------------------------------------------------------------------
@@ -224,28 +243,26 @@ def samples_table(run_id: str, dataset: Dataset, tokens: Tokens) -> pa.Table:
 
 
 # -- step 5: the batch loop ---------------------------------------------------------------------
-def stream_batches(
-    opened: OpenedRun, backend, tokenizer, plan: Plan, tokens: Tokens, progress: bool = True
-) -> float:
-    """Capture every sample not yet stored, batch by batch, into the writer; returns seconds."""
+def _batch_loop(
+    opened: OpenedRun, plan: Plan, tokens: Tokens, progress: bool, what: str,
+    store_batch: Callable[[list[int]], None],
+) -> float:  # fmt: skip
+    """Call `store_batch(indices)` for every batch of samples not yet stored, shortest first,
+    then mark the batch whole; returns seconds."""
     from tqdm import tqdm
 
-    writer, spec = opened.writer, capture_spec(plan)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    writer = opened.writer
     done_already = writer.done_samples
     order = np.argsort(tokens.lengths, kind="stable")
     todo = [int(i) for i in order if int(i) not in done_already]
     size = plan.settings.batch_size
-    total = len(plan.dataset)
+    total, done = len(plan.dataset), opened.resumed
     started = time.perf_counter()
-    bar = tqdm(total=total, initial=opened.resumed, desc=f"{plan.model.name} {plan.dataset.name}",
+    bar = tqdm(total=total, initial=done, desc=f"{plan.model.name} {plan.dataset.name}{what}",
                unit="sample", disable=not progress, file=sys.stderr)  # fmt: skip
-    done = opened.resumed
-    keep_tokens = tokenizer if "all" in plan.settings.positions else None
     for start in range(0, len(todo), size):
         indices = todo[start : start + size]
-        batch = make_batch([tokens.ids[i] for i in indices], indices, pad_id)
-        _store_batch(writer, backend.capture(batch, spec), batch, keep_tokens)
+        store_batch(indices)
         writer.end_batch(indices)
         done += len(indices)
         bar.update(len(indices))
@@ -256,21 +273,91 @@ def stream_batches(
     return seconds
 
 
-def _store_batch(writer: RunWriter, captured, batch, tokenizer) -> None:
-    sample_idx = np.asarray(batch.sample_idx, dtype=np.int32)
-    lengths = batch.lengths.tolist()
+def stream_batches(
+    opened: OpenedRun, backend, tokenizer, plan: Plan, tokens: Tokens, progress: bool = True
+) -> float:
+    """Capture every sample not yet stored, batch by batch, into the writer; returns seconds."""
+    spec = capture_spec(plan)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    keep_tokens = tokenizer if "all" in plan.settings.positions else None
+
+    def store_batch(indices: list[int]) -> None:
+        batch = make_batch([tokens.ids[i] for i in indices], indices, pad_id)
+        _store_batch(opened.writer, backend.capture(batch, spec), batch, keep_tokens)
+
+    return _batch_loop(opened, plan, tokens, progress, "", store_batch)
+
+
+def stream_answers(
+    opened: OpenedRun, loaded, plan: Plan, tokens: Tokens, progress: bool = True
+) -> float:
+    """`stream_batches` for a `--generate N` run: answer each batch of prompts (left-padded),
+    storing the prompt positions, `answer_mean` and the answers. Returns seconds."""
+    from extraction.answer_states import AnswerStateRecorder, steps_needed
+    from extraction.generation import Sampling, generate_batch, stop_token_ids
+
+    s, writer, spec = plan.settings, opened.writer, capture_spec(plan)
+    model, tokenizer = loaded.hf_model, loaded.tokenizer
+    stops = stop_token_ids(model, tokenizer)
+    sampling = Sampling(s.temperature, s.seed)
+    steps = steps_needed(s.generate, s.answer_states)
+
+    def store_batch(indices: list[int]) -> None:
+        prompts = [tokens.ids[i] for i in indices]
+        lengths = [len(p) for p in prompts]
+        with AnswerStateRecorder(
+            loaded.backend, s.hooks, plan.layers, lengths, steps, spec.positions,
+            s.include_first_token,
+        ) as recorder:  # fmt: skip
+            answers = generate_batch(
+                model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, sampling=sampling,
+                keys=indices, stop_ids=stops,
+            )  # fmt: skip
+        captured, pooled = recorder.pooled(answers.lengths, s.generate, s.answer_states)
+        sample_idx = np.asarray(indices, dtype=np.int32)
+        _store_pooled(writer, captured, sample_idx, lengths)
+        writer.add_answers(answers_table(tokenizer, sample_idx, answers, pooled))
+
+    return _batch_loop(opened, plan, tokens, progress, " answers", store_batch)
+
+
+def answers_table(tokenizer, sample_idx: np.ndarray, answers, pooled) -> pa.Table:
+    """The answer columns that join the sample table (see `RunWriter.merge_answers`)."""
+    ids = [list(row) for row in answers.token_ids]
+    return pa.table(
+        {
+            "sample_idx": pa.array(sample_idx, pa.int32()),
+            "answer": pa.array(list(answers.texts), pa.string()),
+            "answer_token_ids": pa.array(ids, pa.list_(pa.int32())),
+            "answer_tokens": pa.array(
+                [tokenizer.convert_ids_to_tokens(row) for row in ids], pa.list_(pa.string())
+            ),
+            "answer_stopped": pa.array(list(answers.stopped), pa.bool_()),
+            "answer_states_pooled": pa.array(pooled.int().tolist(), pa.int32()),
+        }
+    )
+
+
+def _store_pooled(writer: RunWriter, captured, sample_idx: np.ndarray, lengths) -> None:
+    """Pooled rows of one batch: `last` records its token index, the means -1."""
     pooled_token = np.full(len(sample_idx), -1, np.int32)
     last_token = np.asarray(lengths, dtype=np.int32) - 1
     for (hook, position, layer), tensor in captured.items():
-        values = tensor.float().cpu().numpy()
+        token = last_token if position == "last" else pooled_token
+        writer.add(hook, position, layer, sample_idx, token, tensor.float().cpu().numpy())
+
+
+def _store_batch(writer: RunWriter, captured, batch, tokenizer) -> None:
+    sample_idx = np.asarray(batch.sample_idx, dtype=np.int32)
+    lengths = batch.lengths.tolist()
+    _store_pooled(writer, {k: v for k, v in captured.items() if k[1] != "all"}, sample_idx, lengths)
+    for (hook, position, layer), tensor in captured.items():
         if position == "all":
+            values = tensor.float().cpu().numpy()
             rows_idx = np.repeat(sample_idx, lengths)
             token_idx = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
             real = np.concatenate([values[row, :n] for row, n in enumerate(lengths)])
             writer.add(hook, position, layer, rows_idx, token_idx, real)
-        else:
-            token = last_token if position == "last" else pooled_token
-            writer.add(hook, position, layer, sample_idx, token, values)
     if tokenizer is not None:
         ids = [batch.input_ids[row, :n].tolist() for row, n in enumerate(lengths)]
         flat = [t for row in ids for t in row]
@@ -306,9 +393,12 @@ def build_manifest(
         dataset_name=plan.dataset.name,
         dataset_sha256=plan.dataset.sha256,
         n_samples=len(plan.dataset),
-        position_policy=POSITION_POLICY.format(first=first),
+        position_policy=POSITION_POLICY.format(
+            first=first, padding=LEFT_PADDING if s.generate else RIGHT_PADDING
+        )
+        + answer_policy(s),
         include_first_token_in_mean=s.include_first_token,
-        chat_template=getattr(tokenizer, "chat_template", None) if s.chat_template else None,
+        chat_template=tokens.prompt_format.template_text(tokenizer),
         max_length=s.max_length,
         batch_size=s.batch_size,
         device=str(backend.device),
@@ -325,7 +415,44 @@ def build_manifest(
         },
         versions=versions(s.backend),
         extra={"fingerprint": plan.fingerprint(), "dataset_path": plan.dataset.path},
+        generation=generation_record(s, tokens, backend, tokenizer),
     )
+
+
+def answer_policy(s: RunSettings) -> str:
+    if not s.generate:
+        return ""
+    from extraction.answer_states import DESCRIPTIONS
+
+    return (
+        f" answer_mean = mean over the first {s.generate} answer states, "
+        f"{s.answer_states}: {DESCRIPTIONS[s.answer_states]}."
+    )
+
+
+def generation_record(s: RunSettings, tokens: Tokens, backend, tokenizer) -> dict | None:
+    """The manifest's `generation` record of a `--generate N` run (None otherwise)."""
+    if not s.generate:
+        return None
+    from extraction.answer_states import DESCRIPTIONS
+    from extraction.generation import Sampling, stop_token_ids
+
+    return {
+        "answer_tokens_pooled": s.generate,
+        "answer_states": s.answer_states,
+        "answer_states_meaning": DESCRIPTIONS[s.answer_states],
+        "prompt_format": tokens.prompt_format.name,
+        "max_new_tokens": s.max_new_tokens,
+        "decoding": Sampling(s.temperature, s.seed).describe(),
+        "temperature": s.temperature,
+        "seed": s.seed,
+        "stop_token_ids": list(stop_token_ids(backend.model, tokenizer)),
+        "padding": "left, with the attention mask; position ids from the mask",
+        "short_answers": (
+            "an answer that stops before N pools the states it has (answer_states_pooled per "
+            "sample); an own-convention answer that stops at once pools the last prompt state"
+        ),
+    }
 
 
 def _save_readout(store_root, plan: Plan, loaded) -> list[str]:
@@ -404,9 +531,12 @@ def execute(
         resume=resume, run_id=run_id, flush_bytes=flush_bytes,
     )  # fmt: skip
     opened.writer.write_samples(samples_table(opened.run_id, plan.dataset, tokens))
-    extract_seconds = stream_batches(
-        opened, loaded.backend, loaded.tokenizer, plan, tokens, progress
-    )
+    if settings.generate:
+        extract_seconds = stream_answers(opened, loaded, plan, tokens, progress)
+    else:
+        extract_seconds = stream_batches(
+            opened, loaded.backend, loaded.tokenizer, plan, tokens, progress
+        )
     writer = opened.writer
     timings = {
         "load_s": round(load_seconds, 3),

@@ -10,7 +10,7 @@ The filters live in the URL. Computation: ui.compute (streams vectors; see its c
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls, links
+from ui import charts, controls, downloads, links
 from ui.compute import (
     REST,
     SUBSAMPLE_PER_LABEL,
@@ -184,3 +184,5 @@ else:
             tooltip=("text", "layer", "n_layers"), colours=style["colours"],
         )
     )  # fmt: skip
+
+downloads.direction_downloads(view, detail, hook, position, layer, baseline)  # this layer's

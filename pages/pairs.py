@@ -14,7 +14,7 @@ Computation: ui.pairs_compute.
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls, links
+from ui import charts, controls, downloads, links
 from ui.compute import Unsuitable, run_title
 from ui.context import current_view, plain, read_only, short
 from ui.pairs_compute import (
@@ -106,6 +106,8 @@ for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], 
             title=f"{title}: score at every layer",
         )
     )  # fmt: skip
+
+downloads.pair_downloads(view, run_id, hook, position, layer)  # b - a and the vectors
 
 st.subheader("One pair")
 pairs = profile.pairs[selected_pairs(profile, shown)]

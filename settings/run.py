@@ -27,8 +27,19 @@ from typing import Any
 from settings.records import settings_from_dict, settings_to_dict
 
 HOOKS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
-POSITIONS = ("last", "mean", "all")
+POSITIONS = ("last", "mean", "all", "answer_mean")
 POOLED_POSITIONS = ("last", "mean")
+# `answer_mean`: the mean over the first N answer states of a generation run (`--generate N`).
+ANSWER_POSITION = "answer_mean"
+# Which states of an answer `answer_mean` pools (see extraction.answer_states):
+# producing = the states that produce answer tokens 1..N (the last prompt position, then answer
+# tokens 1..N-1), as generate(output_hidden_states=True) returns them per step;
+# own = the answer tokens' own positions 1..N.
+ANSWER_STATES = ("producing", "own")
+# The default runs' answering models (those with a chat template) and the answer tokens they pool:
+# `python -m extraction defaults` makes these, and the Propositions page suggests them.
+ANSWERING_MODELS = ("smollm2-135m",)
+ANSWER_TOKENS_POOLED = 3
 STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "transformer_lens")
@@ -45,6 +56,10 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 MAX_TEXT_CHARS = 500
 MAX_BATCH_SIZE = 4096
 MAX_LENGTH_LIMIT = 1_000_000
+MAX_GENERATE = 256
+MAX_NEW_TOKENS = 4096
+MAX_TEMPERATURE = 100.0
+MAX_SEED = 2**31 - 1
 
 
 # -- run ids -------------------------------------------------------------------------------------
@@ -192,6 +207,12 @@ def check_int(kind: str, value: object, low: int, high: int) -> int:
     return value
 
 
+def check_float(kind: str, value: object, low: float, high: float) -> float:
+    if type(value) not in (int, float) or not low <= value <= high:  # nan fails both comparisons
+        raise ValueError(f"{kind} {value!r:.80} must be a number in {low:g}..{high:g}")
+    return float(value)
+
+
 def check_bool(kind: str, value: object) -> bool:
     if type(value) is not bool:
         raise ValueError(f"{kind} {value!r:.80} must be true or false")
@@ -223,6 +244,11 @@ class RunSettings:
     name: str | None = None
     device: str = "auto"
     compute_dtype: str = "float32"
+    generate: int = 0
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    seed: int = 0
+    answer_states: str = "producing"
 
     def __post_init__(self) -> None:
         check_text("model", self.model)
@@ -243,6 +269,46 @@ class RunSettings:
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise ValueError(f"unknown device {self.device!r:.80}; use auto, cpu, cuda or cuda:N")
         check_choice("compute dtype", self.compute_dtype, COMPUTE_DTYPES)
+        self._check_generation()
+
+    def _check_generation(self) -> None:
+        """`--generate N` and its options: only together, and only where they make sense."""
+        check_int("generate", self.generate, 0, MAX_GENERATE)
+        check_int("max new tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        object.__setattr__(
+            self, "temperature", check_float("temperature", self.temperature, 0, MAX_TEMPERATURE)
+        )
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_choice("answer states", self.answer_states, ANSWER_STATES)
+        if not self.generate:
+            if ANSWER_POSITION in self.positions:
+                raise ValueError(
+                    f"position {ANSWER_POSITION!r} needs --generate N (how many answer tokens "
+                    "to pool)"
+                )
+            defaults = {f.name: f.default for f in fields(RunSettings)}
+            for name in GENERATION_FIELDS[1:]:
+                if getattr(self, name) != defaults[name]:
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(f"{flag} {getattr(self, name)!r:.80} needs --generate N")
+            return
+        if self.backend != "hf":
+            raise ValueError(f"--generate needs --backend hf, not {self.backend!r}")
+        if "all" in self.positions:
+            raise ValueError("position 'all' cannot be combined with --generate")
+        needed = self.generate + (1 if self.answer_states == "own" else 0)
+        if self.max_new_tokens < needed:
+            why = (
+                " (the state of answer token N is computed while producing token N+1)"
+                if self.answer_states == "own"
+                else ""
+            )
+            raise ValueError(
+                f"max new tokens {self.max_new_tokens} is too few to pool {self.generate} answer "
+                f"states with answer states {self.answer_states!r}: use at least {needed}{why}"
+            )
+        if ANSWER_POSITION not in self.positions:  # --generate N asks for the position
+            object.__setattr__(self, "positions", (*self.positions, ANSWER_POSITION))
 
     def to_dict(self) -> dict[str, Any]:
         return settings_to_dict(self)
@@ -273,7 +339,7 @@ class RunOption:
 
     field: str
     help: str
-    kind: str = "text"  # text, list, int, flag
+    kind: str = "text"  # text, list, int, float, flag
     required: bool = False
 
     @property
@@ -308,7 +374,20 @@ RUN_OPTIONS = (
     RunOption("name", "a name for the run (letters, digits, . _ -)"),
     RunOption("device", "auto, cpu, cuda, cuda:N or mps"),
     RunOption("compute_dtype", f"dtype of the forward pass: {', '.join(COMPUTE_DTYPES)}"),
+    RunOption("generate", "answer each prompt (through the chat template when the tokenizer has "
+              f"one) and store {ANSWER_POSITION!r}: the mean of the first N answer states per hook "
+              "and layer; 0: no answers", "int"),
+    RunOption("max_new_tokens", "with --generate: longest answer, in tokens", "int"),
+    RunOption("temperature", "with --generate: 0 is greedy; above 0 samples, seeded per sample",
+              "float"),
+    RunOption("seed", "with --generate and a temperature: the sampling seed", "int"),
+    RunOption("answer_states", "with --generate: which states answer_mean pools: producing (the "
+              "states that produce answer tokens 1..N: the last prompt position, then answer "
+              "tokens 1..N-1) or own (answer tokens 1..N at their own positions)"),
 )  # fmt: skip
+
+# The RunSettings fields of `--generate N`; the first switches generation on.
+GENERATION_FIELDS = ("generate", "max_new_tokens", "temperature", "seed", "answer_states")
 
 
 def parse_names(value: str) -> tuple[str, ...]:
@@ -324,7 +403,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         if option.kind == "flag":
             parser.add_argument(option.flag, action="store_true", help=option.help)
             continue
-        kind = {"list": parse_names, "int": int, "text": str}[option.kind]
+        kind = {"list": parse_names, "int": int, "float": float, "text": str}[option.kind]
         shown = ",".join(default) if option.kind == "list" else default
         help_text = option.help + ("" if option.required or default is None else f" [{shown}]")
         parser.add_argument(

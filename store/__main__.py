@@ -1,6 +1,11 @@
-"""Command line for the store: `python -m store snapshot ...`.
+"""Command line for the store: `python -m store snapshot|export ...`.
 
     python -m store snapshot --store store_data --runs ID[,ID] --layers 0,5,10 --out snapshot
+    python -m store export --store store_data --run ID --hook resid_post --layer 12 \
+        --position answer_mean --label id,label --out vectors.csv     # or .npy, .parquet
+
+Export writes one run's vectors of one hook, layer and position (see `store.export`); it never
+replaces an existing file unless `--force`, and prints what it wrote.
 
 Layers take the grammar of `extraction run` (`all`, `5`, `0,4,8`, `10-20`, `-1`; `--layers -1,0`
 works too). Damaged runs are skipped with a `skipped runs/<folder>: <reason>` line on stderr.
@@ -14,12 +19,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from settings.run import LAYERS_HELP, join_option_values
+from settings.run import LAYERS_HELP, join_option_values, resolve_layers
 from store.catalog import DamagedRun
 from store.errors import StoreError, one_line
+from store.export import (
+    EXPORT_FORMATS,
+    check_new_path,
+    export_vectors,
+    format_from_path,
+    parse_label_columns,
+    write_new_file,
+)
+from store.reader import open_store
 from store.snapshot import snapshot
 
-VALUE_FLAGS = ("--layers",)  # values that may start with '-' (a negative layer)
+VALUE_FLAGS = ("--layers", "--layer")  # values that may start with '-' (a negative layer)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,6 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--readouts", action="store_true",
                       help="also copy the models' unembeddings, for reading directions as words "
                       "(57 MB for SmolLM2, 336 MB for Gemma-3-270M)")  # fmt: skip
+
+    export = sub.add_parser("export", help="write one run's vectors as CSV, .npy or Parquet")
+    export.add_argument("--store", required=True, type=Path)
+    export.add_argument("--run", required=True, help="a run id or an unambiguous prefix")
+    export.add_argument("--hook", required=True, help="e.g. resid_post")
+    export.add_argument("--layer", required=True, type=int, help="a layer; -1 is the last")
+    export.add_argument("--position", default="last", help="last, mean or answer_mean [last]")
+    export.add_argument("--label", default="label",
+                        help="sample column(s) for the label column, e.g. label or id,label "
+                        "(joined with ':') [label]")  # fmt: skip
+    export.add_argument("--format", choices=EXPORT_FORMATS,
+                        help="csv, npy or parquet [from the --out suffix]")  # fmt: skip
+    export.add_argument("--out", required=True, type=Path, help="the file to write")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
     return parser
 
 
@@ -64,11 +92,28 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    check_new_path(args.out, args.force)  # before reading anything
+    fmt = args.format or format_from_path(args.out)
+    columns = parse_label_columns(args.label)
+    store = open_store(args.store)
+    run_id = store.resolve_run_id(args.run)
+    manifest = store.manifest(run_id)
+    layer = resolve_layers((args.layer,), manifest.n_layers)[0]  # -1 is the model's last
+    result = export_vectors(store, run_id, args.hook, layer, args.position, columns, fmt)
+    write_new_file(args.out, result.data, force=args.force)
+    print(
+        f"wrote {result.rows} rows x {result.width} ({args.hook} layer {layer} {args.position} "
+        f"of {run_id}) to {args.out}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = join_option_values(sys.argv[1:] if argv is None else argv, VALUE_FLAGS)
     args = build_parser().parse_args(argv)
     try:
-        return {"snapshot": _snapshot}[args.command](args)
+        return {"snapshot": _snapshot, "export": _export}[args.command](args)
     except (StoreError, ValueError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

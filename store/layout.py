@@ -5,6 +5,8 @@
         config.json          what was asked for; written first, used by --resume
         samples.parquet      one row per sample (sample_idx, id, text, label, ..., n_tokens)
         tokens/part-*.parquet  token ids and text per position (only for `all` positions)
+        answers/part-*.parquet generated answers (only for `--generate` runs; merged into
+                             samples.parquet at commit, kept as the record --resume reads)
         vectors/part-*.parquet one row per (sample, hook, layer, position[, token])
         progress.json        samples done so far (for live progress; not part of the result)
         manifest.json        provenance, written at commit
@@ -69,6 +71,10 @@ def vectors_dir(run: Path) -> Path:
 
 def tokens_dir(run: Path) -> Path:
     return run / "tokens"
+
+
+def answers_dir(run: Path) -> Path:
+    return run / "answers"
 
 
 def part_name(index: int) -> str:

@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from settings.run import (
+    ANSWER_POSITION,
     BACKENDS,
     COMPUTE_DTYPES,
     HOOKS,
@@ -79,6 +80,19 @@ def _text(kind: str, value: object) -> None:
 
 def _long_text(kind: str, value: object) -> None:
     _check_str(kind, value, MAX_LONG_TEXT)
+
+
+def _generation_value(kind: str, value: object) -> None:
+    """Numbers, flags, text and lists of token ids: nothing nested deeper."""
+    if type(value) is bool or value is None:
+        return
+    if isinstance(value, str):
+        _check_str(kind, value, MAX_SHORT_TEXT)
+    elif isinstance(value, list):
+        if len(value) > 1024 or any(type(v) is not int for v in value):
+            raise ValueError(f"{kind} {value!r:.80} must be a short list of whole numbers")
+    else:
+        _number(kind, value)
 
 
 def _check_layers(value: object, n_layers: int) -> tuple[int, ...]:
@@ -177,6 +191,9 @@ class RunManifest(ManifestRecord):
     row_counts: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # `--generate N` runs: how the answers were made and which states `answer_mean` pools
+    # (prompt format, decoding, stop tokens, answer-state convention); None for other runs.
+    generation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validate_run_id(self.run_id)
@@ -207,6 +224,14 @@ class RunManifest(ManifestRecord):
         _check_mapping("row_counts", self.row_counts, _count)
         _check_mapping("versions", self.versions, _text)
         check_extra(self.extra)
+        if self.generation is not None:
+            _check_mapping("generation", self.generation, _generation_value)
+        if (self.generation is None) != (ANSWER_POSITION not in self.positions):
+            has = "only the position" if self.generation is None else "only the record"
+            raise ValueError(
+                f"position {ANSWER_POSITION!r} and the generation record come together; this "
+                f"manifest has {has}"
+            )
 
     @classmethod
     def from_json(cls, text: str) -> RunManifest:

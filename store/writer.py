@@ -67,12 +67,14 @@ class _Buffer:
         default_factory=dict
     )
     tokens: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = field(default_factory=list)
+    answers: list[pa.Table] = field(default_factory=list)
     nbytes: int = 0
     rows: int = 0
 
     def clear(self) -> None:
         self.chunks.clear()
         self.tokens.clear()
+        self.answers.clear()
         self.nbytes = 0
         self.rows = 0
 
@@ -140,12 +142,14 @@ class RunWriter:
         writer = cls(run_path, **kwargs)
         writer._acquire_lock()
         vec_dir, tok_dir = layout.vectors_dir(run_path), layout.tokens_dir(run_path)
-        for stale in list(vec_dir.glob(".*")) + list(tok_dir.glob(".*")):
+        ans_dir = layout.answers_dir(run_path)
+        for stale in list(vec_dir.glob(".*")) + list(tok_dir.glob(".*")) + list(ans_dir.glob(".*")):
             stale.unlink()
         vector_parts = sorted(vec_dir.glob(layout.PART_GLOB))
-        # A tokens part is written before its vectors part; without the vectors part it is orphaned.
+        # Tokens and answers parts are written before their vectors part; without the vectors
+        # part they are orphaned.
         kept = {p.name for p in vector_parts}
-        for orphan in tok_dir.glob(layout.PART_GLOB):
+        for orphan in list(tok_dir.glob(layout.PART_GLOB)) + list(ans_dir.glob(layout.PART_GLOB)):
             if orphan.name not in kept:
                 orphan.unlink()
         done: set[int] = set()
@@ -213,6 +217,12 @@ class RunWriter:
     ) -> None:
         self._buffer.tokens.append((sample_idx, token_idx, token_ids, tokens))
 
+    def add_answers(self, table: pa.Table) -> None:
+        """Buffer generated answers: a row per sample, `sample_idx` first (see merge_answers)."""
+        if "sample_idx" not in table.column_names:
+            raise ValueError("an answers table needs a sample_idx column")
+        self._buffer.answers.append(table)
+
     def end_batch(self, sample_indices: list[int]) -> None:
         """Mark a batch whole; flush if the buffer is full. Only whole batches reach a part."""
         self._buffered_samples.extend(sample_indices)
@@ -226,6 +236,10 @@ class RunWriter:
         name = layout.part_name(self._next_part)
         if self._buffer.tokens:
             self._write_part(layout.tokens_dir(self.run_path) / name, self._token_table())
+        if self._buffer.answers:
+            layout.answers_dir(self.run_path).mkdir(exist_ok=True)
+            answers = pa.concat_tables(self._buffer.answers)
+            self._write_part(layout.answers_dir(self.run_path) / name, answers)
         table = self._vector_table()
         self._write_part(layout.vectors_dir(self.run_path) / name, table)
         self.rows_written += table.num_rows
@@ -280,6 +294,29 @@ class RunWriter:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
+    def merge_answers(self) -> None:
+        """Join the answers parts (if any) onto samples.parquet by sample_idx, so readers find
+        each sample's answer in the sample table. Run before the commit marker; idempotent."""
+        parts = layout.part_files(layout.answers_dir(self.run_path))
+        if not parts:
+            return
+        answers = pa.concat_tables([pq.read_table(part) for part in parts])
+        samples = pq.read_table(layout.samples_path(self.run_path))
+        samples = samples.drop_columns(
+            [c for c in answers.column_names if c != "sample_idx" and c in samples.column_names]
+        )
+        order = np.argsort(answers.column("sample_idx").to_numpy(), kind="stable")
+        answers = answers.take(pa.array(order))
+        index = answers.column("sample_idx").to_numpy()
+        wanted = samples.column("sample_idx").to_numpy()
+        if not np.array_equal(np.unique(index), index) or not np.array_equal(index, wanted):
+            raise StoreError(
+                f"run {self.run_id!r}: the answers do not match the samples one for one"
+            )
+        for name in answers.column_names[1:]:
+            samples = samples.append_column(answers.schema.field(name), answers.column(name))
+        self.write_samples(samples)
+
     def write_progress(self, done: int, total: int, **extra: Any) -> None:
         payload = {"done": done, "total": total, "updated": time.time(), **extra}
         atomic_write_text(layout.progress_path(self.run_path), json.dumps(payload))
@@ -289,6 +326,7 @@ class RunWriter:
         if manifest.run_id != self.run_id:
             raise ValueError(f"manifest run id {manifest.run_id!r} != writer's {self.run_id!r}")
         self.flush()
+        self.merge_answers()
         atomic_write_text(layout.manifest_path(self.run_path), manifest.to_json())
         atomic_write_text(layout.marker_path(self.run_path), manifest.created_at or "committed")
         fsync_dir(self.run_path)

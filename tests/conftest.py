@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tiny import build_store, emotion_rows, pair_rows, tiny_model_dir
+from tests.support.tiny import (
+    build_store,
+    emotion_rows,
+    pair_rows,
+    proposition_rows,
+    tiny_model_dir,
+    write_jsonl,
+)
 
 HOOKS = ("resid_pre", "resid_post", "mlp_out")
 
@@ -48,6 +55,22 @@ def tiny_store(tmp_path_factory) -> dict:
         ],
     )
     return {"root": root, "run_ids": run_ids}
+
+
+@pytest.fixture(scope="session")
+def answers_store(tmp_path_factory, tiny_models) -> dict:
+    """The tiny Llama answers four A / B pairs (real extraction, `--generate 2`): the
+    Propositions page's run."""
+    from extraction.runner import execute
+    from settings.run import RunSettings
+
+    root = tmp_path_factory.mktemp("answers-store")
+    dataset = write_jsonl(tmp_path_factory.mktemp("answers-data") / "propositions.jsonl",
+                          proposition_rows())  # fmt: skip
+    settings = RunSettings(model=str(tiny_models["llama"]), dataset=str(dataset),
+                           name="answers-llama", hooks=("resid_post",), positions=("last",),
+                           generate=2, max_new_tokens=3)  # fmt: skip
+    return {"root": root, "run_id": execute(settings, root, progress=False).run_id}
 
 
 @pytest.fixture(scope="session")

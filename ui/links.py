@@ -40,6 +40,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import streamlit as st
 
+from settings.run import ANSWER_POSITION
 from ui.compute import complete_first
 from ui.context import plain, short
 
@@ -236,9 +237,16 @@ class OpenIn:
         return f"{self.url_path}?{urlencode(self.query, doseq=True)}"
 
 
+def has_answers(run: pd.Series) -> bool:
+    """Whether a run (a row of `ui.compute.run_summaries`) holds answers to paired prompts: the
+    Propositions page shows it."""
+    return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
+
+
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
-    """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs)
-    and Cross-model (beside the newest complete run of the same dataset on another model).
+    """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
+    Cross-model (beside the newest complete run of the same dataset on another model) and
+    Propositions (answers to paired prompts: a `--generate N` run of pairs).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -254,6 +262,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         partner = others.index[0]
         query = {"runs": [run_id, partner], "a": run_id, "b": partner}
         targets.append(OpenIn("pages/cross_model.py", "Cross-model", query))
+    if has_answers(run):
+        targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
     return targets
 
 
@@ -266,7 +276,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

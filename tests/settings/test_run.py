@@ -99,11 +99,40 @@ def test_run_ids():
         ("name", "../escape", "run id '../escape' is not valid"),
         ("device", "gpu", "unknown device 'gpu'"),
         ("compute_dtype", "float8", "unknown compute dtype 'float8'"),
+        ("generate", -1, "generate -1 must be a whole number"),
+        ("generate", "3", "generate '3' must be a whole number"),
+        ("positions", ("answer_mean",), "position 'answer_mean' needs --generate N"),
+        ("max_new_tokens", 5, "--max-new-tokens 5 needs --generate N"),
+        ("temperature", 0.7, "--temperature 0.7 needs --generate N"),
+        ("temperature", float("nan"), "temperature nan must be a number"),
+        ("temperature", float("inf"), "temperature inf must be a number"),
+        ("seed", -1, "seed -1 must be a whole number"),
+        ("answer_states", "middle", "unknown answer states 'middle'"),
     ],
 )
 def test_run_settings_validate_every_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         RunSettings(**{"model": "m", "dataset": "d", field: value})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"backend": "transformer_lens"}, "--generate needs --backend hf"),
+        ({"positions": ("last", "all")}, "position 'all' cannot be combined with --generate"),
+        ({"max_new_tokens": 2}, "max new tokens 2 is too few to pool 3 answer states"),
+        ({"max_new_tokens": 3, "answer_states": "own"}, "use at least 4"),
+    ],
+)
+def test_generation_settings_go_together(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunSettings(model="m", dataset="d", generate=3, **values)
+
+
+def test_generate_asks_for_the_answer_position():
+    settings = RunSettings(model="m", dataset="d", generate=3)
+    assert settings.positions == ("last", "mean", "answer_mean")
+    assert RunSettings.from_dict(settings.to_dict()) == settings
 
 
 def test_from_dict_is_strict():
@@ -131,6 +160,10 @@ def test_every_field_has_exactly_one_option():
             layers="-2,-1", positions=("all",), dtype="float32", backend="transformer_lens",
             tl_processing="default", batch_size=3, max_length=64, include_first_token=True,
             chat_template=True, name="my-run", device="cpu", compute_dtype="bfloat16",
+        ),
+        RunSettings(
+            model="smollm2-135m", dataset="propositions", generate=4, max_new_tokens=9,
+            temperature=0.7, seed=12, answer_states="own", positions=("answer_mean",),
         ),
     ],
 )  # fmt: skip

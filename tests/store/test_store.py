@@ -186,6 +186,10 @@ def test_manifest_from_dict_checks_every_field_and_keeps_unknown_keys():
         ("chat_template", 3, "chat_template 3 must be text"),
         ("versions", {"duckdb": 2}, "versions['duckdb'] 2 must be text"),
         ("run_id", "../x", "is not valid"),
+        ("generation", {"seed": {"deep": 1}}, "generation['seed'] {'deep': 1} must be a finite"),
+        ("generation", {"stop_token_ids": ["x"]}, "must be a short list of whole numbers"),
+        ("generation", {"seed": 1}, "only the record"),
+        ("positions", ["last", "answer_mean"], "only the position"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             RunManifest.from_dict({**data, field: value})

@@ -111,6 +111,19 @@ def pair_rows(n_pairs: int = 6) -> list[dict]:
     return rows
 
 
+def proposition_rows() -> list[dict]:
+    """Four A / B pairs of claims in two categories, like the built-in propositions."""
+    claims = [("politics", "taxes are fair"), ("science", "the sea is warm"),
+              ("politics", "votes count"), ("science", "stars are far")]  # fmt: skip
+    rows = []
+    for i, (category, claim) in enumerate(claims):
+        for side, frame in (("a", "Is it true that"), ("b", "Is it false that")):
+            rows.append({"id": f"q{i}{side}", "pair_id": f"q{i}", "side": side,
+                         "category": category, "label": side.upper(),
+                         "text": f"{frame} {claim}?"})  # fmt: skip
+    return rows
+
+
 def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
     """Run the real extraction for each spec {kind, dataset rows name, **RunSettings fields}."""
     from extraction.runner import execute

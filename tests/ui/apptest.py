@@ -106,3 +106,19 @@ def colour_maps(at: AppTest) -> list[tuple[str, str, dict[str, str]]]:
         title = figure["layout"].get("title", {}).get("text", "")
         found.append((title, figure["layout"]["legend"]["title"]["text"], traces))
     return found
+
+
+def record_downloads(monkeypatch) -> dict[str, object]:
+    """file name -> the callable a download button runs when pressed (Streamlit keeps it in its
+    media file manager, which AppTest gives no way to reach): call it to get the file's bytes."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made: dict[str, object] = {}
+    original = MediaFileManager.add_deferred
+
+    def add_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        made[file_name] = data_callable
+        return original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", add_deferred)
+    return made
