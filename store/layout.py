@@ -9,6 +9,17 @@
         progress.json        samples done so far (for live progress; not part of the result)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
+      saes/<sae_id>/         an SAE this tool trained, in sae-lens's on-disk format
+        cfg.json  sae_weights.safetensors   what sae-lens's SAE.load_from_disk reads
+        sae_card.json        provenance and quality (explained variance, L0, dead features)
+        _COMMITTED           commit marker, written last
+      features/<feature_run_id>/   SAE features of a dataset (python -m extraction sae)
+        source.<ext>         the dataset file as given (JSON export writes it back)
+        samples.parquet      one row per record (where it sits, label, status, token counts)
+        topk/part-*.parquet  one row per kept position: top-K feature ids and activations
+        tokens/part-*.parquet  token ids and text per position
+        manifest.json        provenance, written at commit
+        _COMMITTED           commit marker, written last
       jobs/                  the app's job registry: laid out by jobs.paths, not here
       uploads/<sha>-<name>   datasets uploaded through the app (jobs.paths, jobs.uploads)
 
@@ -78,3 +89,33 @@ def part_files(folder: Path) -> list[Path]:
 
 def is_committed(run: Path) -> bool:
     return marker_path(run).is_file()
+
+
+# -- SAEs and feature runs (issue 12) ---------------------------------------------------------
+SAE_CARD = "sae_card.json"
+SAE_CFG = "cfg.json"  # sae-lens's names (sae_lens.constants), fixed by its on-disk format
+SAE_WEIGHTS = "sae_weights.safetensors"
+
+
+def saes_dir(root: Path) -> Path:
+    return root / "saes"
+
+
+def sae_dir(root: Path, sae_id: str) -> Path:
+    return saes_dir(root) / validate_run_id(sae_id)
+
+
+def features_dir(root: Path) -> Path:
+    return root / "features"
+
+
+def feature_run_dir(root: Path, feature_run_id: str) -> Path:
+    return features_dir(root) / validate_run_id(feature_run_id)
+
+
+def topk_dir(feature_run: Path) -> Path:
+    return feature_run / "topk"
+
+
+def source_path(feature_run: Path, suffix: str) -> Path:
+    return feature_run / f"source{suffix}"

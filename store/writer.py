@@ -295,8 +295,9 @@ class RunWriter:
         self.close()
 
 
-def list_uncommitted(root: Path) -> list[Path]:
-    runs = layout.runs_dir(Path(root))
+def list_uncommitted(root: Path, folder: str = "runs") -> list[Path]:
+    """Uncommitted entries of one store folder: `runs` (default), `saes` or `features`."""
+    runs = Path(root) / folder
     if not runs.is_dir():
         return []
     return sorted(p for p in runs.iterdir() if p.is_dir() and not layout.is_committed(p))
@@ -316,10 +317,11 @@ def is_locked(run_path: Path) -> bool:
         return False
 
 
-def remove_uncommitted(root: Path) -> list[str]:
-    """Delete runs that never committed and that no live writer holds. Returns their ids."""
+def remove_uncommitted(root: Path, folder: str = "runs") -> list[str]:
+    """Delete runs (or SAEs, feature runs: `folder`) that never committed and that no live
+    writer holds. Returns their ids."""
     removed = []
-    for run_path in list_uncommitted(root):
+    for run_path in list_uncommitted(root, folder):
         if not is_locked(run_path):
             shutil.rmtree(run_path)
             removed.append(run_path.name)
