@@ -98,7 +98,7 @@ class Shelf:
         for entry in damaged:
             if entry.folder == f"{self.kind.folder}/{name}":
                 raise StoreError(f"{noun} {name!r} is damaged: {entry.reason}")
-        matches = [key for key in by_id if key.startswith(name)]
+        matches = sorted(key for key in by_id if key.startswith(name))
         if len(matches) == 1:
             return by_id[matches[0]]
         if matches:

@@ -106,27 +106,49 @@ def plan_training(settings: TrainSaeSettings, store: Store) -> TrainPlan:
     return TrainPlan(settings, run, layer, heldout, train_tokens, total, sae_id)
 
 
+def _training_rows(plan: TrainPlan, store: Store) -> Iterator[np.ndarray]:
+    """One pass over the run's training tokens, in stored order, chunk by chunk."""
+    heldout = np.fromiter(plan.heldout, np.int64)
+    rows_this_pass = 0
+    for sample_idx, token_idx, X in store.iter_token_vectors(
+        plan.run.run_id, plan.settings.hook, plan.layer, STREAM_ROWS
+    ):
+        rows = X[plan.usable(token_idx) & ~np.isin(sample_idx, heldout)]
+        rows_this_pass += len(rows)
+        yield rows
+    if rows_this_pass == 0:  # the files hold none of the tokens the samples table counts
+        raise StoreError(f"run {plan.run.run_id!r} has no stored tokens at this site")
+
+
 def training_batches(plan: TrainPlan, store: Store, device: torch.device) -> Iterator[torch.Tensor]:
     """Batches of `batch_size` shuffled training tokens [B, d_model], `training_tokens` in all.
 
-    Streams the site pass after pass through a shuffle buffer: once it holds `capacity` rows,
-    a random half is emitted as batches and the rest stays to mix with what comes next.
+    A run whose training tokens fit in the buffer is read once and reshuffled every pass.
+    A larger one is streamed pass after pass through a shuffle buffer: once it holds
+    `capacity` rows, a random half is emitted as batches and the rest stays to mix with what
+    comes next. Either way at most `capacity` vectors are held.
     """
     s, d = plan.settings, plan.run.d_model
     capacity = max(8 * s.batch_size, BUFFER_BYTES // (4 * d))
     capacity -= capacity % s.batch_size
     rng = np.random.default_rng(s.seed)
-    heldout = np.fromiter(plan.heldout, np.int64)
+    emitted = 0
+    if plan.train_tokens <= capacity:
+        data = np.concatenate(list(_training_rows(plan, store)))
+        tail = np.zeros((0, d), np.float32)
+        while True:
+            shuffled = np.concatenate([tail, data[rng.permutation(len(data))]])
+            whole = len(shuffled) - len(shuffled) % s.batch_size
+            for start in range(0, whole, s.batch_size):
+                yield torch.from_numpy(shuffled[start : start + s.batch_size]).to(device)
+                emitted += s.batch_size
+                if emitted >= plan.training_tokens:
+                    return
+            tail = shuffled[whole:]
     buffer = np.empty((capacity + STREAM_ROWS, d), np.float32)
-    filled, emitted = 0, 0
+    filled = 0
     while True:  # one pass over the run per iteration
-        rows_this_pass = 0
-        for sample_idx, token_idx, X in store.iter_token_vectors(
-            plan.run.run_id, s.hook, plan.layer, STREAM_ROWS
-        ):
-            keep = plan.usable(token_idx) & ~np.isin(sample_idx, heldout)
-            rows = X[keep]
-            rows_this_pass += len(rows)
+        for rows in _training_rows(plan, store):
             buffer[filled : filled + len(rows)] = rows
             filled += len(rows)
             if filled < capacity:
@@ -140,8 +162,6 @@ def training_batches(plan: TrainPlan, store: Store, device: torch.device) -> Ite
                     return
             buffer[: filled - half] = buffer[half:filled]
             filled -= half
-        if rows_this_pass == 0:  # the files hold none of the tokens the samples table counts
-            raise StoreError(f"run {plan.run.run_id!r} has no stored tokens at this site")
 
 
 @dataclass
