@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from extraction.datasets import DatasetError
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     TrainSaeSettings.add_arguments(train_sae)  # one option per field (settings/sae.py)
     train_sae.add_argument("--store", required=True, type=Path)
     train_sae.add_argument("--no-progress", action="store_true")
+    train_sae.add_argument("--output-id", help="use this SAE id (must be new; the app's jobs "
+                           "pick it up front)")  # fmt: skip
 
     sae = sub.add_parser("sae", help="read a dataset's activations as SAE features")
     SaeSettings.add_arguments(sae)
@@ -157,6 +160,8 @@ def _train_sae(args: argparse.Namespace) -> int:
     from extraction.sae.train import plan_training, train
 
     settings = TrainSaeSettings.from_args(args)
+    if args.output_id is not None:
+        settings = replace(settings, name=validate_run_id(args.output_id))
     store = open_store(args.store, writable=True)
     result = train(plan_training(settings, store), store, progress=not args.no_progress)
     print(result.sae_id)

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from settings.records import settings_from_dict, settings_to_dict
 from settings.run import (
     _DEVICE,
     BACKENDS,
@@ -97,22 +98,15 @@ class _Settings:
     """The dict and command-line forms every settings record shares."""
 
     OPTIONS: tuple[RunOption, ...] = ()
+    WHAT = "SAE"  # names the settings in messages: "unknown SAE setting 'x'"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: object):
         """From a record on disk (job.json): unknown or missing keys are errors."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{cls.__name__} {data!r:.80} are not an object")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})  # type: ignore[arg-type]
-        if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r:.80}")
-        try:
-            return cls(**data)
-        except TypeError as exc:  # a required field is missing
-            raise ValueError(f"settings incomplete: {exc}") from None
+        return settings_from_dict(cls, data, cls.WHAT)
 
     def argv(self) -> tuple[str, ...]:
         """The options of the command that ask for exactly these settings."""
@@ -148,6 +142,7 @@ class TrainSaeSettings(_Settings):
     include_first_token: bool = False
     name: str | None = None
     device: str = "auto"
+    WHAT = "SAE training"
 
     def __post_init__(self) -> None:
         check_text("run", self.run)

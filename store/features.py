@@ -63,7 +63,7 @@ from store.manifest import (
     _text,
 )
 from store.shelf import record_from_dict
-from store.writer import TOKEN_SCHEMA
+from store.writer import TOKEN_SCHEMA, write_progress_file
 
 SAE_SOURCES = ("store", "folder", "release")
 TOPK_SCHEMA = pa.schema(
@@ -243,6 +243,9 @@ class FeatureWriter:
     def add_tokens(self, sample_idx, token_idx, token_ids, tokens: list[str]) -> None:
         self._tokens.append((sample_idx, token_idx, token_ids, tokens))
         self._buffered += len(tokens)
+
+    def write_progress(self, done: int, total: int) -> None:
+        write_progress_file(self.folder, done, total, run_id=self.feature_run_id)
 
     def end_batch(self) -> None:
         if self._buffered >= FLUSH_ROWS:

@@ -97,6 +97,16 @@ SAE_CFG = "cfg.json"  # sae-lens's names (sae_lens.constants), fixed by its on-d
 SAE_WEIGHTS = "sae_weights.safetensors"
 
 
+ENTRY_FOLDERS = ("runs", "saes", "features")  # committed kinds: <folder>/<id>/ + _COMMITTED
+
+
+def entry_dir(root: Path, folder: str, entry_id: str) -> Path:
+    """`root/<folder>/<id>` for a run, an SAE or a feature run (ValueError for anything else)."""
+    if folder not in ENTRY_FOLDERS:
+        raise ValueError(f"unknown store folder {folder!r:.40}")
+    return root / folder / validate_run_id(entry_id)
+
+
 def saes_dir(root: Path) -> Path:
     return root / "saes"
 

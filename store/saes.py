@@ -36,8 +36,17 @@ from store import layout
 from store.atomic import atomic_write_text, fsync_dir, read_regular
 from store.catalog import FolderKind
 from store.errors import StoreError, one_line
-from store.manifest import MAX_D_MODEL, MAX_SHORT_TEXT, _check_mapping, _check_str, _number, _text
+from store.manifest import (
+    MAX_D_MODEL,
+    MAX_SHORT_TEXT,
+    RunManifest,
+    _check_mapping,
+    _check_str,
+    _number,
+    _text,
+)
 from store.shelf import Shelf, record_from_dict
+from store.writer import write_progress_file
 
 CFG_MAX_BYTES = 1 << 20
 HEADER_MAX_BYTES = 1 << 20  # a safetensors header of an SAE lists four or five tensors
@@ -125,6 +134,24 @@ class SaeCard:
     def from_dict(cls, data: object) -> SaeCard:
         """From a parsed card. Raises ValueError naming the field that is wrong."""
         return record_from_dict(cls, data, "card")
+
+
+def training_site(run: RunManifest, hook: str, layer: int) -> int:
+    """The layer an SAE of `hook`/`layer` (-1 = last) trains on in `run`: ValueError naming
+    what is missing if the run did not store every token of that site."""
+    what = f"run {run.run_id!r}"
+    if "all" not in run.positions:
+        raise ValueError(
+            f"{what} stored only {', '.join(run.positions)} positions; an SAE trains on every "
+            f"token: make a run with --positions all --hooks {hook} --layers {layer}"
+        )
+    if hook not in run.hooks:
+        raise ValueError(f"{what} has no hook {hook!r}; it has {', '.join(run.hooks)}")
+    resolved = layer + run.n_layers if layer < 0 else layer
+    if resolved not in run.layers:
+        listed = ", ".join(map(str, run.layers[:12])) + (", ..." if len(run.layers) > 12 else "")
+        raise ValueError(f"{what} has no layer {layer}; it has layers {listed}")
+    return resolved
 
 
 SAES = FolderKind("saes", layout.SAE_CARD, SaeCard.from_dict, lambda card: card.sae_id, "SAE")
@@ -302,6 +329,9 @@ class SaeWriter:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def write_progress(self, done: int, total: int) -> None:
+        write_progress_file(self.folder, done, total, unit="steps")
 
     def commit(self, card: SaeCard) -> None:
         """Check the saved files against the card, write it, then the marker: now visible."""

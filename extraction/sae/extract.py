@@ -42,7 +42,6 @@ from extraction.sae.source import SaeSource, check_against_model, find_sae, load
 from settings.run import new_run_id
 from settings.sae import SaeSettings
 from store import Store, open_store
-from store.atomic import atomic_write_text
 from store.features import OK, FeatureManifest, FeatureWriter
 from store.json_records import MAX_SOURCE_BYTES, SUFFIXES, Record, RecordsError, read_records
 
@@ -239,7 +238,7 @@ def extract_features(
                          tokenizer)  # fmt: skip
             writer.end_batch()
             bar.update(len(indices))
-            _progress(writer, start + len(indices), len(order), feature_run_id)
+            writer.write_progress(start + len(indices), len(order))
         bar.close()
         extract_seconds = time.perf_counter() - extract_started
         timings = {
@@ -260,13 +259,6 @@ def extract_features(
     if failed:
         _log(f"{failed} of {len(plan.records)} records could not be used (see their status)")
     return FeatureResult(feature_run_id, manifest)
-
-
-def _progress(writer: FeatureWriter, done: int, total: int, run_id: str) -> None:
-    import json
-
-    payload = {"done": done, "total": total, "updated": time.time(), "run_id": run_id}
-    atomic_write_text(writer.folder / "progress.json", json.dumps(payload))
 
 
 def _store_batch(writer, sae, s: SaeSettings, hidden: torch.Tensor, indices: list[int],

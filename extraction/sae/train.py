@@ -38,7 +38,7 @@ from extraction.runner import code_version
 from settings.run import new_run_id
 from settings.sae import TrainSaeSettings, default_training_tokens, tl_hook_name
 from store import RunManifest, Store, StoreError
-from store.saes import SaeCard, SaeWriter
+from store.saes import SaeCard, SaeWriter, training_site
 
 BUFFER_BYTES = 128 * 1024 * 1024  # of float32 vectors in the shuffle buffer
 # Below this many multiply-adds per step, one CPU thread is faster: thread handoffs dominate.
@@ -75,18 +75,7 @@ def plan_training(settings: TrainSaeSettings, store: Store) -> TrainPlan:
     """Check the run, site and layer, and size the training: StoreError/ValueError if unfit."""
     run = store.manifest(store.resolve_run_id(settings.run))
     what = f"run {run.run_id!r}"
-    if "all" not in run.positions:
-        raise ValueError(
-            f"{what} stored only {', '.join(run.positions)} positions; an SAE trains on every "
-            f"token: make a run with --positions all --hooks {settings.hook} --layers "
-            f"{settings.layer}"
-        )
-    if settings.hook not in run.hooks:
-        raise ValueError(f"{what} has no hook {settings.hook!r}; it has {', '.join(run.hooks)}")
-    layer = settings.layer + run.n_layers if settings.layer < 0 else settings.layer
-    if layer not in run.layers:
-        listed = ", ".join(map(str, run.layers[:12])) + (", ..." if len(run.layers) > 12 else "")
-        raise ValueError(f"{what} has no layer {settings.layer}; it has layers {listed}")
+    layer = training_site(run, settings.hook, settings.layer)
     samples = store.samples(run.run_id)
     indices = samples["sample_idx"].to_numpy()
     order = np.random.default_rng(settings.seed).permutation(len(indices))
@@ -308,7 +297,7 @@ def train(plan: TrainPlan, store: Store, progress: bool = True) -> TrainResult:
                 mse = float(output.losses["mse_loss"].detach())
                 dead = int(trainer.dead_neurons.sum())
                 bar.set_postfix(mse=f"{mse:.4g}", dead=dead, refresh=False)
-                _write_progress(writer, step + 1, steps)
+                writer.write_progress(step + 1, steps)
             if step < steps - 1:
                 batch = next(batches)
         bar.close()
@@ -333,15 +322,6 @@ def train(plan: TrainPlan, store: Store, progress: bool = True) -> TrainResult:
         f"L0 {metrics['l0']:.1f}, dead {100 * metrics['dead_share']:.1f}% of {s.d_sae}"
     )
     return TrainResult(plan.sae_id, card, writer.folder, sae)
-
-
-def _write_progress(writer: SaeWriter, done: int, total: int) -> None:
-    import json
-
-    from store.atomic import atomic_write_text
-
-    payload = {"done": done, "total": total, "unit": "steps", "updated": time.time()}
-    atomic_write_text(writer.folder / "progress.json", json.dumps(payload))
 
 
 @torch.no_grad()
