@@ -27,9 +27,8 @@ removes. Reading is strict (`store.catalog` for manifests, `FeatureShelf` for fi
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +48,22 @@ from settings.run import (
 from settings.sae import MAX_D_SAE, MAX_TOP_K, SAE_POSITIONS, tl_hook_name
 from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
-from store.catalog import FolderKind
+from store.catalog import CatalogKind
 from store.errors import StoreError
 from store.json_records import MAX_SOURCE_BYTES, SUFFIXES
 from store.manifest import (
     MAX_D_MODEL,
     MAX_SAMPLES,
     MAX_SHORT_TEXT,
+    ManifestRecord,
     _check_mapping,
     _check_str,
     _count,
     _number,
     _text,
+    check_extra,
 )
-from store.shelf import record_from_dict
+from store.shelf import id_check
 from store.writer import TOKEN_SCHEMA, write_progress_file
 
 SAE_SOURCES = ("store", "folder", "release")
@@ -94,7 +95,7 @@ FLUSH_ROWS = 200_000  # ~8 MB of kept features at K = 50
 
 
 @dataclass(frozen=True)
-class FeatureManifest:
+class FeatureManifest(ManifestRecord):
     """Provenance of one feature run. Validates every field; does no I/O.
 
     `sae_source` says where the SAE came from: `store` (an SAE this store trained; `sae` is its
@@ -165,25 +166,16 @@ class FeatureManifest:
         _check_mapping("timings", self.timings, _number)
         _check_mapping("row_counts", self.row_counts, _count)
         _check_mapping("versions", self.versions, _text)
-        if not isinstance(self.extra, dict):
-            raise ValueError(f"extra {self.extra!r:.80} must be an object")
+        check_extra(self.extra)
 
     @property
     def hook_name(self) -> str:
         return tl_hook_name(self.hook, self.layer)
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_dict(cls, data: object) -> FeatureManifest:
-        """From a parsed manifest. Raises ValueError naming the field that is wrong."""
-        return record_from_dict(cls, data, "manifest")
-
-
-FEATURES = FolderKind(
-    "features", "manifest.json", FeatureManifest.from_dict,
-    lambda m: m.feature_run_id, "feature run",
+FEATURES = CatalogKind(
+    "features", "feature run", id_check("feature run"), FeatureManifest.from_dict,
+    lambda m: m.feature_run_id,
 )  # fmt: skip
 
 

@@ -11,7 +11,8 @@
         _COMMITTED           commit marker, written last: a run without it is invisible
       saes/<sae_id>/         an SAE this tool trained, in sae-lens's on-disk format
         cfg.json  sae_weights.safetensors   what sae-lens's SAE.load_from_disk reads
-        sae_card.json        provenance and quality (explained variance, L0, dead features)
+        manifest.json        the SAE's card: provenance and quality (explained variance, L0,
+                             dead features)
         _COMMITTED           commit marker, written last
       features/<feature_run_id>/   SAE features of a dataset (python -m extraction sae)
         source.<ext>         the dataset file as given (JSON export writes it back)
@@ -92,7 +93,6 @@ def is_committed(run: Path) -> bool:
 
 
 # -- SAEs and feature runs (issue 12) ---------------------------------------------------------
-SAE_CARD = "sae_card.json"
 SAE_CFG = "cfg.json"  # sae-lens's names (sae_lens.constants), fixed by its on-disk format
 SAE_WEIGHTS = "sae_weights.safetensors"
 

@@ -1,9 +1,10 @@
 """SAEs in the store: `STORE/saes/<sae_id>/`, in sae-lens's on-disk format plus our card.
 
 An SAE folder holds what sae-lens's `SAE.load_from_disk(folder)` reads (`cfg.json`,
-`sae_weights.safetensors`) and our `sae_card.json` (`SaeCard`: the model, run, hook and layer it
-was trained on, its training settings and its quality: reconstruction explained variance, L0,
-dead-feature share), and becomes visible when its `_COMMITTED` marker is written, last.
+`sae_weights.safetensors`) and our `manifest.json` (`SaeCard`, the SAE's card: the model, run,
+hook and layer it was trained on, its training settings and its quality: reconstruction
+explained variance, L0, dead-feature share), and becomes visible when its `_COMMITTED` marker
+is written, last.
 
 Read strictly, as runs are (`store.catalog`): a folder that is not an SAE id, a symbolic link, or
 whose card is missing, too large, not JSON, does not validate or names another id is listed by
@@ -24,28 +25,36 @@ import math
 import os
 import stat
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from settings.run import HOOKS, MAX_LAYER_INDEX, check_choice, check_int, validate_run_id
+from settings.run import (
+    HOOKS,
+    MAX_LAYER_INDEX,
+    check_choice,
+    check_int,
+    validate_run_id,
+)
 from settings.sae import MAX_D_SAE, MAX_TOP_K, tl_hook_name
 from store import layout
 from store.atomic import atomic_write_text, fsync_dir, read_regular
-from store.catalog import FolderKind
+from store.catalog import CatalogKind
 from store.errors import StoreError, one_line
 from store.manifest import (
     MAX_D_MODEL,
     MAX_SHORT_TEXT,
+    ManifestRecord,
     RunManifest,
     _check_mapping,
     _check_str,
     _number,
     _text,
+    check_extra,
 )
-from store.shelf import Shelf, record_from_dict
+from store.shelf import Shelf, id_check
 from store.writer import write_progress_file
 
 CFG_MAX_BYTES = 1 << 20
@@ -65,7 +74,7 @@ def _json_value(kind: str, value: object) -> None:
 
 
 @dataclass(frozen=True)
-class SaeCard:
+class SaeCard(ManifestRecord):
     """Provenance and quality of one SAE this tool trained. Validates every field; no I/O.
 
     `metrics` holds at least `explained_variance` (1 - residual / total variance on held-out
@@ -120,20 +129,11 @@ class SaeCard:
             raise ValueError(f"metrics has no {missing[0]!r}")
         _check_mapping("timings", self.timings, _number)
         _check_mapping("versions", self.versions, _text)
-        if not isinstance(self.extra, dict):
-            raise ValueError(f"extra {self.extra!r:.80} must be an object")
+        check_extra(self.extra)
 
     @property
     def hook_name(self) -> str:
         return tl_hook_name(self.hook, self.layer)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: object) -> SaeCard:
-        """From a parsed card. Raises ValueError naming the field that is wrong."""
-        return record_from_dict(cls, data, "card")
 
 
 def training_site(run: RunManifest, hook: str, layer: int) -> int:
@@ -154,7 +154,7 @@ def training_site(run: RunManifest, hook: str, layer: int) -> int:
     return resolved
 
 
-SAES = FolderKind("saes", layout.SAE_CARD, SaeCard.from_dict, lambda card: card.sae_id, "SAE")
+SAES = CatalogKind("saes", "SAE", id_check("SAE"), SaeCard.from_dict, lambda card: card.sae_id)
 
 
 # -- the weights file, read without torch -------------------------------------------------------
@@ -340,7 +340,7 @@ class SaeWriter:
         problem = _sae_problem(self.folder, card)
         if problem:
             raise StoreError(f"SAE {self.sae_id!r} was not saved whole: {problem}")
-        atomic_write_text(self.folder / layout.SAE_CARD, card.to_json())
+        atomic_write_text(layout.manifest_path(self.folder), card.to_json())
         atomic_write_text(layout.marker_path(self.folder), card.created_at or "committed")
         fsync_dir(self.folder)
         self.close()

@@ -155,7 +155,7 @@ def find_sae(settings: SaeSettings, store: Store) -> SaeSource:
         card = None
         try:  # a folder copied out of a store keeps its card: use what it says
             card = SaeCard.from_dict(
-                json.loads(read_regular(folder / store_layout.SAE_CARD, CFG_MAX_BYTES))
+                json.loads(read_regular(store_layout.manifest_path(folder), CFG_MAX_BYTES))
             )
         except (OSError, ValueError, TypeError, RecursionError):
             card = None
@@ -164,7 +164,7 @@ def find_sae(settings: SaeSettings, store: Store) -> SaeSource:
     try:
         card = store.saes.card(settings.sae)
     except StoreError as exc:
-        if "no SAE" not in str(exc):
+        if "damaged" in str(exc) or "ambiguous" in str(exc):
             raise SaeError(str(exc)) from None
         raise SaeError(
             f"SAE {settings.sae!r} not found: give a folder with cfg.json, an SAE id of this "

@@ -46,8 +46,10 @@ def test_training_an_sae_from_the_app_commits_it(sae_root):
     [
         (TrainSaeSettings(run="no-such-run", layer=2), "cannot train an SAE on 'no-such-run'"),
         (TrainSaeSettings(run="pr-llama", layer=0), "has no layer 0"),
-        (SaeSettings(model="m", dataset="prompt_responses", sae="/etc"), "SAE '/etc': no SAE"),
-        (SaeSettings(model="m", dataset="prompt_responses", sae="../saes/sae-tiny"), "no SAE"),
+        (SaeSettings(model="m", dataset="prompt_responses", sae="/etc"),
+         "SAE '/etc': SAE id '/etc' is not valid"),
+        (SaeSettings(model="m", dataset="prompt_responses", sae="../saes/sae-tiny"),
+         "is not valid"),
         (SaeSettings(model="m", dataset="/etc/passwd", sae="sae-tiny"), "/etc/passwd"),
         (SaeSettings(model="m", dataset="prompt_responses", sae="../x", sae_id="y"),
          "is not a release name"),

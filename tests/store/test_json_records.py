@@ -21,7 +21,10 @@ def test_records_are_found_in_document_order_with_their_place_and_label():
     }  # fmt: skip
     _, records = read_records(json.dumps(document).encode(), ".json", "f.json")
     assert [r.location for r in records] == [
-        "results[0].variations[0]", "results[0].variations[1]", 'results[1]["odd key!"][0]']
+        "results[0].variations[0]",
+        "results[0].variations[1]",
+        'results[1]["odd key!"][0]',
+    ]
     assert [r.label for r in records] == ["a", "own", "unlabelled"]
     assert [r.id for r in records] == ["results[0].variations[0]", "results[0].variations[1]", "7"]
     assert location_of(()) == "$" and location_of((3,)) == "[3]"
@@ -82,7 +85,10 @@ def test_size_and_count_bounds(monkeypatch):
 
 
 def test_jsonl_and_csv_rows_are_records_and_come_back_wrapped():
-    raw = b'{"id": "a", "prompt": "p", "response": "r", "label": "x"}\n\n{"text": "t", "label": "y"}\n'
+    raw = (
+        b'{"id": "a", "prompt": "p", "response": "r", "label": "x"}\n\n'
+        b'{"text": "t", "label": "y"}\n'
+    )
     rows, records = read_records(raw, ".jsonl", "d.jsonl")
     assert [r.location for r in records] == ["line 1", "line 3"]
     assert records[1].prompt == "t" and records[1].response == ""

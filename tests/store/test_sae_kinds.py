@@ -36,12 +36,12 @@ def _weights_with_header(header: bytes) -> bytes:
 
 
 SAE_DAMAGE = {
-    "card-not-json": (lambda f: (f / "sae_card.json").write_text("{nope"), "not JSON"),
-    "card-other-id": (lambda f: (f / "sae_card.json").write_text(
-        (f / "sae_card.json").read_text().replace('"card-other-id"', '"sae-tiny"')),
+    "card-not-json": (lambda f: (f / "manifest.json").write_text("{nope"), "not JSON"),
+    "card-other-id": (lambda f: (f / "manifest.json").write_text(
+        (f / "manifest.json").read_text().replace('"card-other-id"', '"sae-tiny"')),
         "says SAE id 'sae-tiny' but its folder is 'card-other-id'"),
-    "card-bad-field": (lambda f: (f / "sae_card.json").write_text(
-        json.dumps({**json.loads((f / "sae_card.json").read_text()), "d_sae": "64"})),
+    "card-bad-field": (lambda f: (f / "manifest.json").write_text(
+        json.dumps({**json.loads((f / "manifest.json").read_text()), "d_sae": "64"})),
         "d_sae '64' must be a whole number"),
     "no-weights": (lambda f: (f / "sae_weights.safetensors").unlink(),
                    "it has no sae_weights.safetensors"),
@@ -63,7 +63,7 @@ SAE_DAMAGE = {
 
 def test_damaged_or_planted_saes_are_listed_with_a_reason(root, capsys):
     for name, (damage, _) in SAE_DAMAGE.items():
-        damage(_copy(root, "saes", "sae-tiny", name, "sae_card.json"))
+        damage(_copy(root, "saes", "sae-tiny", name, "manifest.json"))
     os.symlink(root / "saes" / "sae-tiny", root / "saes" / "linked")
     (root / "saes" / "bad name!").mkdir()
     (root / "saes" / "bad name!" / "_COMMITTED").write_text("x")
@@ -73,7 +73,7 @@ def test_damaged_or_planted_saes_are_listed_with_a_reason(root, capsys):
     for name, (_, message) in SAE_DAMAGE.items():
         assert message in reasons[f"saes/{name}"], (name, reasons[f"saes/{name}"])
     assert "symbolic link" in reasons["saes/linked"]
-    assert "not a valid SAE id" in reasons["saes/bad name!"]
+    assert "SAE id 'bad name!' is not valid" in reasons["saes/bad name!"]
     with pytest.raises(StoreError, match="SAE 'no-weights' is damaged: it has no sae_weights"):
         store.saes.card("no-weights")
     assert main(["list", "--store", str(root), "--kind", "saes"]) == 0
@@ -126,11 +126,11 @@ def test_damaged_or_planted_feature_runs_are_listed_with_a_reason(root):
         (lambda s: s.features.feature_samples("feat-all", -1), "feature -1 is not a feature"),
         (lambda s: s.features.feature_samples("feat-all", 1, n=10**6), "n 1000000 must be"),
         (lambda s: s.features.sample_positions("feat-all", 16), "sample 16 is not a record"),
-        (lambda s: s.features.manifest("../../etc"), "no feature run '../../etc'"),
-        (lambda s: s.features.manifest("x" * 100_000), "no feature run 'xxxxx"),
+        (lambda s: s.features.manifest("../../etc"), "feature run id '../../etc' is not valid"),
+        (lambda s: s.features.manifest("x" * 100_000), "feature run id 'xxxxx"),
         (lambda s: s.features.manifest("feat"), "ambiguous: it starts feat-all, feat-last"),
         (lambda s: s.saes.decoder_rows("sae-tiny", [64]), "feature 64 is not a feature"),
-        (lambda s: s.saes.card(""), "is not an id"),
+        (lambda s: s.saes.card(""), "SAE id '' is not valid"),
     ],
 )
 def test_hostile_values_are_refused_with_one_message(tiny_sae_store, call, message):
