@@ -145,8 +145,11 @@ def _clean(args: argparse.Namespace) -> int:
 
 def _defaults(args: argparse.Namespace) -> int:
     from extraction.defaults import fill_defaults
+    from extraction.sae.defaults import fill_sae_defaults
 
     fill_defaults(args.store, args.models, progress=not args.no_progress)
+    # The default SAE and its features (SmolLM2 only), for the Features page on first start.
+    fill_sae_defaults(args.store, args.models, progress=not args.no_progress)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The default SAE of a fresh store: so the Features page has real content on first start.
 
 For SmolLM2 (the embedded model this is sized for) `python -m extraction defaults` adds, after
-its other default runs and while the model is loaded:
+its other default runs (the model is loaded once more, for these steps only):
 
 1. `default-prompt-responses-all-smollm2-135m`: every token of the built-in prompt_responses
    records (120, ~4,900 tokens) at resid_post layer 15 (the middle of 30 blocks; the pass stops
@@ -46,9 +46,9 @@ def sae_settings() -> SaeSettings:
                        name=FEATURES_NAME)  # fmt: skip
 
 
-def pending(store_root: Path, model: str) -> bool:
-    """Whether `model` has default SAE steps still to do in this store."""
-    if model != SAE_MODEL:
+def pending(store_root: Path, models: tuple[str, ...]) -> bool:
+    """Whether the default SAE steps still have something to do in this store."""
+    if SAE_MODEL not in models:
         return False
     store = open_store(store_root, create=True)
     have_sae = any(card.sae_id == SAE_NAME for card in store.saes.list())
@@ -56,20 +56,24 @@ def pending(store_root: Path, model: str) -> bool:
     return not (have_sae and have_features)
 
 
-def fill_sae_defaults(store_root: Path, model: str, loaded, progress: bool = True) -> None:
-    """Run the steps above that are missing, with `loaded` (the model, loaded once)."""
+def fill_sae_defaults(store_root: Path, models: tuple[str, ...], progress: bool = True) -> None:
+    """Run the steps above that are missing (nothing unless SmolLM2 is among `models`)."""
+    if not pending(store_root, models):
+        return
+    from extraction.loading import load
+    from extraction.models import resolve
     from extraction.runner import execute
     from extraction.sae.extract import extract_features, prepare_sae
     from extraction.sae.train import plan_training, train
 
-    if not pending(store_root, model):
-        return
     store = open_store(store_root)
+    config = run_settings()
+    loaded = load(resolve(SAE_MODEL), config.backend, config.device)
     if not any(card.sae_id == SAE_NAME for card in store.saes.list()):
         runs = [m for m in store.runs() if m.name == RUN_NAME]
         if not runs:
             _say(RUN_NAME)
-            runs = [execute(run_settings(), store_root, resume=True, progress=progress,
+            runs = [execute(config, store_root, resume=True, progress=progress,
                             loaded=loaded).manifest]  # fmt: skip
         _say(SAE_NAME)
         settings = TrainSaeSettings(run=runs[0].run_id, hook=SAE_HOOK, layer=SAE_LAYER,
