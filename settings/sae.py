@@ -10,11 +10,12 @@ and the app share it. It holds
   `TRAIN_SAE_OPTIONS` / `SAE_OPTIONS` and written back by `.argv()`, as for `RunSettings`.
 
 Defaults are chosen for a CPU and the embedded SmolLM2 (d_model 576): a TopK SAE of 2048
-features (3.5x d_model; training cost grows with the width) with k = 32, trained on batches of
-512 tokens for 30 passes over the run. Measured on the built-in prompt_responses run at layer 15
-(4.9k tokens): held-out explained variance 0.69 against 0.49 for the best 32-dimensional linear
-reconstruction (PCA), 7% dead features. Every check raises `ValueError` naming
-the bad value; nothing here does I/O.
+features (3.5x d_model; training cost grows with the width) with k = 32, trained with Adam at
+1e-3 on batches of 512 tokens for 15 passes over the run. Measured on the built-in
+prompt_responses run at layer 15 (4.9k tokens, a fifth of the tokens held out): explained
+variance 0.63 after 70 steps and 0.67 after 285 at lr 1e-3 / 5e-4, against 0.49 for the best
+32-dimensional linear reconstruction (PCA); 1e-3 reaches in 70 steps what 5e-4 reaches in 150.
+Every check raises `ValueError` naming the bad value; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ SAE_POSITIONS = ("last_prompt", "all")
 MAX_D_SAE = 1 << 22  # 4M features: far beyond any released SAE, small enough for an int32 id
 MAX_TOP_K = 1024
 MAX_TRAINING_TOKENS = 10**10
-DEFAULT_PASSES = 30
-MIN_DEFAULT_TOKENS, MAX_DEFAULT_TOKENS = 100_000, 5_000_000
+DEFAULT_PASSES = 15
+MIN_DEFAULT_TOKENS, MAX_DEFAULT_TOKENS = 50_000, 5_000_000
 MAX_SAE_ID_CHARS = 300  # a sae-lens id such as "layer_12/width_16k/average_l0_82"
 
 _TL_HOOK = re.compile(r"^blocks\.(\d{1,4})\.hook_(resid_pre|resid_post|mlp_out|attn_out)$")
@@ -127,7 +128,7 @@ class TrainSaeSettings(_Settings):
 
     `run` is a run id (or an unambiguous prefix) of an `all`-positions run; `layer` may count
     back from the end (-1 = last). `training_tokens` None means: `DEFAULT_PASSES` passes over
-    the run's tokens, at least 100,000 and at most 5,000,000 tokens.
+    the run's tokens, at least 50,000 and at most 5,000,000 tokens.
     """
 
     run: str
@@ -137,7 +138,7 @@ class TrainSaeSettings(_Settings):
     k: int = 32
     training_tokens: int | None = None
     batch_size: int = 512
-    lr: float = 5e-4
+    lr: float = 1e-3
     seed: int = 0
     include_first_token: bool = False
     name: str | None = None
@@ -168,8 +169,8 @@ TrainSaeSettings.OPTIONS = (
     RunOption("hook", f"the site: {', '.join(HOOKS)}"),
     RunOption("d_sae", "number of SAE features", "int"),
     RunOption("k", "active features per token (TopK SAE)", "int"),
-    RunOption("training_tokens", "tokens to train on in all (default: 30 passes over the "
-              "run, 100k..5M)", "int"),
+    RunOption("training_tokens", "tokens to train on in all (default: 15 passes over the "
+              "run, 50k..5M)", "int"),
     RunOption("batch_size", "tokens per training step", "int"),
     RunOption("lr", "Adam learning rate", "float"),
     RunOption("seed", "random seed (initial weights, shuffling, held-out split)", "int"),

@@ -7,7 +7,7 @@ its other default runs (the model is loaded once more, for these steps only):
    records (120, ~4,900 tokens) at resid_post layer 15 (the middle of 30 blocks; the pass stops
    there, so it costs half a forward pass);
 2. the SAE `default-sae-smollm2-135m` trained on it with the CLI's defaults (2048 features,
-   k 32, 30 passes);
+   k 32, 15 passes: ~73,000 tokens, 143 steps);
 3. `default-features-prompt-responses-smollm2-135m`: its features on the same records, every
    position, top 50.
 

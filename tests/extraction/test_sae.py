@@ -181,6 +181,33 @@ def test_hook_layer_and_width_mismatches_stop_before_anything_runs(
     assert sorted(p.name for p in (root / "features").iterdir()) == ["feat-all", "feat-last"]
 
 
+@pytest.mark.parametrize("damage", ["weights", "cfg"])
+def test_a_damaged_sae_folder_is_one_error_line(tiny_sae_store, tmp_path, capsys, damage):
+    folder = _sae_folder(tmp_path, "broken", 32, "blocks.1.hook_resid_post")
+    if damage == "weights":
+        (folder / "sae_weights.safetensors").write_bytes(b"\x80\x04pickle, not safetensors")
+        message = "cannot load SAE 'broken'"
+    else:
+        cfg = json.loads((folder / "cfg.json").read_text())
+        (folder / "cfg.json").write_text(
+            json.dumps(
+                {
+                    **cfg,
+                    "metadata": {
+                        "hook_name": "blocks.1.hook_resid_post",
+                        "sae_lens_version": "not-a-version",
+                    },
+                }
+            )
+        )
+        message = "SAE folder 'broken': sae-lens cannot read its cfg.json"
+    root = store_copy(tiny_sae_store, tmp_path)
+    code, err = cli(capsys, "sae", "--store", str(root), "--model", tiny_sae_store["model"],
+                    "--dataset", str(tiny_sae_store["dataset"]), "--sae", str(folder))  # fmt: skip
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in (root / "features").iterdir()) == ["feat-all", "feat-last"]
+
+
 def test_sae_of_another_model_is_refused(tiny_sae_store, tiny_models, capsys):
     code, err = cli(capsys, "sae", "--store", str(tiny_sae_store["root"]), "--model",
                     str(tiny_models["gemma3"]), "--dataset", str(tiny_sae_store["dataset"]),

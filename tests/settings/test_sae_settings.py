@@ -67,6 +67,6 @@ def test_hook_names_are_sae_lens_names():
 
 
 def test_default_training_tokens_are_bounded():
-    assert default_training_tokens(4_900) == 147_000
-    assert default_training_tokens(10) == 100_000
+    assert default_training_tokens(4_900) == 73_500
+    assert default_training_tokens(10) == 50_000
     assert default_training_tokens(10**9) == 5_000_000
