@@ -118,16 +118,18 @@ def _breakdown(store_path: str) -> list[tuple[str, float, float, float]]:
 
     def direction_charts(result):
         profile, detail = result
+        labels = charts.label_colours(chosen.loc[run_a, "labels"])
         return [
             charts.lines(profile.per_label, "depth", "l2_rel", "label", dash="model", title="",
-                         x_title="", y_title=""),
+                         x_title="", y_title="", colours=labels,
+                         dashes=charts.series_dashes(runs, "model")),
             charts.lines(profile.cosines, "depth", "cosine", "pair", title="", x_title="",
-                         y_title=""),
+                         y_title="", colours=charts.pair_colours(chosen.loc[run_a, "labels"])),
             charts.heatmap(detail.cosines, "label_b", "label_a", "cosine", title="",
                            x_title="", y_title=""),
-            charts.histogram(detail.projections, "projection", "label", title=""),
+            charts.histogram(detail.projections, "projection", "label", title="", colours=labels),
             charts.scatter(detail.scores, "pc1", "pc2", "label", title="", x_title="",
-                           y_title=""),
+                           y_title="", colours=labels),
         ]  # fmt: skip
 
     def cross_charts(result):
@@ -139,7 +141,8 @@ def _breakdown(store_path: str) -> list[tuple[str, float, float, float]]:
         table = pc.dimension_table(result, result.layers[0], 10, True)
         return [
             charts.lines(result.per_layer, "layer", "mean_abs", "category", title="",
-                         x_title="", y_title=""),
+                         x_title="", y_title="",
+                         colours=charts.category_colours(result.per_layer["category"])),
             charts.heatmap(pc.dimension_layers(result, table["dimension"].tolist()),
                            "dimension", "layer", "score", title="", x_title="", y_title=""),
         ]  # fmt: skip
