@@ -95,6 +95,7 @@ def is_committed(run: Path) -> bool:
 # -- SAEs and feature runs (issue 12) ---------------------------------------------------------
 SAE_CFG = "cfg.json"  # sae-lens's names (sae_lens.constants), fixed by its on-disk format
 SAE_WEIGHTS = "sae_weights.safetensors"
+SAE_PROMOTED = "promoted_tokens.parquet"  # ours: the tokens each decoder direction promotes
 
 
 ENTRY_FOLDERS = ("runs", "saes", "features")  # committed kinds: <folder>/<id>/ + _COMMITTED

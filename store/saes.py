@@ -3,8 +3,9 @@
 An SAE folder holds what sae-lens's `SAE.load_from_disk(folder)` reads (`cfg.json`,
 `sae_weights.safetensors`) and our `manifest.json` (`SaeCard`, the SAE's card: the model, run,
 hook and layer it was trained on, its training settings and its quality: reconstruction
-explained variance, L0, dead-feature share), and becomes visible when its `_COMMITTED` marker
-is written, last.
+explained variance, L0, dead-feature share), the tokens each feature's decoder direction
+promotes (`promoted_tokens.parquet`, optional: see extraction.sae.readout), and becomes
+visible when its `_COMMITTED` marker is written, last.
 
 Read strictly, as runs are (`store.catalog`): a folder that is not an SAE id, a symbolic link, or
 whose card is missing, too large, not JSON, does not validate or names another id is listed by
@@ -25,11 +26,15 @@ import math
 import os
 import stat
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from settings.run import (
     HOOKS,
@@ -40,7 +45,7 @@ from settings.run import (
 )
 from settings.sae import MAX_D_SAE, MAX_TOP_K, tl_hook_name
 from store import layout
-from store.atomic import atomic_write_text, fsync_dir, read_regular
+from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.catalog import CatalogKind
 from store.errors import StoreError, one_line
 from store.manifest import (
@@ -61,6 +66,13 @@ CFG_MAX_BYTES = 1 << 20
 HEADER_MAX_BYTES = 1 << 20  # a safetensors header of an SAE lists four or five tensors
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 METRICS = ("explained_variance", "l0", "dead_share")
+PROMOTED_MAX_BYTES = 64 << 20
+MAX_PROMOTED = 50  # tokens kept per feature
+# feature, rank (0 = most promoted), token text, its logit from the unit decoder direction
+PROMOTED_SCHEMA = pa.schema(
+    [("feature", pa.int32()), ("rank", pa.int16()), ("token", pa.string()),
+     ("logit", pa.float32())]
+)  # fmt: skip
 
 
 def _json_value(kind: str, value: object) -> None:
@@ -299,6 +311,50 @@ class SaeShelf(Shelf):
                 f"SAE {card.sae_id!r}: cannot read its decoder ({one_line(exc)})"
             ) from None
 
+    def promoted_tokens(self, name: str, feature: int) -> pd.DataFrame:
+        """The tokens a feature's decoder direction promotes most through the model's
+        unembedding (saved at training time): rank, token, logit. StoreError if the SAE has
+        none saved (an SAE trained elsewhere, or whose model could not be loaded) or the file
+        is damaged; the reason is one line."""
+        card = self.card(name)
+        if type(feature) is not int or not 0 <= feature < card.d_sae:
+            raise StoreError(f"feature {feature!r:.40} is not a feature of SAE {card.sae_id!r}")
+        path = layout.sae_dir(self.root, card.sae_id) / layout.SAE_PROMOTED
+        try:
+            raw = read_regular(path, PROMOTED_MAX_BYTES)
+        except FileNotFoundError:
+            raise StoreError(f"SAE {card.sae_id!r} has no promoted tokens saved") from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+            raise StoreError(
+                f"SAE {card.sae_id!r}: cannot read its promoted tokens ({reason})"
+            ) from None
+        try:
+            table = pq.read_table(pa.BufferReader(raw), filters=[("feature", "=", feature)])
+            if not table.schema.equals(PROMOTED_SCHEMA):
+                raise ValueError("its columns are not feature, rank, token, logit")
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise StoreError(
+                f"SAE {card.sae_id!r}: cannot read its promoted tokens ({one_line(exc, 120)})"
+            ) from None
+        frame = table.to_pandas().sort_values("rank").head(MAX_PROMOTED)
+        return frame[["rank", "token", "logit"]].reset_index(drop=True)
+
+
+def promoted_table(top_ids: np.ndarray, logits: np.ndarray, tokens: Mapping[int, str]) -> pa.Table:
+    """The promoted-tokens table from top token ids [d_sae, n] (best first), their logits
+    [d_sae, n] and the text of each of those token ids."""
+    d_sae, n = top_ids.shape
+    return pa.table(
+        {
+            "feature": np.repeat(np.arange(d_sae, dtype=np.int32), n),
+            "rank": np.tile(np.arange(n, dtype=np.int16), d_sae),
+            "token": [tokens[int(i)] for i in top_ids.reshape(-1)],
+            "logit": logits.reshape(-1).astype(np.float32),
+        },
+        schema=PROMOTED_SCHEMA,
+    )
+
 
 class SaeWriter:
     """Writes one SAE folder: the caller saves sae-lens's files into `folder`, then `commit`."""
@@ -332,6 +388,14 @@ class SaeWriter:
 
     def write_progress(self, done: int, total: int) -> None:
         write_progress_file(self.folder, done, total, unit="steps")
+
+    def write_promoted(self, table: pa.Table) -> None:
+        """Save the promoted tokens of every feature (`promoted_table`) beside the weights."""
+        if not table.schema.equals(PROMOTED_SCHEMA):
+            raise ValueError("promoted tokens must have columns feature, rank, token, logit")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        atomic_write_bytes(self.folder / layout.SAE_PROMOTED, sink.getvalue().to_pybytes())
 
     def commit(self, card: SaeCard) -> None:
         """Check the saved files against the card, write it, then the marker: now visible."""

@@ -17,7 +17,8 @@ explained variance on the card is measured on their tokens, after training, in o
 streaming pass that also measures L0 and the share of dead features (never active on any
 token of the run). The SAE is saved with sae-lens's `save_inference_model` (decoder norms folded
 in) into `STORE/saes/<id>/`, loaded back with `SAE.load_from_disk` and checked to encode as the
-trained one does, then committed with its card.
+trained one does, with the tokens each feature promotes (extraction.sae.readout), then
+committed with its card.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 
 from extraction.loading import pick_device
 from extraction.runner import code_version
+from extraction.sae.readout import promoted_tokens
 from settings.run import new_run_id
 from settings.sae import TrainSaeSettings, default_training_tokens, tl_hook_name
 from store import RunManifest, Store, StoreError
@@ -308,6 +310,9 @@ def train(plan: TrainPlan, store: Store, progress: bool = True) -> TrainResult:
         sae.save_inference_model(writer.folder)
         loaded = SAE.load_from_disk(str(writer.folder), device=str(device))
         _check_same_encoding(sae, loaded, first)
+        promoted = promoted_tokens(loaded.W_dec, plan.run)
+        if promoted is not None:
+            writer.write_promoted(promoted)
         card = _card(plan, measured, train_seconds, time.perf_counter() - started, steps)
         writer.commit(card)
     except BaseException:

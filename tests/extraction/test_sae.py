@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from extraction.__main__ import main
-from store import open_store
+from store import StoreError, open_store
 from tests.support.tiny import write_jsonl
 
 
@@ -367,3 +367,26 @@ def test_training_batches_stream_training_records_only(tiny_sae_store, monkeypat
     # records tell whether one was used.
     assert seen <= usable and not seen & (held - usable) and held - usable
     assert len(seen) > 0.9 * len(usable)  # three passes over ~900 tokens reach nearly all
+
+
+def test_promoted_tokens_are_the_logit_lens_of_each_decoder_direction(tiny_sae_store):
+    """Saved at training time (the app has no torch): each feature's top tokens through the
+    model's final norm and unembedding, recomputed here from the saved SAE and the HF model."""
+    from sae_lens import SAE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    store = open_store(tiny_sae_store["root"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_sae_store["model"])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_sae_store["model"])
+    sae = SAE.load_from_disk(str(store.saes.folder("sae-tiny")), device="cpu")
+    with torch.no_grad():
+        unit = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)
+        logits = model.lm_head(model.model.norm(unit))[:, : len(tokenizer)]
+    for feature in (0, 17, 63):
+        saved = store.saes.promoted_tokens("sae-tiny", feature)
+        best = logits[feature].topk(len(saved))
+        assert saved["rank"].tolist() == list(range(len(saved))) and len(saved) == 20
+        assert saved["token"].tolist() == [tokenizer.decode([int(i)]) for i in best.indices]
+        np.testing.assert_allclose(saved["logit"], best.values.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(StoreError, match="is not a feature of SAE 'sae-tiny'"):
+        store.saes.promoted_tokens("sae-tiny", 64)
