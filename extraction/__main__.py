@@ -144,10 +144,10 @@ def _clean(args: argparse.Namespace) -> int:
 
 
 def _defaults(args: argparse.Namespace) -> int:
-    from extraction.defaults import fill_defaults
+    from extraction.defaults import default_configs, fill_defaults
     from extraction.sae.defaults import fill_sae_defaults
 
-    fill_defaults(args.store, args.models, progress=not args.no_progress)
+    fill_defaults(args.store, default_configs(args.models), progress=not args.no_progress)
     # The default SAE and its features (SmolLM2 only), for the Features page on first start.
     fill_sae_defaults(args.store, args.models, progress=not args.no_progress)
     return 0
