@@ -12,9 +12,11 @@ HOOKS = ("resid_pre", "resid_post", "mlp_out")
 
 
 def pytest_collection_modifyitems(items):
-    """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out."""
+    """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out; so are
+    tests on `tiny_sae_store` (it trains an SAE and runs two extractions: about 20 s idle)."""
     for item in items:
-        if item.get_closest_marker("embedded") or item.get_closest_marker("browser"):
+        marked = item.get_closest_marker("embedded") or item.get_closest_marker("browser")
+        if marked or "tiny_sae_store" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
