@@ -8,6 +8,8 @@ Only this package knows the file layout and speaks SQL. Read API:
     st.damaged_runs()                           # DamagedRun(folder, reason) for unreadable ones
     X, samples = st.vectors(run_id, "resid_post", layer=12, position="last")  # [n, d], DataFrame
     st.query("SELECT label, count(*) FROM samples WHERE run_id = ? GROUP BY 1", [run_id])
+    st.vector_sets(); st.vector_set(set_id)      # control vectors (store.vectorsets)
+    st.readout(weights_sha256); st.iter_unembedding(weights_sha256)   # store.readouts
 
 `st.query(sql, params)` runs one SELECT confined to the store's files (safe for user SQL).
 `st.close()` or `with open_store(...) as st:` drops the DuckDB connection (done at exit anyway).
@@ -17,7 +19,8 @@ Write API (used by extraction): `RunWriter.create(...)`, `.add(...)`, `.commit(m
 Modules: `layout` (paths), `manifest` (RunManifest), `catalog` (which run folders are healthy or
 damaged), `files` (a run's Parquet files checked against its manifest), `sql` (the confined DuckDB
 connection and its views), `reader` (`Store`, composing those, and the reads), `writer`,
-`snapshot`, `atomic`, `errors`.
+`snapshot`, `atomic`, `errors`, `vectorsets` (control vector sets), `readouts` (a model's final
+norm and unembedding, for reading directions as tokens), `control_files` (.pt and GGUF bytes).
 """
 
 from store.errors import StoreError

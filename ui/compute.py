@@ -28,17 +28,20 @@ import streamlit as st
 
 from analysis import (
     MeanAccumulator,
-    best_pairs,
+    best_per_row,
     centred_label_similarity,
+    cka_chance,
     cka_matrix,
     cosine_matrix,
     direction_norms_by_layer,
     directions_from_means,
     normalised_depth,
+    one_vs_rest_means,
     pca,
+    procrustes_chance,
     procrustes_cosine_matrix,
-    project,
     projection_separability,
+    relative_projection,
     rsa_matrix,
     split_half_stability,
 )
@@ -47,10 +50,12 @@ from ui.context import StoreView
 
 SUBSAMPLE_PER_LABEL = 1000  # samples per label kept in memory for per-sample statistics
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
+CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
 PROCRUSTES_RANK = 32  # principal directions per layer the Procrustes map is fitted in
 STABILITY_SPLITS = 20
 STREAM_BATCH_ROWS = 8192
 NO_LABEL = "(no label)"
+REST = "(every other label)"  # the one-vs-rest baseline: each label against all the others
 
 
 class Unsuitable(ValueError):
@@ -225,7 +230,7 @@ def check_labels(labels: list[str], baseline: str) -> None:
             f"This run has one label ({labels[0]!r}): a direction needs a target label and a "
             "baseline label. Pick a run of a labelled dataset."
         )
-    if baseline not in labels:
+    if baseline not in labels and baseline != REST:
         raise Unsuitable(
             f"Baseline {baseline!r} is not a label of this run (labels: {', '.join(labels)})."
         )
@@ -242,8 +247,25 @@ class DirectionProfile:
     failed: tuple[tuple[str, str], ...] = ()
 
 
+def label_directions_of(
+    stats: LayerStats, baseline: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(targets, directions [L, m, d], origins [L, m, d]): each target label's direction and the
+    baseline mean it starts from. baseline REST: every label against the mean of all samples of
+    the other labels (`analysis.one_vs_rest_means`); else every other label against it."""
+    if baseline == REST:
+        rest = one_vs_rest_means(stats.means, stats.counts)
+        return list(stats.labels), stats.means - rest, rest
+    targets = [label for label in stats.labels if label != baseline]
+    directions = directions_from_means(stats.means, stats.labels, targets, baseline)
+    origin = stats.means[:, [stats.labels.index(baseline)]]
+    return targets, directions, np.broadcast_to(origin, directions.shape)
+
+
 def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
     """(stability mean, std, AUC, accuracy); nan where a label has under 2 kept samples."""
+    if baseline == REST:
+        labels = np.where(labels == target, target, REST)
     try:
         mean, std = split_half_stability(X, labels, target, baseline, STABILITY_SPLITS, seed=0)
         auc, accuracy = projection_separability(X, labels, target, baseline, seed=0)
@@ -259,9 +281,9 @@ def direction_profile(
     """Every label's diff-of-means direction against `baseline`, per layer, and how reliable."""
     stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
-    targets = [label for label in stats.labels if label != baseline]
-    directions = directions_from_means(stats.means, stats.labels, targets, baseline)  # [L, k-1, d]
+    targets, directions, _ = label_directions_of(stats, baseline)  # [L, m, d]
     n_kept = {label: int((stats.sub_labels == label).sum()) for label in stats.labels}
+    n_kept[REST] = len(stats.sub_labels)  # less the target's, below
     depth = stats.depths()
     rows, cos_rows = [], []
     for li, layer in enumerate(stats.layers):
@@ -275,7 +297,8 @@ def direction_profile(
                     "l1": l1[j], "l2": l2[j], "l1_rel": l1[j] / stats.typical_norms[li],
                     "l2_rel": l2[j] / stats.typical_norms[li],
                     "stability": held[0], "stability_std": held[1], "auc": held[2],
-                    "accuracy": held[3], "n_target": n_kept[target], "n_baseline": n_kept[baseline],
+                    "accuracy": held[3], "n_target": n_kept[target],
+                    "n_baseline": n_kept[baseline] - (n_kept[target] if baseline == REST else 0),
                 }
             )  # fmt: skip
         C = cosine_matrix(D)
@@ -316,7 +339,7 @@ class LayerDetail:
     """One layer of one run: label-direction cosines, sample projections and PCA scores."""
 
     cosines: pd.DataFrame  # label_a, label_b, cosine
-    projections: pd.DataFrame  # label, text, layer, n_layers, projection
+    projections: pd.DataFrame  # label, text, layer, n_layers, projection (0 baseline, 1 target)
     scores: pd.DataFrame  # label, text, layer, n_layers, pc1, pc2, pc3
     explained: list[float]
 
@@ -329,8 +352,8 @@ def layer_detail(
     stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
     li = stats.layer_index(layer)
-    targets = [label for label in stats.labels if label != baseline]
-    D = directions_from_means(stats.means[li], stats.labels, targets, baseline)  # [k-1, d]
+    targets, directions, origins = label_directions_of(stats, baseline)
+    D = directions[li]  # [m, d]
     C = cosine_matrix(D)
     cos = pd.DataFrame(
         [{"label_a": a, "label_b": c, "cosine": C[i, j]}
@@ -341,8 +364,9 @@ def layer_detail(
                          "n_layers": stats.n_layers})  # fmt: skip
     if target not in targets:
         raise Unsuitable(f"Label {target!r} has no direction against baseline {baseline!r}.")
-    try:
-        projections = base.assign(projection=project(X, D[targets.index(target)]))
+    j = targets.index(target)
+    try:  # 0 = the baseline's mean, 1 = the target's mean (every sample's, not the subsample's)
+        projections = base.assign(projection=relative_projection(X, origins[li, j], D[j]))
     except ValueError as exc:
         raise Unsuitable(f"Cannot project on the {target!r} direction: {exc}.") from None
     n_comp = min(3, X.shape[0], X.shape[1])
@@ -431,11 +455,38 @@ def cross_model(
     return CrossModel(_long(cka, a, b), _long(proc, a, b), rsa, raw, len(ia), note)
 
 
-def best_pairs_table(frame: pd.DataFrame, top: int = 5) -> pd.DataFrame:
-    """The `top` best (layer_a, layer_b) cells of a long comparison frame."""
+@st.cache_data(show_spinner="Measuring the chance level (shuffled samples)...", max_entries=64)
+def chance_at(
+    view: StoreView, run_a: str, run_b: str, hook: str, position: str, measure: str,
+    cells: tuple[tuple[int, int], ...],
+) -> tuple[float, ...]:  # fmt: skip
+    """`measure` ("cka" or "procrustes", as `cross_model` computes it, on the same samples) at
+    each (layer of A, layer of B) cell with B's sample order shuffled: the mean over
+    CHANCE_SHUFFLES shuffles, per cell (analysis.cka_chance / procrustes_chance)."""
+    a = layer_stats(view, run_a, hook, position)
+    b = layer_stats(view, run_b, hook, position)
+    ia, ib = _shared_rows(a, b)
+    index = [(a.layer_index(la), b.layer_index(lb)) for la, lb in cells]
+    XA, XB = list(a.sub_X[:, ia]), list(b.sub_X[:, ib])
+    if measure == "cka":
+        levels = cka_chance(XA, XB, index, CHANCE_SHUFFLES)
+    else:
+        levels = procrustes_chance(XA, XB, index, CHANCE_SHUFFLES, rank=PROCRUSTES_RANK)
+    return tuple(levels.mean(axis=1).tolist())
+
+
+def with_best(frame: pd.DataFrame) -> pd.DataFrame:
+    """A `CrossModel` frame with `best`: true at the best layer of B for each layer of A."""
     M = frame.pivot(index="layer_a", columns="layer_b", values="value")
-    rows = [
-        {"layer A": M.index[i], "layer B": M.columns[j], "value": round(v, 3)}
-        for i, j, v in best_pairs(M.to_numpy(), top=top)
-    ]
-    return pd.DataFrame(rows)
+    cols = best_per_row(M.to_numpy())
+    best = {a: M.columns[c] for a, c in zip(M.index, cols, strict=True) if c >= 0}
+    return frame.assign(best=frame["layer_b"].to_numpy() == frame["layer_a"].map(best).to_numpy())
+
+
+def with_chance(frame: pd.DataFrame, chance) -> pd.DataFrame:
+    """A `with_best` frame with `chance` at its best cells, from chance(cells) -> values
+    (e.g. `chance_at` with its other arguments bound); elsewhere nan."""
+    best = frame[frame["best"]]
+    cells = tuple(zip(best["layer_a"].astype(int), best["layer_b"].astype(int), strict=True))
+    values = pd.Series(chance(cells), index=best.index, dtype=float)
+    return frame.assign(chance=values.reindex(frame.index))
