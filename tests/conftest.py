@@ -84,6 +84,7 @@ def tiny_sae_store(tmp_path_factory) -> dict:
             "model": model, "dataset": dataset, "work": work}  # fmt: skip
 
 
+@pytest.fixture(scope="session")
 def tiny_paired_store(tmp_path_factory) -> dict:
     """A store with one paired run (tiny llama, resid_pre and resid_post, last token) and one
     `pca_center` vector set of it: read-only for tests (copy it to damage it)."""
