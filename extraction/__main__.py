@@ -1,4 +1,5 @@
-"""Command line: `python -m extraction {run,list,clean,defaults,models,vectors,steer,readout}`.
+"""Command line: `python -m extraction {run,list,clean,defaults,models,train-sae,sae,vectors,
+steer,readout}`.
 
 Bad input exits with status 2 and one line on stderr (no traceback), before anything is written.
 On success `run` prints the run id as its last line on stdout; progress goes to stderr.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from extraction.datasets import DatasetError
@@ -19,12 +21,15 @@ from settings.run import (
     settings_from_args,
     validate_run_id,
 )
+from settings.sae import SaeSettings, TrainSaeSettings
 from settings.vectors import (
     add_steer_arguments,
     add_vector_arguments,
     steer_settings_from_args,
 )
 from store import StoreError, open_store
+from store.atomic import atomic_write_text
+from store.json_records import dump_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The app's job registry picks the id up front, so it can watch and clean up the run.
     run.add_argument("--run-id", help="use this run id (must be new; not with --resume)")
 
-    listing = sub.add_parser("list", help="list committed runs")
+    listing = sub.add_parser("list", help="list committed runs (or SAEs, feature runs)")
     listing.add_argument("--store", required=True, type=Path)
+    listing.add_argument("--kind", choices=("runs", "saes", "features"), default="runs")
 
     clean = sub.add_parser("clean", help="delete interrupted (uncommitted) runs")
     clean.add_argument("--store", required=True, type=Path)
@@ -61,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the embedded models")
 
+    train_sae = sub.add_parser("train-sae", help="train an SAE on a run's stored activations")
+    TrainSaeSettings.add_arguments(train_sae)  # one option per field (settings/sae.py)
+    train_sae.add_argument("--store", required=True, type=Path)
+    train_sae.add_argument("--no-progress", action="store_true")
+    train_sae.add_argument("--output-id", help="use this SAE id (must be new; the app's jobs "
+                           "pick it up front)")  # fmt: skip
+
+    sae = sub.add_parser("sae", help="read a dataset's activations as SAE features")
+    SaeSettings.add_arguments(sae)
+    sae.add_argument("--store", required=True, type=Path)
+    sae.add_argument("--json-out", type=Path, help="also write the records back as JSON, "
+                     "each with its sae_activations")  # fmt: skip
+    sae.add_argument("--no-progress", action="store_true")
+    sae.add_argument("--run-id", help="use this feature run id (must be new)")
     vectors = sub.add_parser("vectors", help="control vectors from a paired run (no torch)")
     add_vector_arguments(vectors)
     vectors.add_argument("--store", required=True, type=Path)
@@ -106,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     store = open_store(args.store)
+    if args.kind != "runs":
+        return _list_sae_kinds(store, args.kind)
     for m in store.runs():
         print(
             f"{m.run_id}\t{m.model}\t{m.dataset_name}\t{m.n_samples} samples\t"
@@ -117,24 +139,79 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_sae_kinds(store, kind: str) -> int:
+    if kind == "saes":
+        for c in store.saes.list():
+            m = c.metrics
+            print(f"{c.sae_id}\t{c.model}\t{c.hook_name}\t{c.d_sae} features\tk {c.k}\t"
+                  f"explained variance {m['explained_variance']:.3f}\tL0 {m['l0']:.1f}\t"
+                  f"dead {m['dead_share']:.3f}\t{c.created_at}")  # fmt: skip
+        damaged = store.saes.damaged()
+    else:
+        for f in store.features.list():
+            print(f"{f.feature_run_id}\t{f.model}\t{f.dataset_name}\t{f.sae_id}\t"
+                  f"{f.hook_name}\t{f.positions}\ttop {f.top_k}\t{f.n_ok}/{f.n_records} records"
+                  f"\t{f.created_at}")  # fmt: skip
+        damaged = store.features.damaged()
+    for entry in damaged:
+        print(f"damaged {entry.folder}: {entry.reason}", file=sys.stderr)
+    return 0
+
+
 def _clean(args: argparse.Namespace) -> int:
     from store.writer import remove_uncommitted
 
-    for run_id in remove_uncommitted(open_store(args.store).root):
-        print(f"removed {run_id}")
+    root = open_store(args.store).root
+    for folder in ("runs", "saes", "features"):
+        for name in remove_uncommitted(root, folder):
+            print(f"removed {name}" if folder == "runs" else f"removed {folder}/{name}")
     return 0
 
 
 def _defaults(args: argparse.Namespace) -> int:
     from extraction.defaults import default_configs, fill_defaults
+    from extraction.sae.defaults import fill_sae_defaults
 
     fill_defaults(args.store, default_configs(args.models), progress=not args.no_progress)
+    # The default SAE and its features (SmolLM2 only), for the Features page on first start.
+    fill_sae_defaults(args.store, args.models, progress=not args.no_progress)
     return 0
 
 
 def _models(_args: argparse.Namespace) -> int:
     for model in EMBEDDED.values():
         print(f"{model.name}\t{model.display}\t{model.license}")
+    return 0
+
+
+def _train_sae(args: argparse.Namespace) -> int:
+    from extraction.sae.train import plan_training, train
+
+    settings = TrainSaeSettings.from_args(args)
+    if args.output_id is not None:
+        settings = replace(settings, name=validate_run_id(args.output_id))
+    store = open_store(args.store, writable=True)
+    result = train(plan_training(settings, store), store, progress=not args.no_progress)
+    print(result.sae_id)
+    return 0
+
+
+def _sae(args: argparse.Namespace) -> int:
+    from extraction.sae.extract import extract_features, prepare_sae
+
+    if args.run_id is not None:
+        validate_run_id(args.run_id)
+    settings = SaeSettings.from_args(args)
+    store = open_store(args.store, create=True, writable=True)
+    plan = prepare_sae(settings, store)
+    result = extract_features(
+        plan, args.store, progress=not args.no_progress, feature_run_id=args.run_id
+    )
+    if args.json_out is not None:
+        atomic_write_text(
+            args.json_out, dump_json(store.features.export_json(result.feature_run_id))
+        )
+    print(result.feature_run_id)
     return 0
 
 
@@ -192,17 +269,21 @@ def _readout(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "list": _list, "clean": _clean, "defaults": _defaults, "models": _models,
-            "vectors": _vectors, "steer": _steer, "readout": _readout}  # fmt: skip
+COMMANDS = {
+    "run": _run, "list": _list, "clean": _clean, "defaults": _defaults, "models": _models,
+    "train-sae": _train_sae, "sae": _sae, "vectors": _vectors, "steer": _steer,
+    "readout": _readout,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     # `--layers -2,-1`: argparse would read the list as an unknown option.
-    argv = join_option_values(sys.argv[1:] if argv is None else argv, ("--layers", "--strength"))
+    argv = join_option_values(sys.argv[1:] if argv is None else argv,
+                              ("--layers", "--layer", "--strength"))  # fmt: skip
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, DatasetError, ModelError, StoreError) as exc:
+    except (ValueError, DatasetError, ModelError, StoreError) as exc:  # SaeError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk or a vanished folder mid-run: one line, not a traceback

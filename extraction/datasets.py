@@ -26,9 +26,10 @@ import csv
 import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from store.json_records import json_constant, json_number
 
 FIELDS = ("id", "text", "label", "pair_id", "side", "category", "prompt", "response")
 TEXT_FIELDS = ("text", "prompt", "response")
@@ -37,7 +38,6 @@ MAX_TEXT_CHARS = 100_000  # one sample's text (prompt, response); far above any 
 MAX_NAME_CHARS = 1_000  # id, label, pair_id, side, category: shown in tables and legends
 MAX_COLUMNS = 64  # fields per record (known ones are read, others ignored)
 MAX_RECORDS = 1_000_000
-MAX_NUMBER_CHARS = 100  # a JSON number longer than this is refused before int() sees it
 
 
 class DatasetError(ValueError):
@@ -127,24 +127,10 @@ def _clean(name: str, value: object) -> str | None:
     return text if text.strip() else None
 
 
-def _json_number(text: str) -> int | float:
-    """parse_int / parse_float for json.loads: bounded length, finite, never a digit bomb."""
-    if len(text) > MAX_NUMBER_CHARS:
-        raise ValueError(f"a number of {len(text):,} characters (at most {MAX_NUMBER_CHARS})")
-    value = float(text) if any(c in text for c in ".eE") else int(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-def _json_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number a dataset may hold")
-
-
 def _json_record(line: str) -> dict:
     try:
         record = json.loads(
-            line, parse_int=_json_number, parse_float=_json_number, parse_constant=_json_constant
+            line, parse_int=json_number, parse_float=json_number, parse_constant=json_constant
         )
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg}): {_short(line, 80)}") from None

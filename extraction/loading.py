@@ -70,6 +70,11 @@ def _quiet_transformers() -> None:
 
 def model_layer_count(resolved: ResolvedModel) -> int:
     """Number of decoder blocks, read from the config alone (no weights)."""
+    return model_dims(resolved)[0]
+
+
+def model_dims(resolved: ResolvedModel) -> tuple[int, int]:
+    """(decoder blocks, residual width d_model), read from the config alone (no weights)."""
     from transformers import AutoConfig
 
     _quiet_transformers()
@@ -78,7 +83,7 @@ def model_layer_count(resolved: ResolvedModel) -> int:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the config of {resolved.name!r}: {exc}") from exc
     config = getattr(config, "text_config", None) or config
-    return int(config.num_hidden_layers)
+    return int(config.num_hidden_layers), int(config.hidden_size)
 
 
 def load(

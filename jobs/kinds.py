@@ -35,8 +35,10 @@ from typing import Any
 from jobs.errors import JobError
 from jobs.uploads import resolve_dataset, upload_label
 from settings.run import RunSettings, validate_run_id
+from settings.sae import SaeSettings, TrainSaeSettings
 from settings.vectors import VectorSettings
 from store import StoreError, open_store
+from store.saes import training_site
 from store.vectorsets import is_committed_vector_set, remove_partial_vector_set
 from store.writer import is_committed_run, read_progress, remove_partial_run
 
@@ -169,6 +171,81 @@ RUN = register(
         prepare=resolve_dataset_input,
         progress=read_progress,
         describe=_describe_run,
+        fixed_args=("--no-progress",),
+    )
+)
+
+
+# -- SAEs (issue 12): training on a run of this store, and feature extraction ----------------------
+def _entry_committed(folder: str) -> Callable[[Path, str], bool]:
+    return lambda root, entry_id: is_committed_run(root, entry_id, folder)
+
+
+def _entry_partial(folder: str) -> Callable[[Path, str], object]:
+    return lambda root, entry_id: remove_partial_run(root, entry_id, folder=folder)
+
+
+def _entry_progress(folder: str) -> Callable[[Path, str], tuple[int | None, int | None]]:
+    return lambda root, entry_id: read_progress(root, entry_id, folder)
+
+
+def _prepare_train_sae(root: Path, settings: TrainSaeSettings) -> TrainSaeSettings:
+    """The run resolved to its id and checked to hold every token of the site to train on."""
+    try:
+        store = open_store(root)
+        run = store.manifest(store.resolve_run_id(settings.run))
+        training_site(run, settings.hook, settings.layer)
+    except (ValueError, StoreError) as exc:
+        raise JobError(f"cannot train an SAE on {settings.run[:80]!r}: {exc}") from None
+    return replace(settings, run=run.run_id)
+
+
+def _prepare_sae(root: Path, settings: SaeSettings) -> SaeSettings:
+    """The dataset resolved as for runs; the SAE an SAE of this store (by its exact id) or a
+    sae-lens release with an id: never a folder on the server that a page could name."""
+    settings = resolve_dataset_input(root, settings)
+    if settings.sae_id is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", settings.sae):
+            raise JobError(f"SAE release {settings.sae[:80]!r} is not a release name")
+        return settings
+    try:
+        return replace(settings, sae=open_store(root).saes.card(settings.sae).sae_id)
+    except StoreError as exc:
+        raise JobError(f"SAE {settings.sae[:80]!r}: {exc}") from None
+
+
+TRAIN_SAE = register(
+    JobKind(
+        name="train-sae",
+        settings=TrainSaeSettings,
+        verb="train-sae",
+        output_flag="--output-id",
+        output_base=lambda s: s.name or f"sae-{s.hook}-L{s.layer}",
+        is_committed=_entry_committed("saes"),
+        remove_partial=_entry_partial("saes"),
+        prepare=_prepare_train_sae,
+        progress=_entry_progress("saes"),
+        describe=lambda s, output_id: (
+            output_id,
+            s.run,
+            f"{s.hook} L{s.layer}, {s.d_sae} x k{s.k}",
+        ),
+        fixed_args=("--no-progress",),
+    )
+)
+
+SAE_FEATURES = register(
+    JobKind(
+        name="sae",
+        settings=SaeSettings,
+        verb="sae",
+        output_flag="--run-id",
+        output_base=lambda s: s.name or f"features-{Path(s.dataset).stem}"[:60],
+        is_committed=_entry_committed("features"),
+        remove_partial=_entry_partial("features"),
+        prepare=_prepare_sae,
+        progress=_entry_progress("features"),
+        describe=lambda s, output_id: (output_id, s.model, s.sae),
         fixed_args=("--no-progress",),
     )
 )

@@ -324,13 +324,7 @@ class RunSettings:
         Only non-default values are written, each as `--flag=value` (so a value starting with
         '-', such as layers `-1`, is never read as an option).
         """
-        defaults = RunSettings(model=self.model, dataset=self.dataset)
-        args = []
-        for option in RUN_OPTIONS:
-            value = getattr(self, option.field)
-            if option.required or value != getattr(defaults, option.field):
-                args.extend(option.render(value))
-        return tuple(args)
+        return options_argv(self, RUN_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -395,10 +389,29 @@ def parse_names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def options_argv(settings: Any, options: tuple[RunOption, ...]) -> tuple[str, ...]:
+    """The command-line options that ask for exactly `settings` (a settings dataclass whose
+    fields `options` name): required ones always, the others only where not the default."""
+    defaults = {f.name: f.default for f in fields(settings)}
+    args = []
+    for option in options:
+        value = getattr(settings, option.field)
+        if option.required or value != defaults[option.field]:
+            args.extend(option.render(value))
+    return tuple(args)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one argparse option per RunSettings field; defaults come from RunSettings."""
-    defaults = {f.name: f.default for f in fields(RunSettings)}
-    for option in RUN_OPTIONS:
+    add_option_arguments(parser, RUN_OPTIONS, RunSettings)
+
+
+def add_option_arguments(
+    parser: argparse.ArgumentParser, options: tuple[RunOption, ...], settings_cls: type
+) -> None:
+    """Add one argparse option per field that `options` name; defaults from `settings_cls`."""
+    defaults = {f.name: f.default for f in fields(settings_cls)}
+    for option in options:
         default = defaults[option.field]
         if option.kind == "flag":
             parser.add_argument(option.flag, action="store_true", help=option.help)

@@ -11,6 +11,18 @@
         progress.json        samples done so far (for live progress; not part of the result)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
+      saes/<sae_id>/         an SAE this tool trained, in sae-lens's on-disk format
+        cfg.json  sae_weights.safetensors   what sae-lens's SAE.load_from_disk reads
+        manifest.json        the SAE's card: provenance and quality (explained variance, L0,
+                             dead features)
+        _COMMITTED           commit marker, written last
+      features/<feature_run_id>/   SAE features of a dataset (python -m extraction sae)
+        source.<ext>         the dataset file as given (JSON export writes it back)
+        samples.parquet      one row per record (where it sits, label, status, token counts)
+        topk/part-*.parquet  one row per kept position: top-K feature ids and activations
+        tokens/part-*.parquet  token ids and text per position
+        manifest.json        provenance, written at commit
+        _COMMITTED           commit marker, written last
       vector_sets/<set_id>/  control vectors computed from a paired run (store.vectorsets)
         manifest.json  vectors.parquet  _COMMITTED
       readouts/<key>/        one model's final norm and unembedding, for reading directions as
@@ -88,6 +100,46 @@ def part_files(folder: Path) -> list[Path]:
 
 def is_committed(run: Path) -> bool:
     return marker_path(run).is_file()
+
+
+# -- SAEs and feature runs (issue 12) ---------------------------------------------------------
+SAE_CFG = "cfg.json"  # sae-lens's names (sae_lens.constants), fixed by its on-disk format
+SAE_WEIGHTS = "sae_weights.safetensors"
+SAE_PROMOTED = "promoted_tokens.parquet"  # ours: the tokens each decoder direction promotes
+
+
+ENTRY_FOLDERS = ("runs", "saes", "features")  # committed kinds: <folder>/<id>/ + _COMMITTED
+
+
+def entry_dir(root: Path, folder: str, entry_id: str) -> Path:
+    """`root/<folder>/<id>` for a run, an SAE or a feature run (ValueError for anything else)."""
+    if folder not in ENTRY_FOLDERS:
+        raise ValueError(f"unknown store folder {folder!r:.40}")
+    return root / folder / validate_run_id(entry_id)
+
+
+def saes_dir(root: Path) -> Path:
+    return root / "saes"
+
+
+def sae_dir(root: Path, sae_id: str) -> Path:
+    return saes_dir(root) / validate_run_id(sae_id)
+
+
+def features_dir(root: Path) -> Path:
+    return root / "features"
+
+
+def feature_run_dir(root: Path, feature_run_id: str) -> Path:
+    return features_dir(root) / validate_run_id(feature_run_id)
+
+
+def topk_dir(feature_run: Path) -> Path:
+    return feature_run / "topk"
+
+
+def source_path(feature_run: Path, suffix: str) -> Path:
+    return feature_run / f"source{suffix}"
 
 
 # -- vector sets and model readouts: folders with a manifest and a commit marker, like runs -------

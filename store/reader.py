@@ -43,9 +43,11 @@ from settings.run import describe_layers
 from store import layout
 from store.catalog import DamagedRun, RunCatalog
 from store.errors import MAX_REASON_CHARS, StoreError, one_line
+from store.feature_reads import FeatureShelf
 from store.files import RunFiles, vectors_to_numpy
 from store.manifest import RunManifest
 from store.readouts import ReadoutManifest, Readouts
+from store.saes import SaeShelf
 from store.sql import (
     DEFAULT_MAX_ROWS,
     MAX_QUERY_ROWS,
@@ -77,6 +79,8 @@ class Store:
         self._catalog = RunCatalog(self.root)
         self._files = RunFiles(self.root)
         self._sql = ConfinedConnection(self.root)
+        self.saes = SaeShelf(self.root)  # STORE/saes/: SAEs this tool trained (store.saes)
+        self.features = FeatureShelf(self.root)  # STORE/features/: SAE feature runs
         self._vector_sets = VectorSets(self.root)
         self._readouts = Readouts(self.root)
 
@@ -89,6 +93,7 @@ class Store:
     def close(self) -> None:
         """Drop the DuckDB connection. The store stays usable: the next read opens a new one."""
         self._sql.close()
+        self.features.close()
 
     # -- runs ------------------------------------------------------------------------------
     def _scan(self, check_files: bool) -> tuple[list[RunManifest], list[DamagedRun], tuple]:
@@ -313,22 +318,49 @@ class Store:
         """Stream one site in chunks: yields (sample_idx [m], X [m, d]) without loading it all."""
         manifest = self.manifest(run_id)
         self._check_site(manifest, hook, layer, position)
+        for batch in self._stream(manifest, hook, layer, position, "sample_idx", batch_rows):
+            yield batch.column(0).to_numpy(), self._numpy(run_id, batch.column(1), manifest.d_model)
+
+    def _stream(
+        self,
+        manifest: RunManifest,
+        hook: str,
+        layer: int,
+        position: str,
+        columns: str,
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        """Arrow batches of `columns, vector` of one site, in file order; errors name the run."""
         files = self._files.vector_files(manifest)
         cursor = self._cursor()
         try:
             reader = cursor.sql(
-                "SELECT sample_idx, vector FROM read_parquet($files) "
+                f"SELECT {columns}, vector FROM read_parquet($files) "
                 "WHERE hook = $hook AND position = $position AND layer = $layer",
                 params={"files": files, "hook": hook, "position": position, "layer": int(layer)},
             ).to_arrow_reader(batch_rows)
-            for batch in reader:
-                index = batch.column(0).to_numpy()
-                yield index, vectors_to_numpy(batch.column(1), manifest.d_model)
+            yield from reader
         except _READ_ERRORS as exc:
             message = clean_message(exc, self.root)
-            raise StoreError(f"run {run_id!r}: cannot read vectors ({message})") from None
+            raise StoreError(f"run {manifest.run_id!r}: cannot read vectors ({message})") from None
         finally:
             cursor.close()
+
+    def iter_token_vectors(
+        self, run_id: str, hook: str, layer: int, batch_rows: int = 8192
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Stream every token of one site of an `all` run: yields (sample_idx [m],
+        token_idx [m], X [m, d] float32), in file order, `batch_rows` rows at a time, so memory
+        stays flat however many tokens the run holds (what SAE training reads)."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, layer, "all")
+        columns = "sample_idx, token_idx"
+        for batch in self._stream(manifest, hook, layer, "all", columns, batch_rows):
+            yield (
+                batch.column(0).to_numpy(),
+                batch.column(1).to_numpy(),
+                self._numpy(run_id, batch.column(2), manifest.d_model),
+            )
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None

@@ -118,10 +118,12 @@ def _runs_table(runs: Sequence[RunManifest]) -> pd.DataFrame:
 
 
 class ConfinedConnection:
-    """A lazily opened in-memory DuckDB connection that reads only under `root/runs/`."""
+    """A lazily opened in-memory DuckDB connection that reads only under `root/runs/` (or
+    another folder of the store: `folder`, e.g. `features` for the SAE feature runs)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, folder: str = "runs") -> None:
         self.root = Path(root)
+        self.folder = folder
         self._lock = threading.Lock()  # the connection and the views
         self._con: duckdb.DuckDBPyConnection | None = None
         self._view_key: tuple | None = None
@@ -157,7 +159,7 @@ class ConfinedConnection:
         }
         con = duckdb.connect(":memory:", config=config)
         try:
-            runs = layout.runs_dir(self.root)
+            runs = self.root / self.folder
             allowed = sorted({str(runs.resolve()) + os.sep, str(runs.absolute()) + os.sep})
             # SET takes no parameters; the paths are quoted as SQL string constants.
             con.execute(f"SET allowed_directories = [{', '.join(map(_sql_string, allowed))}]")

@@ -318,8 +318,7 @@ class RunWriter:
         self.write_samples(samples)
 
     def write_progress(self, done: int, total: int, **extra: Any) -> None:
-        payload = {"done": done, "total": total, "updated": time.time(), **extra}
-        atomic_write_text(layout.progress_path(self.run_path), json.dumps(payload))
+        write_progress_file(self.run_path, done, total, **extra)
 
     def commit(self, manifest: RunManifest) -> None:
         """Flush what is left, write the manifest, then the marker: the run becomes visible."""
@@ -333,8 +332,15 @@ class RunWriter:
         self.close()
 
 
-def list_uncommitted(root: Path) -> list[Path]:
-    runs = layout.runs_dir(Path(root))
+def write_progress_file(folder: Path, done: int, total: int, **extra: Any) -> None:
+    """progress.json of an uncommitted run, SAE or feature run: live progress for the app."""
+    payload = {"done": done, "total": total, "updated": time.time(), **extra}
+    atomic_write_text(layout.progress_path(folder), json.dumps(payload))
+
+
+def list_uncommitted(root: Path, folder: str = "runs") -> list[Path]:
+    """Uncommitted entries of one store folder: `runs` (default), `saes` or `features`."""
+    runs = Path(root) / folder
     if not runs.is_dir():
         return []
     return sorted(p for p in runs.iterdir() if p.is_dir() and not layout.is_committed(p))
@@ -354,27 +360,29 @@ def is_locked(run_path: Path) -> bool:
         return False
 
 
-def remove_uncommitted(root: Path) -> list[str]:
-    """Delete runs that never committed and that no live writer holds. Returns their ids."""
+def remove_uncommitted(root: Path, folder: str = "runs") -> list[str]:
+    """Delete runs (or SAEs, feature runs: `folder`) that never committed and that no live
+    writer holds. Returns their ids."""
     removed = []
-    for run_path in list_uncommitted(root):
+    for run_path in list_uncommitted(root, folder):
         if not is_locked(run_path):
             shutil.rmtree(run_path)
             removed.append(run_path.name)
     return removed
 
 
-def is_committed_run(root: Path, run_id: str) -> bool:
-    return layout.is_committed(layout.run_dir(Path(root), run_id))
+def is_committed_run(root: Path, run_id: str, folder: str = "runs") -> bool:
+    """Whether a run (or an SAE, a feature run: `folder` saes, features) is committed."""
+    return layout.is_committed(layout.entry_dir(Path(root), folder, run_id))
 
 
-def remove_partial_run(root: Path, run_id: str, wait: float = 5.0) -> bool:
+def remove_partial_run(root: Path, run_id: str, wait: float = 5.0, folder: str = "runs") -> bool:
     """Delete an uncommitted run folder once its writer lock is gone (waits up to `wait` s).
 
     A committed run, a symlink or anything that is not a folder is left alone. Returns whether
     the folder was removed.
     """
-    run = layout.run_dir(Path(root), run_id)
+    run = layout.entry_dir(Path(root), folder, run_id)
     if run.is_symlink() or not run.is_dir() or layout.is_committed(run):
         return False
     deadline = time.monotonic() + wait
@@ -386,10 +394,11 @@ def remove_partial_run(root: Path, run_id: str, wait: float = 5.0) -> bool:
     return True
 
 
-def read_progress(root: Path, run_id: str) -> tuple[int | None, int | None]:
-    """(samples done, total) from a run's progress.json; (None, None) when absent or odd."""
+def read_progress(root: Path, run_id: str, folder: str = "runs") -> tuple[int | None, int | None]:
+    """(samples done, total) from a run's progress.json (or an SAE's steps, a feature run's
+    records: `folder`); (None, None) when absent or odd."""
     try:
-        raw = read_regular(layout.progress_path(layout.run_dir(Path(root), run_id)), 4096)
+        raw = read_regular(layout.progress_path(layout.entry_dir(Path(root), folder, run_id)), 4096)
         payload = json.loads(raw)
         done, total = payload["done"], payload["total"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):

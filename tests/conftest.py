@@ -19,9 +19,11 @@ HOOKS = ("resid_pre", "resid_post", "mlp_out")
 
 
 def pytest_collection_modifyitems(items):
-    """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out."""
+    """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out; so are
+    tests on `tiny_sae_store` (it trains an SAE and runs two extractions: about 20 s idle)."""
     for item in items:
-        if item.get_closest_marker("embedded") or item.get_closest_marker("browser"):
+        marked = item.get_closest_marker("embedded") or item.get_closest_marker("browser")
+        if marked or "tiny_sae_store" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
@@ -71,6 +73,38 @@ def answers_store(tmp_path_factory, tiny_models) -> dict:
                            name="answers-llama", hooks=("resid_post",), positions=("last",),
                            generate=2, max_new_tokens=3)  # fmt: skip
     return {"root": root, "run_id": execute(settings, root, progress=False).run_id}
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_store(tmp_path_factory) -> dict:
+    """A store with an `all` run of prompt + response records on tiny llama (layers 1, 2), an
+    SAE trained on layer 2 (`sae-tiny`, 64 features, k 4) and its features on the same records,
+    every position (`feat-all`) and the last prompt token (`feat-last`). Read it, never write:
+    tests that damage or add copy it first."""
+    from extraction.__main__ import main
+    from tests.support.tiny import prompt_response_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("tiny-sae-store")
+    work = tmp_path_factory.mktemp("tiny-sae-work")
+    dataset = write_jsonl(work / "pr.jsonl", prompt_response_rows())
+    store, model = root / "store", str(work / "model-llama")  # the model build_store makes
+    run_id = build_store(store, work, [{
+        "kind": "llama", "rows": prompt_response_rows(), "name": "pr-llama",
+        "hooks": ("resid_post",), "positions": ("all",), "layers": "1,2", "dataset_name": "pr",
+    }])[0]  # fmt: skip
+    from extraction.sae.train import plan_training, train
+    from settings.sae import TrainSaeSettings
+    from store import open_store
+
+    settings = TrainSaeSettings(run=run_id, layer=2, d_sae=64, k=4, batch_size=64,
+                                training_tokens=6_400, name="sae-tiny", lr=2e-3)  # fmt: skip
+    trained = train(plan_training(settings, open_store(store)), open_store(store), progress=False)
+    common = ["sae", "--store", str(store), "--model", model, "--dataset", str(dataset),
+              "--sae", "sae-tiny", "--top-k", "5", "--no-progress"]  # fmt: skip
+    assert main([*common, "--positions", "all", "--name", "feat-all", "--run-id", "feat-all"]) == 0
+    assert main([*common, "--name", "feat-last", "--run-id", "feat-last"]) == 0
+    return {"root": store, "run_id": run_id, "sae_id": "sae-tiny", "trained": trained,
+            "model": model, "dataset": dataset, "work": work}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -326,3 +326,23 @@ def scatter_3d(frame: pd.DataFrame, color: str, *, colours: Styles, title: str,
     figure.update_traces(marker={"size": 3})
     figure.update_layout(height=520, margin={"l": 0, "r": 0, "t": 40, "b": 0})
     return figure
+
+
+def bars(frame: pd.DataFrame, x: str, y: str, color: str, *, colours: Styles, title: str,
+         x_title: str, y_title: str, tooltip=()) -> alt.Chart:  # fmt: skip
+    """Horizontal bars of `x` per `y` category (kept in the frame's order), coloured by `color`
+    (issue 12: a feature's activation per label, a label's top features)."""
+    frame = frame.assign(**{y: frame[y].astype(str)})
+    frame, tips = _tooltip(frame, [color, y, x, *tooltip])
+    order = list(dict.fromkeys(frame[y]))
+    return (
+        alt.Chart(frame, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X(x, type="quantitative", title=x_title),
+            y=alt.Y(y, type="nominal", title=y_title, sort=order),
+            color=_colour(color, colours, frame),
+            tooltip=tips,
+        )
+        .properties(height=max(HEIGHT // 2, 18 * len(order)))
+    )

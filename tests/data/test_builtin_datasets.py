@@ -14,9 +14,11 @@ FILES = [
     "propositions.jsonl",
     "minimal_pairs.jsonl",
     "style_pairs.jsonl",
+    "prompt_responses.jsonl",
 ]
 REQUIRED = {"id": str, "text": str, "label": str}
 OPTIONAL = {"pair_id": str, "side": str, "category": str}
+TEACHER_FORCED = {"prompt": str, "response": str}  # instead of text: text = prompt + response
 
 
 def load_rows(name: str) -> list[dict]:
@@ -55,10 +57,14 @@ def test_schema(name):
     rows = load_rows(name)
     assert rows, f"{name} is empty"
     for row in rows:
+        if "prompt" in row:  # teacher-forced records: prompt + response stand for text
+            assert all(isinstance(row.get(k), str) and row[k].strip() for k in TEACHER_FORCED)
+            assert "text" not in row, f"{name} {row['id']}: text given with prompt and response"
+            row = {**row, "text": row["prompt"] + row["response"]}
         for key, typ in REQUIRED.items():
             assert isinstance(row.get(key), typ), f"{name} {row.get('id')}: bad {key}"
         assert row["id"].strip() and row["text"].strip() and row["label"].strip(), row
-        extra = set(row) - set(REQUIRED) - set(OPTIONAL)
+        extra = set(row) - set(REQUIRED) - set(OPTIONAL) - set(TEACHER_FORCED)
         assert not extra, f"{name} {row['id']}: unknown fields {extra}"
         for key, typ in OPTIONAL.items():
             if key in row:
@@ -71,7 +77,7 @@ def test_schema(name):
     ids = [r["id"] for r in rows]
     dup_ids = [k for k, v in collections.Counter(ids).items() if v > 1]
     assert not dup_ids, f"{name}: duplicate ids {dup_ids}"
-    texts = [r["text"] for r in rows]
+    texts = [r.get("text", r.get("prompt")) for r in rows]
     dup_texts = [k for k, v in collections.Counter(texts).items() if v > 1]
     assert not dup_texts, f"{name}: duplicate texts {dup_texts}"
     pairs_of(rows)
@@ -148,6 +154,15 @@ def test_style_pairs():
     for pid, sides in pairs.items():
         assert sides["a"]["label"] == "plain" and sides["b"]["label"] == "slangy", pid
     assert {r["category"] for r in rows} == {"style"}
+
+
+def test_prompt_responses():
+    rows = load_rows("prompt_responses.jsonl")
+    counts = collections.Counter(r["label"] for r in rows)
+    assert counts == {"cooking": 30, "programming": 30, "health": 30, "travel": 30}, counts
+    # Responses start with a space, so prompt + response reads as one text.
+    assert all(r["response"].startswith(" ") and not r["prompt"].endswith(" ") for r in rows)
+    assert len({r["response"] for r in rows}) == len(rows)
 
 
 # ---------------------------------------------------------------- embedded models

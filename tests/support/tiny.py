@@ -124,6 +124,22 @@ def proposition_rows() -> list[dict]:
     return rows
 
 
+def prompt_response_rows(per_label: int = 8) -> list[dict]:
+    """Prompt + response records of two topics (teacher-forced SAE workflows)."""
+    topics = {
+        "cooking": ("How do I cook {x}?", " Heat the pan, add {x} and stir for {n} minutes."),
+        "travel": ("Where should I go in {x}?", " Take the train to {x} and walk for {n} hours."),
+    }
+    things = ["rice", "pasta", "beans", "Rome", "Oslo", "Lima", "soup", "Kyoto", "eggs", "Paris"]
+    rows = []
+    for label, (prompt, response) in topics.items():
+        for i in range(per_label):
+            x, n = things[(i * 3 + len(label)) % len(things)], i + 2
+            rows.append({"id": f"{label}-{i}", "label": label, "prompt": prompt.format(x=x),
+                         "response": response.format(x=x, n=n)})  # fmt: skip
+    return rows
+
+
 def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
     """Run the real extraction for each spec {kind, dataset rows name, **RunSettings fields}."""
     from extraction.runner import execute
