@@ -390,3 +390,17 @@ def test_promoted_tokens_are_the_logit_lens_of_each_decoder_direction(tiny_sae_s
         np.testing.assert_allclose(saved["logit"], best.values.numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(StoreError, match="is not a feature of SAE 'sae-tiny'"):
         store.saes.promoted_tokens("sae-tiny", 64)
+
+
+def test_saved_codes_may_differ_only_at_a_tie_with_the_kth_feature():
+    from extraction.sae.train import boundary_ties_only
+
+    a = torch.tensor([[3.0, 2.0, 1.0, 0.0], [5.0, 0.0, 4.0, 0.0]])
+    assert boundary_ties_only(a, a + 1e-6)
+    tie = a.clone()
+    tie[0, 2], tie[0, 3] = 0.0, 1.0 + 1e-5  # the k-th feature swapped with one that ties it
+    assert boundary_ties_only(a, tie)
+    other = a.clone()
+    other[1, 0], other[1, 1] = 0.0, 5.0  # the top feature swapped: a different encoding
+    assert not boundary_ties_only(a, other)
+    assert not boundary_ties_only(a, a * 1.01)  # every value off by 1%
