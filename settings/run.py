@@ -27,6 +27,9 @@ from typing import Any
 HOOKS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
 POSITIONS = ("last", "mean", "all")
 POOLED_POSITIONS = ("last", "mean")
+# Positions stored with one row per token; every other position has one row per sample (and so
+# gets per-label summaries at commit, see store.summaries).
+TOKEN_POSITIONS = ("all",)
 STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "transformer_lens")

@@ -7,6 +7,8 @@
         tokens/part-*.parquet  token ids and text per position (only for `all` positions)
         vectors/part-*.parquet one row per (sample, hook, layer, position[, token])
         progress.json        samples done so far (for live progress; not part of the result)
+        summaries/           label sums and a fixed subsample, written at commit (store.summaries)
+          labels.parquet  subsample.parquet  summary.json (written last)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
       jobs/                  the app's job registry: laid out by jobs.paths, not here
@@ -65,6 +67,22 @@ def vectors_dir(run: Path) -> Path:
 
 def tokens_dir(run: Path) -> Path:
     return run / "tokens"
+
+
+def summaries_dir(run: Path) -> Path:
+    return run / "summaries"
+
+
+def summary_path(run: Path) -> Path:
+    return summaries_dir(run) / "summary.json"
+
+
+def label_sums_path(run: Path) -> Path:
+    return summaries_dir(run) / "labels.parquet"
+
+
+def subsample_path(run: Path) -> Path:
+    return summaries_dir(run) / "subsample.parquet"
 
 
 def part_name(index: int) -> str:

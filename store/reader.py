@@ -53,14 +53,18 @@ from store.sql import (
     check_query,
     clean_message,
 )
+from store.summaries import LabelSums, RunSummary, SummaryFiles, SummaryUnavailable
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "MAX_QUERY_ROWS",
     "MAX_REASON_CHARS",
     "DamagedRun",
+    "LabelSums",
     "QueryResult",
+    "RunSummary",
     "Store",
+    "SummaryUnavailable",
     "open_store",
 ]
 
@@ -75,6 +79,7 @@ class Store:
         self._catalog = RunCatalog(self.root)
         self._files = RunFiles(self.root)
         self._sql = ConfinedConnection(self.root)
+        self._summaries = SummaryFiles(self.root)
 
     def __enter__(self) -> Store:
         return self
@@ -345,6 +350,48 @@ class Store:
             raise StoreError(f"run {run_id!r}: cannot read vectors ({message})") from None
         finally:
             cursor.close()
+
+    # -- summaries ---------------------------------------------------------------------------
+    def summary(self, run_id: str) -> RunSummary:
+        """The run's summary (subsample indices, labels, sites, seed). Raises
+        SummaryUnavailable (a StoreError with `.kind` and `.command`) when the run has none,
+        they are damaged or out of date: nothing falls back to scanning the vectors."""
+        return self._summaries.summary(self.manifest(run_id))
+
+    def summary_status(self, run_id: str) -> SummaryUnavailable | None:
+        """None when the run's summaries are usable, else why not (with the command to fix it)."""
+        return self._summaries.status(self.manifest(run_id))
+
+    def label_sums(
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None
+    ) -> LabelSums:
+        """Per-label count, sum, sum of squared norms and sum of norms at every (or the given)
+        layer of one site, from the summaries: a few KB per layer, whatever the run's size."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, None, position)
+        for layer in manifest.layers if layers is None else layers:
+            self._check_site(manifest, hook, int(layer), position)
+        return self._summaries.label_sums(manifest, hook, position, layers)
+
+    def subsample(
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:
+        """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
+        ordered by sample_idx, layers). Reads the subsample's rows only, never the whole run
+        (a run of at most SUBSAMPLE_SIZE samples is its own subsample: its files are read)."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, None, position)
+        for layer in manifest.layers if layers is None else layers:
+            self._check_site(manifest, hook, int(layer), position)
+        if self._summaries.summary(manifest).subsample_is_everything:
+            X, samples, layers = self.layer_vectors(run_id, hook, position, layers)
+            return X, samples.reset_index(drop=True), layers
+        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers)
+        samples = self.samples(run_id)
+        samples = samples[samples["sample_idx"].isin(idx)].reset_index(drop=True)
+        if not np.array_equal(samples["sample_idx"].to_numpy(), idx):
+            raise StoreError(f"run {run_id!r}: its subsample names samples it does not have")
+        return X, samples, layers
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None
