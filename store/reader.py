@@ -172,9 +172,11 @@ class Store:
         reported in `QueryResult.skipped_runs`), so one damaged file does not break every query.
         """
         manifests, _, key = self._catalog.scan()
+        summarized = [m.run_id for m in manifests if self._summaries.status(m) is None]
+        key = (key, tuple(summarized))
         if self._sql.has_views(key):
             return
-        usable, skipped, samples, vectors = [], [], [], []
+        usable, skipped, samples, vectors, sums = [], [], [], [], []
         for m in sorted(manifests, key=lambda m: m.run_id):
             problem = self._files.damage(m)
             if problem is not None:
@@ -183,7 +185,9 @@ class Store:
             usable.append(m)
             samples.append(self._files.samples_file(m))
             vectors.extend(self._files.vector_files(m))
-        self._sql.build_views(key, usable, samples, vectors, skipped)
+            if m.run_id in summarized:
+                sums.append(str(layout.label_sums_path(layout.run_dir(self.root, m.run_id))))
+        self._sql.build_views(key, usable, samples, vectors, skipped, sums)
 
     def query(
         self,
@@ -191,16 +195,23 @@ class Store:
         params: Sequence[Any] | Mapping[str, Any] | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
         timeout_s: float | None = None,
+        *,
+        public: bool = False,
+        max_values: int | None = None,
     ) -> QueryResult:
-        """Run one SELECT over the views `runs`, `samples`, `vectors`, with parameters.
+        """Run one SELECT over the views `runs`, `samples`, `vectors`, `label_means` and
+        `site_norms` (from the runs' summaries), with parameters.
 
         Safe for user SQL: a single SELECT only, reading nothing outside the store's runs. At
         most `max_rows` rows come back; `truncated` says whether there were more. With
         `timeout_s`, a query still running after that many seconds is stopped (StoreError).
+        `public` (SQL from a hosted page's visitor) allows only the views and no function that
+        reveals the server; `max_values` also cuts the rows at that many values, a list cell
+        counting its length (see `store.sql`).
         """
-        check_query(sql, max_rows, timeout_s)
+        check_query(sql, max_rows, timeout_s, max_values)
         self.refresh()
-        return self._sql.select(sql, params, max_rows, timeout_s)
+        return self._sql.select(sql, params, max_rows, timeout_s, public, max_values)
 
     # -- reading one run's files -----------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
