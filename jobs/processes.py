@@ -4,8 +4,9 @@ Two commands, both built here from validated values and never read from disk:
 
 * the worker, `python -P -m jobs.worker --store=ROOT --job=ID --max-running=N`, in its own
   session (so it and the extraction it starts form one process group, detached from the app);
-* the extraction, `python -P -m extraction run <RunSettings.argv()> --store=ROOT --run-id=RUN
-  --no-progress`, the worker's child.
+* the extraction, `python -P -m extraction <verb> <settings.argv()> --store=ROOT <output flag>=ID
+  ...` as the job's kind says (jobs.kinds; a `run` job: `run ... --run-id=RUN --no-progress`),
+  the worker's child.
 
 Both run with the job's folder as working directory, so nothing depends on where the app was
 started. `-P` keeps that folder (which lies in a store that may be shared) off `sys.path`: a file
@@ -15,7 +16,9 @@ for an uninstalled checkout.
 
 Signals: a pid from a record is signalled only when the live process's /proc start time equals
 the recorded one AND its command line is that job's worker (or extraction). A record without a
-start time, or with a wrong one, names a process that is never signalled. Linux only (/proc).
+start time, or with a wrong one, names a process that is never signalled. An extraction is
+recognised by its kind's verb right after `-m extraction`, the store and its output id. Linux
+only (/proc).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from settings.run import RunSettings
+from jobs.kinds import JobKind, kind_named
 from store.atomic import read_regular
 
 WORKER_MODULE = "jobs.worker"
@@ -44,11 +48,11 @@ def worker_command(root: Path, job_id: str, max_running: int) -> list[str]:
     ]  # fmt: skip
 
 
-def extraction_command(root: Path, run_id: str, settings: RunSettings) -> list[str]:
+def extraction_command(root: Path, kind: JobKind, output_id: str, settings: Any) -> list[str]:
     # `--opt=value` everywhere: a value starting with '-' (layers -1) is never read as an option.
     return [
-        sys.executable, "-P", "-m", EXTRACTION_MODULE, "run", *settings.argv(),
-        f"--store={root}", f"--run-id={run_id}", "--no-progress",
+        sys.executable, "-P", "-m", EXTRACTION_MODULE,
+        *kind.command_args(settings, root, output_id),
     ]  # fmt: skip
 
 
@@ -104,11 +108,15 @@ def proc_cmdline(pid: int) -> tuple[str, ...]:
     return tuple(raw.decode("utf-8", errors="replace").split("\0"))
 
 
-def _runs_module(args: tuple[str, ...], module: str) -> bool:
-    return any(a == "-m" and b == module for a, b in zip(args, args[1:], strict=False))
+def _runs_module(args: tuple[str, ...], module: tuple[str, ...]) -> bool:
+    """`-m <module...>` appears in `args` (the module, then its verb if one is given)."""
+    wanted = ("-m", *module)
+    return any(args[i : i + len(wanted)] == wanted for i in range(len(args)))
 
 
-def _verified(pid: int | None, start: int | None, module: str, tokens: tuple[str, ...]) -> bool:
+def _verified(
+    pid: int | None, start: int | None, module: tuple[str, ...], tokens: tuple[str, ...]
+) -> bool:
     if pid is None or start is None or proc_start(pid) != start:
         return False
     args = proc_cmdline(pid)
@@ -117,11 +125,15 @@ def _verified(pid: int | None, start: int | None, module: str, tokens: tuple[str
 
 def is_worker(pid: int | None, start: int | None, root: Path, job_id: str) -> bool:
     """`pid` is, right now, the worker of `job_id` on `root`, started at `start`."""
-    return _verified(pid, start, WORKER_MODULE, (f"--store={root}", f"--job={job_id}"))
+    return _verified(pid, start, (WORKER_MODULE,), (f"--store={root}", f"--job={job_id}"))
 
 
-def is_extraction(pid: int | None, start: int | None, root: Path, run_id: str) -> bool:
-    return _verified(pid, start, EXTRACTION_MODULE, (f"--store={root}", f"--run-id={run_id}"))
+def is_extraction(
+    pid: int | None, start: int | None, root: Path, kind: JobKind, output_id: str
+) -> bool:
+    """`pid` is, right now, `python -m extraction <kind's verb>` writing `output_id` on `root`."""
+    tokens = (f"--store={root}", f"{kind.output_flag}={output_id}")
+    return _verified(pid, start, (EXTRACTION_MODULE, kind.verb), tokens)
 
 
 # -- signals -------------------------------------------------------------------------------------
@@ -141,10 +153,12 @@ def stop_job(job, root: Path, timeout: float) -> None:
     signalled through that group only while it is verified and still in it.
     """
 
+    kind = kind_named(job.kind)
+
     def live() -> tuple[bool, bool]:
         return (
             is_worker(job.pid, job.pid_start, root, job.job_id),
-            is_extraction(job.child_pid, job.child_start, root, job.run_id),
+            is_extraction(job.child_pid, job.child_start, root, kind, job.run_id),
         )
 
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):

@@ -1,12 +1,15 @@
 """Job records (`jobs/<job_id>/job.json`): what is stored, and how strictly it is read back.
 
-A record holds the job's validated run settings (`settings.run.RunSettings.to_dict()`), its run
-id, its state and the process ids with their /proc start times. It holds no command and no path:
-the worker rebuilds the command from the settings, and every path comes from the job id
-(`jobs.paths`). Reading trusts nothing: the file must be a regular file under 64 KB, valid UTF-8
-JSON, an object with exactly the known keys, each of the right type and range, the job id equal
-to its folder name and the run id belonging to it. Anything else raises ValueError with a short
-reason, and the registry lists that folder as a `BrokenJob` instead of failing.
+A record holds the job's kind (`jobs.kinds`), its validated settings (that kind's settings
+record, `to_dict()`), its output id (`run_id`: a run id for a `run` job, the id of what it writes
+for other kinds), its state and the process ids with their /proc start times. It holds no
+command and no path: the worker rebuilds the command from the settings, and every path comes from
+the job id (`jobs.paths`). Reading trusts nothing: the file must be a regular file under 64 KB,
+valid UTF-8 JSON, an object with exactly the known keys, each of the right type and range, a
+registered kind whose settings class reads the settings strictly (settings of another kind are
+refused), the job id equal to its folder name and the output id belonging to it. Anything else
+raises ValueError with a short reason, and the registry lists that folder as a `BrokenJob`
+instead of failing. A record without `kind` was written before there were kinds: a `run` job.
 
 Caveat: a valid record can still be planted. The registry checks what a record claims against
 what it can derive itself (a live process's start time and command line) before acting on it.
@@ -23,8 +26,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from jobs.kinds import kind_named
 from jobs.paths import record_path, run_belongs_to_job, validate_job_id
-from settings.run import RunSettings, validate_run_id
+from settings.run import validate_run_id
 from store.atomic import read_regular
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -52,9 +56,10 @@ class Job:
     """One job. Constructing it validates every field (ValueError naming the bad one)."""
 
     job_id: str
-    run_id: str
-    settings: RunSettings
+    run_id: str  # the output's id (every kind's ids follow the run id grammar)
+    settings: Any  # the settings record of `kind`
     created_at: float
+    kind: str = "run"  # a name in jobs.kinds.KINDS
     state: str = "queued"
     started_at: float | None = None
     ended_at: float | None = None
@@ -67,11 +72,12 @@ class Job:
 
     def __post_init__(self) -> None:
         validate_job_id(self.job_id)
+        kind = kind_named(self.kind)
         validate_run_id(self.run_id)
         if not run_belongs_to_job(self.run_id, self.job_id):
             raise ValueError(f"run id {self.run_id!r:.80} does not belong to job {self.job_id}")
-        if not isinstance(self.settings, RunSettings):
-            raise ValueError("settings must be RunSettings")
+        if type(self.settings) is not kind.settings:
+            raise ValueError(f"settings of a {kind.name} job must be {kind.settings.__name__}")
         if self.state not in STATES:
             raise ValueError(
                 f"unknown job state {self.state!r:.40}; choose from {', '.join(STATES)}"
@@ -113,7 +119,8 @@ class Job:
         if data["job_id"] != folder:
             raise ValueError(f"job id {data['job_id']!r:.80} differs from its folder")
         kwargs = dict(data)
-        kwargs["settings"] = RunSettings.from_dict(data["settings"])
+        kind = kind_named(data.get("kind", "run"))  # no kind: written before there were kinds
+        kwargs["settings"] = kind.settings.from_dict(data["settings"])
         return cls(**kwargs)
 
 

@@ -1,6 +1,7 @@
 """Job registry: launch, list, reconcile and cancel the app's jobs, kept in STORE/jobs/.
 
-A job is one extraction run with a run id chosen up front, executed by its own detached worker
+A job is one `python -m extraction <verb>` of a registered kind (jobs.kinds: `run` is an
+extraction run) with its output id chosen up front, executed by its own detached worker
 (`python -m jobs.worker`, see jobs.worker): the worker waits until fewer than `max_running` jobs
 run and no older queued job has a live worker, marks itself running, starts the extraction as its
 child and records the outcome. So queued jobs start without any browser open and without a
@@ -8,19 +9,20 @@ long-lived supervisor; a worker costs one sleeping Python process (no torch).
 
 Concurrency: every state change happens under one registry lock (`jobs/.lock`, fcntl.flock, which
 excludes threads of one process as well as other processes). `launch` looks for an active job
-with equal settings under that lock, so two sessions clicking Launch at once get one job. Each
+of the same kind with equal settings under that lock, so two sessions clicking Launch at once get
+one job. Each
 transition checks the state it expects (a worker does not overwrite a cancel).
 
 Trust: a store is copied, synced and shared, so every record is read strictly (jobs.records) and a
 folder that does not read is listed as broken, never raised and never counted in the queue. What
 a record claims is checked before it is acted on: processes are signalled only when verified
-(jobs.processes), the dataset is re-checked and the command rebuilt by the worker, paths come from
-the job id. `reconcile` (run by every `list_jobs`, `launch` and waiting worker) closes active jobs
-that cannot go on:
+(jobs.processes), the inputs (a dataset, a run) are re-checked by the kind's `prepare` and the
+command rebuilt by the worker, paths come from the job id. `reconcile` (run by every
+`list_jobs`, `launch` and waiting worker) closes active jobs that cannot go on:
 
 * a recorded worker that is not verifiably alive (gone, a zombie, a reused pid, no start time):
   failed at once, with the last error line of its log; a leftover verified extraction is killed
-  and the partial run of a job that was running is removed;
+  and the partial output of a job that was running is removed (its kind's `remove_partial`);
 * a queued job with no worker at all (its launch died half-way): failed once it is older than
   ACTX_QUEUE_HOURS (settings.env, default 24). Until then it is shown, but it never holds up jobs
   behind it.
@@ -42,6 +44,7 @@ from pathlib import Path
 
 from jobs import paths, processes
 from jobs.errors import JobError, refuse_if_read_only
+from jobs.kinds import kind_named, kind_of
 from jobs.logs import last_error_line, log_tail
 from jobs.records import (
     MAX_ERROR_CHARS,
@@ -53,11 +56,9 @@ from jobs.records import (
     read_record,
     write_record,
 )
-from jobs.uploads import resolve_dataset
 from settings import env
-from settings.run import RunSettings, new_run_id
+from settings.run import new_run_id
 from store import StoreError, open_store
-from store.writer import is_committed_run, read_progress, remove_partial_run
 
 log = logging.getLogger("activation_explorer.jobs")
 DEFAULT_MAX_RUNNING = 1
@@ -163,11 +164,12 @@ def _close_dead(root: Path, job: Job, what: str, act: bool = True) -> Job:
     """
     if act:
         processes.stop_job(job, root, timeout=2.0)
+    kind = kind_named(job.kind)
     if job.state == "running":
-        if is_committed_run(root, job.run_id):
+        if kind.is_committed(root, job.run_id):
             return replace(job, state="done", ended_at=time.time())
         if act:
-            remove_partial_run(root, job.run_id)
+            kind.remove_partial(root, job.run_id)
     why = last_error_line(_log_of(root, job))
     message = what + (f"; last log line: {why}" if why else "")
     return replace(job, state="failed", ended_at=time.time(), error=_error(message))
@@ -237,27 +239,19 @@ def _as_job_error(action: str) -> Iterator[None]:
         raise JobError(f"cannot {action}: {exc.strerror or exc}") from None
 
 
-def _run_base(settings: RunSettings) -> str:
-    if settings.name:
-        return settings.name
-    dataset = Path(settings.dataset)
-    stem = dataset.stem.split("-", 1)[-1] if dataset.suffix else settings.dataset
-    return f"{stem}-{Path(settings.model.rstrip('/')).name}"
-
-
 def launch(
     root: str | Path,
-    settings: RunSettings,
+    settings: object,
     *,
     read_only: bool,
     max_running: int = DEFAULT_MAX_RUNNING,
 ) -> tuple[Job, bool]:
-    """Queue `settings` and spawn its worker; returns (job, created). An active job with the
-    same settings is returned instead of a new one (created False). A worker that cannot be
-    started leaves its job failed with the reason, and raises JobError."""
+    """Queue `settings` (the settings record of a job kind: RunSettings for a run) and spawn
+    its worker; returns (job, created). An active job of the same kind with the same settings
+    is returned instead of a new one (created False). A worker that cannot be started leaves
+    its job failed with the reason, and raises JobError."""
     refuse_if_read_only(read_only, "launch a run")
-    if not isinstance(settings, RunSettings):
-        raise JobError("launch needs RunSettings")
+    kind = kind_of(settings)
     if type(max_running) is not int or max_running < 1:
         raise JobError(f"max running jobs {max_running!r:.40} must be a whole number >= 1")
     root = Path(root).resolve()
@@ -265,15 +259,15 @@ def launch(
         open_store(root, create=True, writable=True)
     except StoreError as exc:
         raise JobError(f"cannot use the store folder: {exc}") from None
-    resolve_dataset(root, settings.dataset)
+    kind.prepare(root, settings)  # refused here already, not only when the worker starts
     with locked(root), _as_job_error("launch the job"):
         for job in reconcile_locked(root)[0]:
-            if job.active and job.settings == settings:
+            if job.active and job.kind == kind.name and job.settings == settings:
                 return job, False
-        run_id = new_run_id(_run_base(settings))
+        run_id = new_run_id(kind.output_base(settings))
         job = Job(
             job_id=paths.job_id_for(run_id), run_id=run_id, settings=settings,
-            created_at=time.time(),
+            created_at=time.time(), kind=kind.name,
         )  # fmt: skip
         folder = paths.job_dir(root, job.job_id)
         folder.mkdir(parents=True)
@@ -298,7 +292,7 @@ def launch(
 
 
 def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 10.0) -> Job:
-    """Stop a queued or running job: kill its verified processes, remove its partial run."""
+    """Stop a queued or running job: kill its verified processes, remove its partial output."""
     refuse_if_read_only(read_only, "cancel a job")
     root = Path(root).resolve()
     with locked(root), _as_job_error("cancel the job"):
@@ -310,13 +304,14 @@ def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 1
         job = replace(job, state="cancelled", ended_at=time.time(), error="cancelled")
         write_job(root, job)
     processes.stop_job(job, root, timeout)
+    kind = kind_named(job.kind)
     with locked(root), _as_job_error("record the cancel"):
-        if is_committed_run(root, job.run_id):
-            # It finished before the signal landed: keep the run, say so.
+        if kind.is_committed(root, job.run_id):
+            # It finished before the signal landed: keep the output, say so.
             job = replace(job, state="done", error=None)
             write_job(root, job)
         elif was_running:
-            remove_partial_run(root, job.run_id)
+            kind.remove_partial(root, job.run_id)
     return job
 
 
@@ -334,6 +329,6 @@ def list_jobs(root: str | Path, tail_lines: int = 8) -> JobListing:
             jobs, broken = reconcile_locked(root)
     statuses = []
     for job in reversed(jobs):
-        done, total = read_progress(root, job.run_id)
+        done, total = kind_named(job.kind).progress(root, job.run_id)
         statuses.append(JobStatus(job, done, total, log_tail(_log_of(root, job), tail_lines)))
     return JobListing(tuple(statuses), tuple(broken))

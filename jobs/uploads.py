@@ -81,6 +81,11 @@ def save_upload(
     return path
 
 
+def upload_label(path: Path) -> str:
+    """`<sha12>-name.jsonl` -> `name.jsonl (uploaded)`: how an upload is shown."""
+    return f"{path.name.split('-', 1)[-1]} (uploaded)"
+
+
 def list_uploads(root: str | Path) -> list[Path]:
     """Uploaded datasets of this store, newest first (regular files with a dataset suffix)."""
     try:

@@ -2,9 +2,11 @@
 
 Started by `jobs.registry.launch` in its own session, with the job's folder as working
 directory. It waits until fewer than N jobs run and no older queued job has a live worker, then
-rebuilds the extraction command itself from the job record, re-validated (the run settings, the
-run id, the dataset: a built-in name or a file of this store's uploads, passed on as its resolved
-path), starts it as its child and records the outcome. A record edited on disk can at most change
+rebuilds the extraction command itself from the job record, re-validated (the kind, its
+settings, the output id, and the inputs through the kind's `prepare`: for a run, the dataset is a
+built-in name or a file of this store's uploads, passed on as its resolved path), starts it as
+its child and records the outcome (committed or not, as the kind says; a partial output is
+removed). A record edited on disk can at most change
 validated settings: it never supplies a command, a path to read or a process to signal. A worker
 whose record is gone, broken, not queued or names another pid exits without doing anything.
 Imports nothing heavy: no torch.
@@ -22,20 +24,19 @@ from pathlib import Path
 
 from jobs import paths, processes, registry
 from jobs.errors import JobError
+from jobs.kinds import kind_named
 from jobs.logs import WORKER_TAG, last_error_line
 from jobs.records import Job
-from jobs.uploads import resolve_dataset
-from settings.run import RunSettings, validate_run_id
-from store.writer import is_committed_run, remove_partial_run
+from settings.run import validate_run_id
 
 
 def extraction_command(root: Path, job: Job) -> list[str]:
     """The extraction's argv for `job`, rebuilt from its validated settings (ValueError or
     JobError if the record does not hold up)."""
-    settings = RunSettings.from_dict(job.settings.to_dict())
-    run_id = validate_run_id(job.run_id)
-    dataset = resolve_dataset(root, settings.dataset)
-    return processes.extraction_command(root, run_id, replace(settings, dataset=str(dataset)))
+    kind = kind_named(job.kind)
+    settings = kind.settings.from_dict(job.settings.to_dict())
+    output_id = validate_run_id(job.run_id)
+    return processes.extraction_command(root, kind, output_id, kind.prepare(root, settings))
 
 
 def _fail(root: Path, job: Job, why: str) -> int:
@@ -107,16 +108,16 @@ def run_worker(root: str | Path, job_id: str, max_running: int, poll: float = 0.
             return returncode  # the record was damaged meanwhile: nothing to write into
         if me.state != "running":
             return returncode  # cancelled meanwhile: cancel owns the outcome
-        committed = is_committed_run(root, me.run_id)
-        if returncode == 0 and committed:
+        kind = kind_named(me.kind)
+        if returncode == 0 and kind.is_committed(root, me.run_id):
             me = replace(me, state="done", ended_at=time.time(), returncode=0)
         else:
-            remove_partial_run(root, me.run_id)
+            kind.remove_partial(root, me.run_id)
             log = paths.log_path(paths.job_dir(root, job_id))
             why = last_error_line(log) or (
                 f"the extraction exited with status {returncode}"
                 if returncode
-                else "the extraction ended without committing its run"
+                else "the extraction ended without committing its output"
             )
             me = replace(me, state="failed", ended_at=time.time(), returncode=returncode,
                          error=why[:500])  # fmt: skip

@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
+
+from settings.records import settings_from_dict, settings_to_dict
 
 HOOKS = ("resid_pre", "resid_post", "mlp_out", "attn_out")
 POSITIONS = ("last", "mean", "all")
@@ -246,26 +248,12 @@ class RunSettings:
         check_choice("compute dtype", self.compute_dtype, COMPUTE_DTYPES)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return settings_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: object) -> RunSettings:
         """From a record on disk (job.json, config.json): unknown or missing keys are errors."""
-        if not isinstance(data, dict):
-            raise ValueError(f"run settings {data!r:.80} are not an object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown run setting {unknown[0]!r:.80}")
-        kwargs = dict(data)
-        for key in ("hooks", "positions"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = tuple(kwargs[key])
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # a required field is missing
-            raise ValueError(f"run settings incomplete: {exc}") from None
+        return settings_from_dict(cls, data, "run")
 
     def argv(self) -> tuple[str, ...]:
         """The options of `python -m extraction run` that ask for exactly these settings.

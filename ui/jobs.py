@@ -17,8 +17,9 @@ import streamlit as st
 
 from extraction.datasets import Dataset, parse_dataset
 from extraction.models import EMBEDDED
-from jobs import BrokenJob, JobStatus, sanitize_filename
+from jobs import BrokenJob, JobStatus, kind_named, sanitize_filename
 from jobs.uploads import check_size
+from jobs.uploads import upload_label as upload_label  # the pages' import of it stays here
 from settings import env
 from ui.context import plain
 
@@ -31,6 +32,8 @@ STATE_ICONS = {
     "failed": ":material/error:",
     "cancelled": ":material/cancel:",
 }
+# Where a finished job's output is shown, per job kind (jobs.kinds): (page, what the output is).
+OUTPUT_PAGES = {"run": ("pages/runs.py", "Run {} is in the Runs page")}
 
 
 def embedded_models() -> tuple[str, ...]:
@@ -54,11 +57,6 @@ def check_upload(filename: str, data: bytes, limit: int) -> Dataset:
     return parse_dataset(data, Path(safe).stem, safe)
 
 
-def upload_label(path: Path) -> str:
-    """`<sha12>-name.jsonl` -> `name.jsonl (uploaded)`."""
-    return f"{path.name.split('-', 1)[-1]} (uploaded)"
-
-
 def _md(text: str) -> str:
     """A value inside Markdown code spans: backticks cannot close the span."""
     return "`" + text.replace("`", "'") + "`"
@@ -66,14 +64,8 @@ def _md(text: str) -> str:
 
 def describe(status: JobStatus) -> str:
     job = status.job
-    settings = job.settings
-    path = Path(settings.dataset)
-    dataset = upload_label(path) if path.suffix else settings.dataset
-    name = settings.name or job.run_id
-    return (
-        f"{STATE_ICONS[job.state]} **{job.state}** · {_md(name)} · {_md(settings.model)}"
-        f" · {_md(dataset)}"
-    )
+    values = kind_named(job.kind).describe(job.settings, job.run_id)
+    return f"{STATE_ICONS[job.state]} **{job.state}** · " + " · ".join(map(_md, values))
 
 
 def describe_broken(broken: BrokenJob) -> str:
@@ -109,8 +101,9 @@ def job_card(status: JobStatus, on_cancel) -> None:
             st.progress(done / status.total, text=f"{done} of {status.total} samples")
         elif job.state == "running":
             st.caption("Loading the model ...")
-        if job.state == "done":
-            st.page_link("pages/runs.py", label=f"Run `{job.run_id}` is in the Runs page")
+        if job.state == "done" and job.kind in OUTPUT_PAGES:
+            page, label = OUTPUT_PAGES[job.kind]
+            st.page_link(page, label=label.format(_md(job.run_id)))
         if job.error and job.state == "failed":
             st.error(plain(job.error))
         with st.expander("Log", expanded=job.state == "running"):
