@@ -53,7 +53,13 @@ from store.sql import (
     check_query,
     clean_message,
 )
-from store.summaries import LabelSums, RunSummary, SummaryFiles, SummaryUnavailable
+from store.summaries import (
+    LabelSums,
+    RunSummary,
+    SummaryFiles,
+    SummaryUnavailable,
+    choose_subsample,
+)
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -385,24 +391,30 @@ class Store:
         return self._summaries.label_sums(manifest, hook, position, layers)
 
     def subsample(
-        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
+        size: int | None = None,
+    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
         """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
-        ordered by sample_idx, layers). Reads the subsample's rows only, never the whole run
-        (a run of at most SUBSAMPLE_SIZE samples is its own subsample: its files are read)."""
+        ordered by sample_idx, layers). Reads the subsample's own file, never the run's vectors.
+
+        `size` takes at most that many of them, chosen the same stratified way with the same
+        seed (so a page that needs fewer samples gets the same ones on every call)."""
         manifest = self.manifest(run_id)
         self._check_site(manifest, hook, None, position)
         for layer in manifest.layers if layers is None else layers:
             self._check_site(manifest, hook, int(layer), position)
-        if self._summaries.summary(manifest).subsample_is_everything:
-            X, samples, layers = self.layer_vectors(run_id, hook, position, layers)
-            return X, samples.reset_index(drop=True), layers
-        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers)
+        summary = self._summaries.summary(manifest)
         samples = self.samples(run_id)
-        samples = samples[samples["sample_idx"].isin(idx)].reset_index(drop=True)
+        samples = samples[samples["sample_idx"].isin(summary.subsample)]
+        rows = None
+        if size is not None and size < len(samples):
+            rows = choose_subsample(samples, max(int(size), 0), summary.seed)
+            samples = samples[samples["sample_idx"].isin(rows)]
+        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows)
+        samples = samples.reset_index(drop=True)
         if not np.array_equal(samples["sample_idx"].to_numpy(), idx):
             raise StoreError(f"run {run_id!r}: its subsample names samples it does not have")
-        return X, samples, layers
+        return X.astype(np.float32), samples, layers
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None

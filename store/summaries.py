@@ -9,8 +9,8 @@ Written at commit by `store.summarize` (while the run streams), or later for an 
     subsample.parquet  the vector rows of a stratified random subsample of the samples (at most
                        SUBSAMPLE_SIZE, seed recorded), sorted by (hook, position, layer,
                        sample_idx), one row group per site: one site is read without the rest.
-                       Absent when the subsample is every sample (a run that small is read
-                       from its own vector files, `Store.subsample` does that)
+                       Each vector is raw little-endian bytes (float16 or float32, the run's
+                       dtype), uncompressed: several times faster to read than a list column
     summary.json       written last: format, seed, the subsample's sample indices, labels,
                        sites, and the sizes of its own files and of the files it was made from
 
@@ -32,6 +32,7 @@ per site (`per_label` False).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,7 +51,6 @@ from settings.run import TOKEN_POSITIONS
 from store import layout
 from store.atomic import read_regular
 from store.errors import StoreError, one_line
-from store.files import vectors_to_numpy
 from store.manifest import RunManifest
 
 FORMAT = 1
@@ -70,6 +71,45 @@ def label_schema(d_model: int) -> pa.Schema:
             ("sum_norm", pa.float64()),
         ]
     )  # fmt: skip
+
+
+_VALUE_TYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
+
+
+def subsample_schema(d_model: int, dtype: str) -> pa.Schema:
+    width = d_model * _VALUE_TYPES[dtype].itemsize
+    return pa.schema(
+        [
+            ("hook", pa.string()), ("position", pa.string()), ("layer", pa.int16()),
+            ("sample_idx", pa.int32()), ("vector", pa.binary(width)),
+        ]
+    )  # fmt: skip
+
+
+def rows_to_binary(rows: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """[m, d] float16/float32 -> m fixed-size binary values of d little-endian numbers."""
+    rows = np.ascontiguousarray(rows, dtype=rows.dtype.newbyteorder("<"))
+    width = rows.shape[1] * rows.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), len(rows), [None, pa.py_buffer(rows.tobytes())]
+    )
+
+
+def binary_to_rows(column: pa.ChunkedArray | pa.Array, d_model: int, dtype: str) -> np.ndarray:
+    """The inverse of `rows_to_binary`: [m, d] of `dtype`; ValueError on nulls or a bad width."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    value = _VALUE_TYPES[dtype]
+    if not pa.types.is_fixed_size_binary(array.type):
+        raise ValueError(f"vectors are {array.type}, not raw bytes")
+    if array.type.byte_width != d_model * value.itemsize:
+        raise ValueError(f"vectors of {array.type.byte_width} bytes, not {d_model} x {dtype}")
+    if array.null_count:
+        raise ValueError(f"{array.null_count} vectors are missing (null)")
+    data = array.buffers()[1]
+    start = array.offset * array.type.byte_width
+    return np.frombuffer(data, value, count=len(array) * d_model, offset=start).reshape(
+        len(array), d_model
+    )
 
 
 def source_sizes(run_path: Path) -> dict[str, int]:
@@ -103,6 +143,77 @@ def summarize_command(root: Path | str, run_ids: list[str], force: bool = False)
     return shlex.join(parts + (["--force"] if force else []))
 
 
+def _ranks(keys: list[str], seed: int) -> np.ndarray:
+    """A keyed hash of each key: a random order that depends only on the keys and the seed."""
+    salt = int(seed).to_bytes(8, "little")
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(k.encode("utf-8", "surrogatepass"), digest_size=8, key=salt)
+                .digest(), "little",
+            )
+            for k in keys
+        ],
+        dtype=np.uint64,
+    )  # fmt: skip
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    if name in frame.columns:
+        return frame[name].astype(object).where(frame[name].notna(), None)
+    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+
+
+def _shares(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Samples per stratum: all of a small stratum, an equal cap for the large ones. [s]"""
+    if sizes.sum() <= budget:
+        return sizes.copy()
+    cap, left, order = 0, budget, np.sort(sizes)
+    for i, size in enumerate(order):
+        share = left // (len(order) - i)
+        if size > share:
+            cap = share
+            break
+        left -= size
+    return np.minimum(sizes, cap)
+
+
+def choose_subsample(samples: pd.DataFrame, size: int = SUBSAMPLE_SIZE,
+                     seed: int = SUBSAMPLE_SEED) -> np.ndarray:  # fmt: skip
+    """A stratified random subsample of at most `size` samples: sorted sample_idx [m].
+
+    Samples with a `pair_id` are taken pair by pair (both sides or neither), stratified by the
+    pair's category; the others one by one, stratified by label. Each stratum keeps all its
+    samples or an equal share of `size`; within it, units are ranked by a keyed hash of their id
+    (or pair id) with `seed`. So the choice depends on the dataset and the seed only.
+    """
+    idx = samples["sample_idx"].to_numpy(dtype=np.int64)
+    if len(idx) == 0:
+        return np.zeros(0, np.int64)
+    ids = _column(samples, "id")
+    pair = _column(samples, "pair_id")
+    label, category = _column(samples, "label"), _column(samples, "category")
+    is_pair = pair.notna().to_numpy()
+    unit = np.where(is_pair, "p:" + pair.astype(str), "s:" + ids.fillna("").astype(str))
+    no_id = ~is_pair & ids.isna().to_numpy()
+    unit[no_id] = ["i:" + str(i) for i in idx[no_id]]
+    stratum = np.where(is_pair, "c:" + category.fillna("").astype(str),
+                       "l:" + label.fillna("\0").astype(str))  # fmt: skip
+    frame = pd.DataFrame({"idx": idx, "unit": unit, "stratum": stratum}).sort_values("idx")
+    # A pair's stratum is that of its first sample, so a pair is never split across strata.
+    frame["stratum"] = frame.groupby("unit", sort=False)["stratum"].transform("first")
+    units = frame.groupby("unit", sort=False).agg(stratum=("stratum", "first"),
+                                                  n=("idx", "size")).reset_index()  # fmt: skip
+    units["rank"] = _ranks(units["unit"].tolist(), seed)
+    strata = units.groupby("stratum", sort=True)["n"].sum()
+    shares = dict(zip(strata.index, _shares(strata.to_numpy(), size), strict=True))
+    keep = []
+    for name, group in units.sort_values(["stratum", "rank"]).groupby("stratum", sort=True):
+        taken = group["n"].cumsum() <= shares[name]
+        keep.extend(group["unit"][taken].tolist())
+    return np.sort(frame["idx"][frame["unit"].isin(keep)].to_numpy())
+
+
 class SummaryUnavailable(StoreError):
     """A run's summaries are missing, damaged or out of date. `command` rebuilds them."""
 
@@ -125,6 +236,8 @@ class RunSummary:
     seed: int
     subsample_size: int
     subsample: tuple[int, ...] = field(repr=False)
+
+    dtype: str = "float16"
 
     @property
     def subsample_is_everything(self) -> bool:
@@ -209,9 +322,11 @@ def _parse(data: object, manifest: RunManifest) -> RunSummary:
     _check(_index_list(sub, data["subsample_size"], n), "summary.json has a malformed subsample")
     for name in ("made_by", "created_at"):
         _check(isinstance(data.get(name), str), f"summary.json has a malformed {name}")
+    _check(data.get("dtype") in _VALUE_TYPES, "summary.json has a malformed dtype")
     return RunSummary(
         manifest.run_id, data["made_by"][:40], data["created_at"][:40], n, tuple(data["labels"]),
         data["per_label"], frozenset(found), data["seed"], data["subsample_size"], tuple(sub),
+        data["dtype"],
     )  # fmt: skip
 
 
@@ -287,8 +402,6 @@ class SummaryFiles:
             return self._damaged(run_id, one_line(exc, 200))
         recorded_files = data.get("files") if isinstance(data.get("files"), dict) else {}
         for name, entry in files.items():
-            if name == "subsample.parquet" and summary.subsample_is_everything:
-                continue  # no copy: the run's own files hold every sample
             recorded = recorded_files.get(name)
             if entry is None:
                 return self._damaged(run_id, f"summaries/{name} is missing")
@@ -296,7 +409,7 @@ class SummaryFiles:
                 return self._damaged(run_id, f"summaries/{name} is not a file")
             if recorded != entry[1]:
                 return self._damaged(run_id, f"summaries/{name} is not the file it wrote")
-            problem = _footer_problem(folder / name, name, manifest.d_model)
+            problem = _footer_problem(folder / name, name, manifest.d_model, summary.dtype)
             if problem:
                 return self._damaged(run_id, f"summaries/{name}: {problem}")
         recorded = data.get("source")
@@ -381,9 +494,11 @@ class SummaryFiles:
         return LabelSums(run_id, hook, position, tuple(layers), summary.labels, counts, sums,
                          sq, norms)  # fmt: skip
 
-    def subsample(self, manifest: RunManifest, hook: str, position: str,
-                  layers=None) -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
-        """(sample_idx [m], X [L, m, d] float32, layers) of the subsample at one site."""
+    def subsample(
+        self, manifest: RunManifest, hook: str, position: str, layers=None, rows=None
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """(sample_idx [m], X [L, m, d] as stored, layers) of the subsample at one site; with
+        `rows`, only those sample indices (a sorted subset of the subsample)."""
         summary, layers = self._sites(manifest, hook, position, layers)
         table = self._table(
             manifest, "subsample.parquet", ["layer", "sample_idx", "vector"],
@@ -396,15 +511,19 @@ class SummaryFiles:
             _check(table.num_rows == L * m, f"{table.num_rows} rows for {L} layers x {m} samples")
             found = table.column("sample_idx").to_numpy().reshape(L, m)
             _check(bool((found == idx[None, :]).all()), "rows of samples outside the subsample")
-            X = vectors_to_numpy(table.column("vector"), manifest.d_model)
+            X = binary_to_rows(table.column("vector"), manifest.d_model, summary.dtype)
         except (ValueError, pa.ArrowException, TypeError) as exc:
             raise self._damaged(
                 manifest.run_id, f"summaries/subsample.parquet: {one_line(exc, 160)}"
             ) from None
-        return idx, X.reshape(L, m, manifest.d_model), layers
+        X = X.reshape(L, m, manifest.d_model)
+        if rows is not None:
+            keep = np.searchsorted(idx, rows)
+            X, idx = X[:, keep], idx[keep]
+        return idx, X, layers
 
 
-def _footer_problem(path: Path, name: str, d_model: int) -> str | None:
+def _footer_problem(path: Path, name: str, d_model: int, dtype: str) -> str | None:
     """What is wrong with a summary file's footer (its columns and widths), or None."""
     try:
         schema = pq.read_schema(path)
@@ -413,15 +532,13 @@ def _footer_problem(path: Path, name: str, d_model: int) -> str | None:
         if "magic bytes" in text or "smaller than the minimum" in text:
             return "not Parquet (or cut short)"
         return one_line(text.split("\n")[0], 160)
-    column = "sum" if name == "labels.parquet" else "vector"
-    wanted = _LABEL_COLUMNS if name == "labels.parquet" else ("hook", "position", "layer",
-                                                              "sample_idx", "vector")  # fmt: skip
-    missing = [c for c in wanted if c not in schema.names]
-    if missing:
-        return f"no column {missing[0]!r}"
-    kind = schema.field(column).type
-    if not pa.types.is_fixed_size_list(kind) or kind.list_size != d_model:
-        return f"column {column!r} is {kind}, not {d_model} numbers per row"
+    wanted = label_schema(d_model) if name == "labels.parquet" else subsample_schema(d_model, dtype)
+    for column in wanted:
+        if column.name not in schema.names:
+            return f"no column {column.name!r}"
+        found = schema.field(column.name).type
+        if column.name in ("sum", "vector") and found != column.type:
+            return f"column {column.name!r} is {found}, not {column.type}"
     return None
 
 

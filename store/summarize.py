@@ -12,8 +12,9 @@ committed before summaries existed, in one pass.
 Per-token positions (`settings.run.TOKEN_POSITIONS`, e.g. `all`) have no per-sample row and are
 skipped, as is anything that never reaches `add` (sparse feature files have no dense vectors).
 
-A subsample that is every sample (a run of at most SUBSAMPLE_SIZE samples) is not copied: its
-vectors are read from the run's own files.
+The subsample's vectors are copied whatever the run's size (a run of at most SUBSAMPLE_SIZE
+samples is copied whole): one file, one row group per site, each vector as raw little-endian bytes,
+uncompressed, which reads several times faster than the run's own list columns.
 
 Memory: the sums are sites x labels x d float64 (at most MAX_SUMMARY_LABELS labels; a run with more
 keeps one all-samples row per site); subsample rows are buffered up to `spill_bytes` and then
@@ -28,7 +29,6 @@ models keep the same samples and line up for cross-model comparisons.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -54,84 +54,16 @@ from store.summaries import (
     MAX_SUMMARY_LABELS,
     SUBSAMPLE_SEED,
     SUBSAMPLE_SIZE,
+    _column,
+    choose_subsample,
     label_schema,
+    rows_to_binary,
     source_sizes,
+    subsample_schema,
 )
 
 SPILL_BYTES = 64 * 1024 * 1024
 Site = tuple[str, str, int]
-
-
-# -- which samples the subsample keeps ---------------------------------------------------------
-def _ranks(keys: list[str], seed: int) -> np.ndarray:
-    """A keyed hash of each key: a random order that depends only on the keys and the seed."""
-    salt = int(seed).to_bytes(8, "little")
-    return np.array(
-        [
-            int.from_bytes(
-                hashlib.blake2b(k.encode("utf-8", "surrogatepass"), digest_size=8, key=salt)
-                .digest(), "little",
-            )
-            for k in keys
-        ],
-        dtype=np.uint64,
-    )  # fmt: skip
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name in frame.columns:
-        return frame[name].astype(object).where(frame[name].notna(), None)
-    return pd.Series([None] * len(frame), index=frame.index, dtype=object)
-
-
-def _shares(sizes: np.ndarray, budget: int) -> np.ndarray:
-    """Samples per stratum: all of a small stratum, an equal cap for the large ones. [s]"""
-    if sizes.sum() <= budget:
-        return sizes.copy()
-    cap, left, order = 0, budget, np.sort(sizes)
-    for i, size in enumerate(order):
-        share = left // (len(order) - i)
-        if size > share:
-            cap = share
-            break
-        left -= size
-    return np.minimum(sizes, cap)
-
-
-def choose_subsample(samples: pd.DataFrame, size: int = SUBSAMPLE_SIZE,
-                     seed: int = SUBSAMPLE_SEED) -> np.ndarray:  # fmt: skip
-    """A stratified random subsample of at most `size` samples: sorted sample_idx [m].
-
-    Samples with a `pair_id` are taken pair by pair (both sides or neither), stratified by the
-    pair's category; the others one by one, stratified by label. Each stratum keeps all its
-    samples or an equal share of `size`; within it, units are ranked by a keyed hash of their id
-    (or pair id) with `seed`. So the choice depends on the dataset and the seed only.
-    """
-    idx = samples["sample_idx"].to_numpy(dtype=np.int64)
-    if len(idx) == 0:
-        return np.zeros(0, np.int64)
-    ids = _column(samples, "id")
-    pair = _column(samples, "pair_id")
-    label, category = _column(samples, "label"), _column(samples, "category")
-    is_pair = pair.notna().to_numpy()
-    unit = np.where(is_pair, "p:" + pair.astype(str), "s:" + ids.fillna("").astype(str))
-    no_id = ~is_pair & ids.isna().to_numpy()
-    unit[no_id] = ["i:" + str(i) for i in idx[no_id]]
-    stratum = np.where(is_pair, "c:" + category.fillna("").astype(str),
-                       "l:" + label.fillna("\0").astype(str))  # fmt: skip
-    frame = pd.DataFrame({"idx": idx, "unit": unit, "stratum": stratum}).sort_values("idx")
-    # A pair's stratum is that of its first sample, so a pair is never split across strata.
-    frame["stratum"] = frame.groupby("unit", sort=False)["stratum"].transform("first")
-    units = frame.groupby("unit", sort=False).agg(stratum=("stratum", "first"),
-                                                  n=("idx", "size")).reset_index()  # fmt: skip
-    units["rank"] = _ranks(units["unit"].tolist(), seed)
-    strata = units.groupby("stratum", sort=True)["n"].sum()
-    shares = dict(zip(strata.index, _shares(strata.to_numpy(), size), strict=True))
-    keep = []
-    for name, group in units.sort_values(["stratum", "rank"]).groupby("stratum", sort=True):
-        taken = group["n"].cumsum() <= shares[name]
-        keep.extend(group["unit"][taken].tolist())
-    return np.sort(frame["idx"][frame["unit"].isin(keep)].to_numpy())
 
 
 # -- accumulating ------------------------------------------------------------------------------
@@ -174,10 +106,8 @@ class Summarizer:
         else:
             self._codes[idx] = 0
         self.subsample = choose_subsample(samples, self.size, seed)
-        # A subsample of every sample keeps no copy: its vectors are the run's own (small) files.
-        self.copies_rows = len(self.subsample) < self.n_samples
         self._in_sub = np.zeros(width, bool)
-        self._in_sub[self.subsample] = self.copies_rows
+        self._in_sub[self.subsample] = True
         self._sites: dict[Site, _Sums] = {}
         self._buffer: dict[Site, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._buffered = 0
@@ -290,7 +220,7 @@ class Summarizer:
             idx, rows = self._site_rows(self._buffer[site])
             index[site] = (offset, len(idx))
             offset += len(idx)
-            tables.append(_vector_rows_table(idx, rows, self.d_model))
+            tables.append(_vector_rows_table(idx, rows))
         path = self._folder() / f".spill-{len(self._spills):05d}.arrow"
         table = pa.concat_tables(tables)
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
@@ -306,7 +236,7 @@ class Summarizer:
                 start, length = index[site]
                 parts.append(table.slice(start, length))
         idx, rows = self._site_rows(self._buffer.get(site, []))
-        parts.append(_vector_rows_table(idx, rows, self.d_model))
+        parts.append(_vector_rows_table(idx, rows))
         merged = pa.concat_tables(parts)
         order = np.argsort(merged.column(0).to_numpy(), kind="stable")
         merged = merged.take(pa.array(order))
@@ -321,8 +251,7 @@ class Summarizer:
         try:
             self._check_complete()
             self._write_labels(folder / "labels.parquet")
-            if self.copies_rows:
-                self._write_subsample(folder / "subsample.parquet")
+            self._write_subsample(folder / "subsample.parquet")
             for spill, _ in self._spills:
                 spill.unlink()
             self._write_summary(folder)
@@ -382,13 +311,11 @@ class Summarizer:
         os.replace(tmp, path)
 
     def _write_subsample(self, path: Path) -> None:
-        schema = _vector_rows_schema(self.d_model, self.np_dtype)
-        full = pa.schema([("hook", pa.string()), ("position", pa.string()),
-                          ("layer", pa.int16()), *schema])  # fmt: skip
+        schema = subsample_schema(self.d_model, self.dtype)
         spilled = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p, _ in self._spills]
         tmp = path.with_name(f".{path.name}.tmp")
-        with pq.ParquetWriter(tmp, full, compression="zstd",
-                              use_dictionary=["hook", "position"]) as out:  # fmt: skip
+        with pq.ParquetWriter(tmp, schema, compression="none", use_dictionary=["hook", "position"],
+                              write_statistics=["layer", "sample_idx"]) as out:  # fmt: skip
             for site in sorted(self._sites):
                 idx, vectors = self._merged_rows(site, spilled)
                 if not np.array_equal(idx, self.subsample):
@@ -401,7 +328,7 @@ class Summarizer:
                     [pa.array([site[0]] * n, pa.string()), pa.array([site[1]] * n, pa.string()),
                      pa.array(np.full(n, site[2], np.int16)), pa.array(idx.astype(np.int32)),
                      vectors],
-                    schema=full,
+                    schema=schema,
                 )  # fmt: skip
                 out.write_table(table, row_group_size=max(n, 1))
         del spilled
@@ -409,8 +336,8 @@ class Summarizer:
         os.replace(tmp, path)
 
     def _write_summary(self, folder: Path) -> None:
-        names = ("labels.parquet", "subsample.parquet") if self.copies_rows else ("labels.parquet",)
-        files = {name: (folder / name).stat().st_size for name in names}
+        files = {name: (folder / name).stat().st_size
+                 for name in ("labels.parquet", "subsample.parquet")}  # fmt: skip
         payload = {
             "format": FORMAT,
             "run_id": self.run_id,
@@ -434,15 +361,8 @@ class Summarizer:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _vector_rows_schema(d_model: int, np_dtype) -> pa.Schema:
-    value = pa.float16() if np_dtype == np.float16 else pa.float32()
-    return pa.schema([("sample_idx", pa.int32()), ("vector", pa.list_(value, d_model))])
-
-
-def _vector_rows_table(idx: np.ndarray, rows: np.ndarray, d_model: int) -> pa.Table:
-    schema = _vector_rows_schema(d_model, rows.dtype.type)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), d_model)
-    return pa.Table.from_arrays([pa.array(idx.astype(np.int32)), vectors], schema=schema)
+def _vector_rows_table(idx: np.ndarray, rows: np.ndarray) -> pa.Table:
+    return pa.table({"sample_idx": pa.array(idx.astype(np.int32)), "vector": rows_to_binary(rows)})
 
 
 def _fsync(path: Path) -> None:

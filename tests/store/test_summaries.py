@@ -101,6 +101,11 @@ def test_subsample_of_a_large_run_is_its_own_file_and_reads_the_same_vectors(tmp
     full, all_samples, _ = store.layer_vectors("big", "resid_post", "mean")
     rows = all_samples.index[all_samples["sample_idx"].isin(summary.subsample)]
     np.testing.assert_array_equal(X, full[:, rows])
+    few, few_samples, _ = store.subsample("big", "resid_post", "mean", [1], size=9)
+    assert few.shape == (1, 9, 16) and set(few_samples["label"]) == set(LABELS)
+    assert set(few_samples["sample_idx"]) <= set(summary.subsample)
+    rows = samples.index[samples["sample_idx"].isin(few_samples["sample_idx"])]
+    np.testing.assert_array_equal(few[0], X[1, rows])  # the same 9 on every call
     assert not list((root / "runs" / "big").glob(".summaries-*"))  # spills and temp gone
     assert not any(p.name.startswith(".spill") for p in (root / "runs").rglob("*"))
 
