@@ -31,7 +31,9 @@ from .directions import (
     label_means,
     project,
     projection_separability,
+    projection_separability_layers,
     split_half_stability,
+    split_half_stability_layers,
     typical_norm,
 )
 from .pairs import (
@@ -89,11 +91,13 @@ __all__ = [
     "procrustes_fit",
     "project",
     "projection_separability",
+    "projection_separability_layers",
     "rank_dimensions",
     "relative_difference",
     "rsa",
     "rsa_matrix",
     "split_half_stability",
+    "split_half_stability_layers",
     "token_difference_map",
     "typical_norm",
 ]

@@ -56,7 +56,9 @@ __all__ = [
     "label_means",
     "project",
     "projection_separability",
+    "projection_separability_layers",
     "split_half_stability",
+    "split_half_stability_layers",
     "typical_norm",
 ]
 
@@ -391,7 +393,18 @@ def auc(scores_pos, scores_neg) -> float:
 def _two_label_rows(X, labels, target, baseline, min_per_label: int):
     """Validated float64 rows of target and baseline only, split by label."""
     X = as_matrix(X, "X")
-    labels = as_labels(labels, X.shape[0])
+    Xt, Xb = _two_label_layers(X[None], labels, target, baseline, min_per_label)
+    return Xt[0], Xb[0]
+
+
+def _two_label_layers(X, labels, target, baseline, min_per_label: int):
+    """Validated float64 rows of target and baseline, every layer: X [L, n, d] ->
+    ([L, n_target, d], [L, n_baseline, d])."""
+    X = np.asarray(X)
+    check_numeric(X, "X")
+    if X.ndim != 3 or 0 in X.shape:
+        raise ValueError(f"X must be [layers, n, d] with none of them 0, got shape {X.shape}")
+    labels = as_labels(labels, X.shape[1])
     present = np.unique(labels).tolist()
     _check_target_baseline(target, baseline, present)
     idx_t = np.flatnonzero(labels == target)
@@ -402,11 +415,20 @@ def _two_label_rows(X, labels, target, baseline, min_per_label: int):
                 f"{role} label {label!r} has {idx.shape[0]} sample(s), "
                 f"need at least {min_per_label}"
             )
-    Xt = np.asarray(X[idx_t], dtype=np.float64)
-    Xb = np.asarray(X[idx_b], dtype=np.float64)
+    Xt = np.asarray(X[:, idx_t], dtype=np.float64)
+    Xb = np.asarray(X[:, idx_b], dtype=np.float64)
     require_finite(Xt, "X")
     require_finite(Xb, "X")
     return Xt, Xb
+
+
+def _cosines_by_row(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosine of each row of A [s, d] with the same row of B; 0 where a row is zero. [s]"""
+    na, nb = np.sqrt(np.einsum("ij,ij->i", A, A)), np.sqrt(np.einsum("ij,ij->i", B, B))
+    dots = np.einsum("ij,ij->i", A, B)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosines = np.clip(dots / (na * nb), -1.0, 1.0)
+    return np.where((na == 0.0) | (nb == 0.0), 0.0, cosines)
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> float:
@@ -429,21 +451,39 @@ def split_half_stability(
     noise. Each half sees half the data, so this is a pessimistic estimate for the full-data
     direction. Needs at least 2 samples per label.
     """
+    X = as_matrix(X, "X")
+    means, stds = split_half_stability_layers(X[None], labels, target, baseline, n_splits, seed)
+    return float(means[0]), float(stds[0])
+
+
+def split_half_stability_layers(
+    X, labels, target, baseline, n_splits: int = 20, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``split_half_stability`` of every layer at once: X [L, n, d], labels [n] ->
+    (mean cosines [L], stds [L]). Every layer gets the same splits, so entry l equals
+    ``split_half_stability(X[l], labels, target, baseline, n_splits, seed)``; one matrix
+    product per label covers all layers, which is what makes it fast."""
     n_splits = check_positive_int(n_splits, "n_splits")
     rng = check_seed(seed)
-    Xt, Xb = _two_label_rows(X, labels, target, baseline, min_per_label=2)
-    nt, nb = Xt.shape[0], Xb.shape[0]
+    Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
+    L, nt, d = Xt.shape
+    nb = Xb.shape[1]
     ht, hb = nt // 2, nb // 2
-    # The second half's sum is total minus the first half's, so only half the rows get copied.
-    total_t, total_b = Xt.sum(axis=0), Xb.sum(axis=0)
-    cosines = np.empty(n_splits)
+    # Every split's first-half sums in one matrix product per label (a 0/1 selection matrix
+    # [s, n] times the rows of every layer); the second half's sum is the total minus the first.
+    pick_t, pick_b = np.zeros((n_splits, nt)), np.zeros((n_splits, nb))
     for s in range(n_splits):
-        st = Xt[rng.permutation(nt)[:ht]].sum(axis=0)
-        sb = Xb[rng.permutation(nb)[:hb]].sum(axis=0)
-        d1 = st / ht - sb / hb
-        d2 = (total_t - st) / (nt - ht) - (total_b - sb) / (nb - hb)
-        cosines[s] = _cosine_rows(d1, d2)
-    return float(cosines.mean()), float(cosines.std())
+        pick_t[s, rng.permutation(nt)[:ht]] = 1.0
+        pick_b[s, rng.permutation(nb)[:hb]] = 1.0
+    flat_t = Xt.transpose(1, 0, 2).reshape(nt, L * d)
+    flat_b = Xb.transpose(1, 0, 2).reshape(nb, L * d)
+    st = (pick_t @ flat_t).reshape(n_splits, L, d)
+    sb = (pick_b @ flat_b).reshape(n_splits, L, d)
+    total_t, total_b = flat_t.sum(axis=0).reshape(L, d), flat_b.sum(axis=0).reshape(L, d)
+    d1 = st / ht - sb / hb
+    d2 = (total_t - st) / (nt - ht) - (total_b - sb) / (nb - hb)
+    cosines = _cosines_by_row(d1.reshape(-1, d), d2.reshape(-1, d)).reshape(n_splits, L)
+    return cosines.mean(axis=0), cosines.std(axis=0)
 
 
 def bootstrap_stability(
@@ -480,16 +520,28 @@ def projection_separability(X, labels, target, baseline, seed=0) -> tuple[float,
     Needs at least 2 samples per label. If the fitted direction is exactly zero all projections
     tie, giving AUC 0.5 and accuracy equal to the baseline share of the held-out half.
     """
+    X = as_matrix(X, "X")
+    aucs, accuracies = projection_separability_layers(X[None], labels, target, baseline, seed)
+    return float(aucs[0]), float(accuracies[0])
+
+
+def projection_separability_layers(
+    X, labels, target, baseline, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``projection_separability`` of every layer at once: X [L, n, d], labels [n] ->
+    (AUC [L], accuracy [L]). Every layer gets the same split, so entry l equals
+    ``projection_separability(X[l], labels, target, baseline, seed)``."""
     rng = check_seed(seed)
-    Xt, Xb = _two_label_rows(X, labels, target, baseline, min_per_label=2)
-    pt, pb = rng.permutation(Xt.shape[0]), rng.permutation(Xb.shape[0])
-    ht, hb = Xt.shape[0] // 2, Xb.shape[0] // 2
-    mt, mb = Xt[pt[:ht]].mean(axis=0), Xb[pb[:hb]].mean(axis=0)
+    Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
+    pt, pb = rng.permutation(Xt.shape[1]), rng.permutation(Xb.shape[1])
+    ht, hb = Xt.shape[1] // 2, Xb.shape[1] // 2
+    mt, mb = Xt[:, pt[:ht]].mean(axis=1), Xb[:, pb[:hb]].mean(axis=1)  # [L, d]
     direction = mt - mb
-    norm = np.sqrt(direction @ direction)
-    unit = direction / norm if norm > 0.0 else direction
-    st, sb = Xt[pt[ht:]] @ unit, Xb[pb[hb:]] @ unit
-    threshold = 0.5 * (mt @ unit + mb @ unit)
-    correct = np.count_nonzero(st > threshold) + np.count_nonzero(sb <= threshold)
-    accuracy = correct / (st.shape[0] + sb.shape[0])
-    return auc(st, sb), float(accuracy)
+    norm = np.sqrt(np.einsum("ld,ld->l", direction, direction))[:, None]
+    unit = np.divide(direction, norm, out=direction.copy(), where=norm > 0.0)
+    st = np.einsum("lnd,ld->ln", Xt[:, pt[ht:]], unit)
+    sb = np.einsum("lnd,ld->ln", Xb[:, pb[hb:]], unit)
+    threshold = 0.5 * np.einsum("ld,ld->l", mt + mb, unit)[:, None]
+    correct = np.count_nonzero(st > threshold, axis=1) + np.count_nonzero(sb <= threshold, axis=1)
+    accuracy = correct / (st.shape[1] + sb.shape[1])
+    return np.array([auc(a, b) for a, b in zip(st, sb, strict=True)]), accuracy.astype(float)
