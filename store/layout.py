@@ -22,7 +22,7 @@ Readers take only names of the exact form `part-NNNNN.parquet`: a sync tool's co
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from settings.run import validate_run_id
 
@@ -96,3 +96,16 @@ def part_files(folder: Path) -> list[Path]:
 
 def is_committed(run: Path) -> bool:
     return marker_path(run).is_file()
+
+
+def is_absolute(text: str) -> bool:
+    return text.startswith(("/", "~")) or PureWindowsPath(text).is_absolute()
+
+
+def public_path(text: str) -> str:
+    """An absolute path cut to its last component (`/srv/data/x.jsonl` -> `x.jsonl`): how a
+    published store (a snapshot, the query views) names a model folder or a dataset file."""
+    if not is_absolute(text):
+        return text
+    name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
+    return name or text.strip("/\\~") or "?"

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ from store.atomic import atomic_write_text, fsync_dir
 from store.catalog import DamagedRun
 from store.errors import StoreError, one_line
 from store.files import as_damaged, vectors_to_numpy
+from store.layout import is_absolute as _is_absolute
+from store.layout import public_path
 from store.manifest import RunManifest
 from store.reader import open_store
 from store.summarize import Summarizer
@@ -55,18 +57,6 @@ class SnapshotResult:
 
 class _SourceDamage(Exception):
     """A source file failed while being copied (its footer opened, its data did not)."""
-
-
-def _is_absolute(text: str) -> bool:
-    return text.startswith(("/", "~")) or PureWindowsPath(text).is_absolute()
-
-
-def public_path(text: str) -> str:
-    """An absolute path cut to its last component (`/srv/data/x.jsonl` -> `x.jsonl`)."""
-    if not _is_absolute(text):
-        return text
-    name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
-    return name or text.strip("/\\~") or "?"
 
 
 def _public(value: Any) -> Any:

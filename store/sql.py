@@ -206,7 +206,7 @@ def _runs_table(runs: Sequence[RunManifest]) -> pd.DataFrame:
             {
                 "run_id": m.run_id,
                 "name": m.name,
-                "model": m.model,
+                "model": layout.public_path(m.model),  # a local model folder by its name
                 "architecture": m.architecture,
                 "backend": m.backend,
                 "dataset": m.dataset_name,

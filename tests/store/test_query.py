@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from store import StoreError, open_store
+from tests.support.synthetic import label_rows, write_run
 
 OUTSIDE_TEXT = "outside-secret-1234"
 
@@ -216,6 +217,14 @@ def test_public_queries_keep_views_ctes_describe_and_parameters(setup):
     assert store.query(cte, public=True).frame["n"][0] == 8
     frame = store.query("SELECT * FROM runs", public=True).frame
     assert not frame.astype(str).apply(lambda c: c.str.contains(str(store.root))).any().any()
+
+
+def test_runs_view_names_a_model_folder_by_its_name(store_root):
+    write_run(store_root, "local", label_rows(["a", "b"], 2), model="/srv/models/secret-model")
+    store = open_store(store_root)
+    frame = store.query("SELECT model, replace(model, '/', '|') AS m FROM runs WHERE run_id = "
+                        "'local'", public=True).frame  # fmt: skip
+    assert frame.to_dict("records") == [{"model": "secret-model", "m": "secret-model"}]
 
 
 def test_max_values_counts_every_element_of_a_vector(setup):
