@@ -392,13 +392,14 @@ class Store:
 
     def subsample(
         self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
-        size: int | None = None,
+        size: int | None = None, sample_idx: Sequence[int] | None = None,
     ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
         """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
         ordered by sample_idx, layers). Reads the subsample's own file, never the run's vectors.
 
         `size` takes at most that many of them, chosen the same stratified way with the same
-        seed (so a page that needs fewer samples gets the same ones on every call)."""
+        seed (so a page that needs fewer samples gets the same ones on every call);
+        `sample_idx` takes those of the subsample's samples (others are an error)."""
         manifest = self.manifest(run_id)
         self._check_site(manifest, hook, None, position)
         for layer in manifest.layers if layers is None else layers:
@@ -407,8 +408,16 @@ class Store:
         samples = self.samples(run_id)
         samples = samples[samples["sample_idx"].isin(summary.subsample)]
         rows = None
-        if size is not None and size < len(samples):
+        if sample_idx is not None:
+            rows = np.unique(np.asarray(sample_idx, np.int64))
+            outside = np.setdiff1d(rows, samples["sample_idx"].to_numpy())
+            if len(outside):
+                raise StoreError(
+                    f"run {run_id!r}: sample {int(outside[0])} is not in its subsample"
+                )
+        elif size is not None and size < len(samples):
             rows = choose_subsample(samples, max(int(size), 0), summary.seed)
+        if rows is not None:
             samples = samples[samples["sample_idx"].isin(rows)]
         idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows)
         samples = samples.reset_index(drop=True)

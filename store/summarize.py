@@ -28,6 +28,7 @@ models keep the same samples and line up for cross-model comparisons.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -149,7 +150,8 @@ class Summarizer:
         else:
             onehot = np.zeros((k, len(X)))
             onehot[codes, np.arange(len(X))] = 1.0
-            sums.sums += onehot @ X
+            with _one_blas_thread():
+                sums.sums += onehot @ X
         sums.counts += np.bincount(codes, minlength=k)
         sums.sum_sq += np.bincount(codes, weights=sq, minlength=k)
         sums.sum_norm += np.bincount(codes, weights=np.sqrt(sq), minlength=k)
@@ -189,7 +191,7 @@ class Summarizer:
 
     def _add_batch(self, batch: pa.RecordBatch) -> None:
         self.add_rows(*(batch.column(i).to_numpy(zero_copy_only=False) for i in range(4)),
-                      vectors_to_numpy(batch.column(4), self.d_model))  # fmt: skip
+                      vectors_to_numpy(batch.column(4), self.d_model, float32=False))  # fmt: skip
 
     def add_rows(self, hooks: np.ndarray, positions: np.ndarray, layers: np.ndarray,
                  sample_idx: np.ndarray, vectors: np.ndarray) -> None:  # fmt: skip
@@ -361,6 +363,25 @@ class Summarizer:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+_BLAS: list = []  # threadpoolctl's controller, made on first use
+
+
+def _one_blas_thread():
+    """A context running BLAS on one thread: the label sums are small matrix products, for which
+    OpenBLAS's threads cost far more than they give on a busy machine (measured: 20x the CPU
+    time on two cores). threadpoolctl is optional; without it nothing changes."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    return (
+        contextlib.nullcontext() if _BLAS[0] is None else _BLAS[0].limit(limits=1, user_api="blas")
+    )
+
+
 def _vector_rows_table(idx: np.ndarray, rows: np.ndarray) -> pa.Table:
     return pa.table({"sample_idx": pa.array(idx.astype(np.int32)), "vector": rows_to_binary(rows)})
 
