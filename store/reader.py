@@ -241,18 +241,24 @@ class Store:
             raise StoreError(f"run {run_id!r}: cannot read vectors ({one_line(exc)})") from None
 
     # -- samples and vectors ---------------------------------------------------------------
-    def samples(self, run_id: str) -> pd.DataFrame:
-        """The run's sample table, ordered by `sample_idx` (the row order of vectors)."""
+    def samples(self, run_id: str, sample_idx: Sequence[int] | None = None) -> pd.DataFrame:
+        """The run's sample table, ordered by `sample_idx` (the row order of vectors); with
+        `sample_idx`, only those samples (each must be there), read without the others."""
         manifest = self.manifest(run_id)
         path = self._files.samples_file(manifest)
-        frame = self._read(
-            run_id, "samples", "SELECT * FROM read_parquet($path) ORDER BY sample_idx",
-            {"path": path}, lambda relation: relation.df(),
-        )  # fmt: skip
-        if len(frame) != manifest.n_samples:
+        if sample_idx is None:
+            sql, params = "SELECT * FROM read_parquet($path) ORDER BY sample_idx", {"path": path}
+        else:
+            wanted = sorted({int(i) for i in sample_idx})
+            sql = ("SELECT * FROM read_parquet($path) WHERE sample_idx IN "
+                   "(SELECT unnest($idx)) ORDER BY sample_idx")  # fmt: skip
+            params = {"path": path, "idx": wanted}
+        frame = self._read(run_id, "samples", sql, params, lambda relation: relation.df())
+        expected = manifest.n_samples if sample_idx is None else len(wanted)
+        if len(frame) != expected:
+            what = "the manifest says" if sample_idx is None else "asked for"
             raise StoreError(
-                f"run {run_id!r}: samples.parquet has {len(frame)} rows; the manifest says "
-                f"{manifest.n_samples} samples"
+                f"run {run_id!r}: samples.parquet has {len(frame)} rows; {what} {expected} samples"
             )
         if not frame["sample_idx"].is_unique:
             raise StoreError(f"run {run_id!r}: samples.parquet names a sample_idx twice")
@@ -392,21 +398,21 @@ class Store:
 
     def subsample(
         self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
-        size: int | None = None, sample_idx: Sequence[int] | None = None,
+        size: int | None = None, sample_idx: Sequence[int] | None = None, dtype=np.float32,
     ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
         """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
         ordered by sample_idx, layers). Reads the subsample's own file, never the run's vectors.
 
         `size` takes at most that many of them, chosen the same stratified way with the same
         seed (so a page that needs fewer samples gets the same ones on every call);
-        `sample_idx` takes those of the subsample's samples (others are an error)."""
+        `sample_idx` takes those of the subsample's samples (others are an error). `dtype`:
+        float64 saves a caller a second conversion."""
         manifest = self.manifest(run_id)
         self._check_site(manifest, hook, None, position)
         for layer in manifest.layers if layers is None else layers:
             self._check_site(manifest, hook, int(layer), position)
         summary = self._summaries.summary(manifest)
-        samples = self.samples(run_id)
-        samples = samples[samples["sample_idx"].isin(summary.subsample)]
+        samples = self.samples(run_id, summary.subsample)
         rows = None
         if sample_idx is not None:
             rows = np.unique(np.asarray(sample_idx, np.int64))
@@ -423,7 +429,7 @@ class Store:
         samples = samples.reset_index(drop=True)
         if not np.array_equal(samples["sample_idx"].to_numpy(), idx):
             raise StoreError(f"run {run_id!r}: its subsample names samples it does not have")
-        return X.astype(np.float32), samples, layers
+        return X.astype(dtype), samples, layers
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None

@@ -238,6 +238,7 @@ class RunSummary:
     subsample: tuple[int, ...] = field(repr=False)
 
     dtype: str = "float16"
+    has_pairs: bool = False  # some samples have a pair_id
 
     @property
     def subsample_is_everything(self) -> bool:
@@ -323,10 +324,11 @@ def _parse(data: object, manifest: RunManifest) -> RunSummary:
     for name in ("made_by", "created_at"):
         _check(isinstance(data.get(name), str), f"summary.json has a malformed {name}")
     _check(data.get("dtype") in _VALUE_TYPES, "summary.json has a malformed dtype")
+    _check(isinstance(data.get("has_pairs"), bool), "summary.json has no has_pairs flag")
     return RunSummary(
         manifest.run_id, data["made_by"][:40], data["created_at"][:40], n, tuple(data["labels"]),
         data["per_label"], frozenset(found), data["seed"], data["subsample_size"], tuple(sub),
-        data["dtype"],
+        data["dtype"], data["has_pairs"],
     )  # fmt: skip
 
 
@@ -498,29 +500,39 @@ class SummaryFiles:
         self, manifest: RunManifest, hook: str, position: str, layers=None, rows=None
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(sample_idx [m], X [L, m, d] as stored, layers) of the subsample at one site; with
-        `rows`, only those sample indices (a sorted subset of the subsample)."""
+        `rows`, only those sample indices (a sorted subset of the subsample). Reads only the
+        row groups of those layers (one per site, in the order of the summary's sites)."""
         summary, layers = self._sites(manifest, hook, position, layers)
-        table = self._table(
-            manifest, "subsample.parquet", ["layer", "sample_idx", "vector"],
-            [("hook", "=", hook), ("position", "=", position), ("layer", "in", layers)],
-        )  # fmt: skip
+        order = sorted(summary.sites)
+        groups = [order.index((hook, position, layer)) for layer in layers]
         idx = np.asarray(summary.subsample, np.int64)
-        m, L = len(idx), len(layers)
+        keep = None if rows is None else np.searchsorted(idx, rows)
+        path = layout.subsample_path(layout.run_dir(self.root, manifest.run_id))
+        parts = []
         try:
-            table = table.sort_by([("layer", "ascending"), ("sample_idx", "ascending")])
+            table = pq.ParquetFile(path).read_row_groups(
+                groups, columns=["hook", "position", "layer", "sample_idx", "vector"]
+            )
+            m, L = len(idx), len(layers)
             _check(table.num_rows == L * m, f"{table.num_rows} rows for {L} layers x {m} samples")
+            site = np.repeat(np.asarray(layers), m)
+            _check(bool((table.column("layer").to_numpy() == site).all())
+                   and pc.all(pc.equal(table.column("hook"), hook)).as_py() is not False
+                   and pc.all(pc.equal(table.column("position"), position)).as_py() is not False,
+                   "a row group holds another site than its place says")  # fmt: skip
             found = table.column("sample_idx").to_numpy().reshape(L, m)
             _check(bool((found == idx[None, :]).all()), "rows of samples outside the subsample")
             X = binary_to_rows(table.column("vector"), manifest.d_model, summary.dtype)
-        except (ValueError, pa.ArrowException, TypeError) as exc:
+            X = X.reshape(L, m, manifest.d_model)
+            parts = X if keep is None else X[:, keep]
+        except (ValueError, pa.ArrowException, TypeError, OSError, IndexError) as exc:
+            text = str(exc)
+            if "magic bytes" in text or "smaller than the minimum" in text:
+                text = "not Parquet (or cut short)"
             raise self._damaged(
-                manifest.run_id, f"summaries/subsample.parquet: {one_line(exc, 160)}"
+                manifest.run_id, f"summaries/subsample.parquet: {one_line(text, 160)}"
             ) from None
-        X = X.reshape(L, m, manifest.d_model)
-        if rows is not None:
-            keep = np.searchsorted(idx, rows)
-            X, idx = X[:, keep], idx[keep]
-        return idx, X, layers
+        return (idx if keep is None else idx[keep]), parts, layers
 
 
 def _footer_problem(path: Path, name: str, d_model: int, dtype: str) -> str | None:

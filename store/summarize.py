@@ -106,6 +106,7 @@ class Summarizer:
             self._codes[idx] = [code_of[None if v is None else str(v)] for v in labels]
         else:
             self._codes[idx] = 0
+        self.has_pairs = bool(_column(samples, "pair_id").notna().any())
         self.subsample = choose_subsample(samples, self.size, seed)
         self._in_sub = np.zeros(width, bool)
         self._in_sub[self.subsample] = True
@@ -317,7 +318,8 @@ class Summarizer:
         spilled = [pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p, _ in self._spills]
         tmp = path.with_name(f".{path.name}.tmp")
         with pq.ParquetWriter(tmp, schema, compression="none", use_dictionary=["hook", "position"],
-                              write_statistics=["layer", "sample_idx"]) as out:  # fmt: skip
+                              write_statistics=["hook", "position", "layer",
+                                                "sample_idx"]) as out:  # fmt: skip
             for site in sorted(self._sites):
                 idx, vectors = self._merged_rows(site, spilled)
                 if not np.array_equal(idx, self.subsample):
@@ -350,6 +352,7 @@ class Summarizer:
             "dtype": self.dtype,
             "labels": self.labels,
             "per_label": self.per_label,
+            "has_pairs": self.has_pairs,
             "sites": [list(site) for site in sorted(self._sites)],
             "seed": self.seed,
             "subsample_size": self.size,

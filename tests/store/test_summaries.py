@@ -212,6 +212,14 @@ def _break(run, case):
         data = json.loads((folder / "summary.json").read_text())
         data["files"]["labels.parquet"] = (folder / "labels.parquet").stat().st_size
         (folder / "summary.json").write_text(json.dumps(data))
+    elif case == "subsample of another site":
+        table = pq.read_table(folder / "subsample.parquet")
+        layers = table.column("layer").to_numpy()
+        pq.write_table(table.set_column(2, "layer", pa.array((layers + 1) % 3, pa.int16())),
+                       folder / "subsample.parquet", row_group_size=18)  # fmt: skip
+        data = json.loads((folder / "summary.json").read_text())
+        data["files"]["subsample.parquet"] = (folder / "subsample.parquet").stat().st_size
+        (folder / "summary.json").write_text(json.dumps(data))
     elif case == "labels missing":
         (folder / "labels.parquet").unlink()
     elif case == "vectors replaced":
@@ -231,6 +239,7 @@ DAMAGE = {
     "labels not parquet": ("damaged", "labels.parquet: not Parquet"),
     "labels planted counts": ("damaged", "rows counted for 18 samples"),
     "labels missing": ("damaged", "summaries/labels.parquet is missing"),
+    "subsample of another site": ("damaged", "holds another site than its place says"),
     "vectors replaced": ("stale", "out of date (vectors/part-00000.parquet changed"),
 }
 
@@ -250,12 +259,17 @@ def test_damaged_or_planted_summaries_are_unavailable_with_a_reason(tmp_path, ca
     store = open_store(root)
     kind, reason = DAMAGE[case]
     with pytest.raises(SummaryUnavailable) as caught:  # no read scans the vectors instead
+        if case == "subsample of another site":
+            store.subsample("bad", "resid_post", "last")
         store.label_sums("bad", "resid_post", "last")
     problem = caught.value
     assert problem.kind == kind and reason in str(problem) and "\n" not in str(problem), problem
     assert str(root) not in problem.reason
     assert problem.command.endswith("--runs bad --force")
-    if case != "labels planted counts":  # a planted file of the right shape shows when read
+    if case == "subsample of another site":  # a planted file of the right shape shows when read
+        with pytest.raises(SummaryUnavailable, match=reason):
+            store.subsample("bad", "resid_post", "last")
+    elif case != "labels planted counts":
         assert str(store.summary_status("bad")) == str(problem)
         with pytest.raises(SummaryUnavailable):
             store.subsample("bad", "resid_post", "last")
