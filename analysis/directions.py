@@ -462,28 +462,25 @@ def split_half_stability_layers(
     """``split_half_stability`` of every layer at once: X [L, n, d], labels [n] ->
     (mean cosines [L], stds [L]). Every layer gets the same splits, so entry l equals
     ``split_half_stability(X[l], labels, target, baseline, n_splits, seed)``; one matrix
-    product per label covers all layers, which is what makes it fast."""
+    product per label and layer covers every split, which is what makes it fast."""
     n_splits = check_positive_int(n_splits, "n_splits")
     rng = check_seed(seed)
     Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
     L, nt, d = Xt.shape
     nb = Xb.shape[1]
     ht, hb = nt // 2, nb // 2
-    # Every split's first-half sums in one matrix product per label (a 0/1 selection matrix
-    # [s, n] times the rows of every layer); the second half's sum is the total minus the first.
+    # Every split's first-half sums in one matrix product per label and layer (a 0/1 selection
+    # matrix [s, n] times the rows); the second half's sum is the total minus the first.
     pick_t, pick_b = np.zeros((n_splits, nt)), np.zeros((n_splits, nb))
     for s in range(n_splits):
         pick_t[s, rng.permutation(nt)[:ht]] = 1.0
         pick_b[s, rng.permutation(nb)[:hb]] = 1.0
-    flat_t = Xt.transpose(1, 0, 2).reshape(nt, L * d)
-    flat_b = Xb.transpose(1, 0, 2).reshape(nb, L * d)
-    st = (pick_t @ flat_t).reshape(n_splits, L, d)
-    sb = (pick_b @ flat_b).reshape(n_splits, L, d)
-    total_t, total_b = flat_t.sum(axis=0).reshape(L, d), flat_b.sum(axis=0).reshape(L, d)
+    st, sb = pick_t @ Xt, pick_b @ Xb  # [L, s, d]: one matrix product per layer, no copies
+    total_t, total_b = Xt.sum(axis=1)[:, None], Xb.sum(axis=1)[:, None]  # [L, 1, d]
     d1 = st / ht - sb / hb
     d2 = (total_t - st) / (nt - ht) - (total_b - sb) / (nb - hb)
-    cosines = _cosines_by_row(d1.reshape(-1, d), d2.reshape(-1, d)).reshape(n_splits, L)
-    return cosines.mean(axis=0), cosines.std(axis=0)
+    cosines = _cosines_by_row(d1.reshape(-1, d), d2.reshape(-1, d)).reshape(L, n_splits)
+    return cosines.mean(axis=1), cosines.std(axis=1)
 
 
 def bootstrap_stability(
@@ -535,12 +532,15 @@ def projection_separability_layers(
     Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
     pt, pb = rng.permutation(Xt.shape[1]), rng.permutation(Xb.shape[1])
     ht, hb = Xt.shape[1] // 2, Xb.shape[1] // 2
-    mt, mb = Xt[:, pt[:ht]].mean(axis=1), Xb[:, pb[:hb]].mean(axis=1)  # [L, d]
+    # Means and projections as matrix products over all rows (no copies of row subsets).
+    fit_t, fit_b = np.zeros(Xt.shape[1]), np.zeros(Xb.shape[1])
+    fit_t[pt[:ht]], fit_b[pb[:hb]] = 1.0 / ht, 1.0 / hb
+    mt, mb = fit_t @ Xt, fit_b @ Xb  # [L, d]
     direction = mt - mb
     norm = np.sqrt(np.einsum("ld,ld->l", direction, direction))[:, None]
     unit = np.divide(direction, norm, out=direction.copy(), where=norm > 0.0)
-    st = np.einsum("lnd,ld->ln", Xt[:, pt[ht:]], unit)
-    sb = np.einsum("lnd,ld->ln", Xb[:, pb[hb:]], unit)
+    st = (Xt @ unit[:, :, None])[:, pt[ht:], 0]  # [L, held-out target rows]
+    sb = (Xb @ unit[:, :, None])[:, pb[hb:], 0]
     threshold = 0.5 * np.einsum("ld,ld->l", mt + mb, unit)[:, None]
     correct = np.count_nonzero(st > threshold, axis=1) + np.count_nonzero(sb <= threshold, axis=1)
     accuracy = correct / (st.shape[1] + sb.shape[1])

@@ -396,22 +396,14 @@ class Store:
             self._check_site(manifest, hook, int(layer), position)
         return self._summaries.label_sums(manifest, hook, position, layers)
 
-    def subsample(
-        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
-        size: int | None = None, sample_idx: Sequence[int] | None = None, dtype=np.float32,
-    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
-        """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
-        ordered by sample_idx, layers). Reads the subsample's own file, never the run's vectors.
-
-        `size` takes at most that many of them, chosen the same stratified way with the same
-        seed (so a page that needs fewer samples gets the same ones on every call);
-        `sample_idx` takes those of the subsample's samples (others are an error). `dtype`:
-        float64 saves a caller a second conversion."""
-        manifest = self.manifest(run_id)
-        self._check_site(manifest, hook, None, position)
-        for layer in manifest.layers if layers is None else layers:
-            self._check_site(manifest, hook, int(layer), position)
-        summary = self._summaries.summary(manifest)
+    def subsample_samples(
+        self, run_id: str, size: int | None = None, sample_idx: Sequence[int] | None = None
+    ) -> pd.DataFrame:
+        """The samples of the summaries' fixed subsample, ordered by sample_idx (read without
+        the others). `size` takes at most that many, chosen the same stratified way with the
+        same seed (a page that needs fewer gets the same ones on every call); `sample_idx`
+        takes those of them (one the subsample lacks is an error)."""
+        summary = self.summary(run_id)
         samples = self.samples(run_id, summary.subsample)
         rows = None
         if sample_idx is not None:
@@ -425,11 +417,37 @@ class Store:
             rows = choose_subsample(samples, max(int(size), 0), summary.seed)
         if rows is not None:
             samples = samples[samples["sample_idx"].isin(rows)]
+        return samples.reset_index(drop=True)
+
+    def subsample_vectors(
+        self, run_id: str, hook: str, position: str, sample_idx: Sequence[int],
+        layers: Sequence[int] | None = None, dtype=np.float32,
+    ) -> tuple[np.ndarray, list[int]]:  # fmt: skip
+        """Vectors of some of the subsample's samples (sorted sample_idx, as
+        `subsample_samples` gives them) at one site: (X [L, m, d] of `dtype`, layers). Reads
+        the subsample's own file, only those layers' row groups, never the run's vectors."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, None, position)
+        for layer in manifest.layers if layers is None else layers:
+            self._check_site(manifest, hook, int(layer), position)
+        rows = np.asarray(sample_idx, np.int64)
+        if len(rows) and (np.diff(rows) <= 0).any():
+            raise StoreError("sample_idx must be sorted and without repeats")
         idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows)
-        samples = samples.reset_index(drop=True)
-        if not np.array_equal(samples["sample_idx"].to_numpy(), idx):
-            raise StoreError(f"run {run_id!r}: its subsample names samples it does not have")
-        return X.astype(dtype), samples, layers
+        if not np.array_equal(idx, rows):
+            raise StoreError(f"run {run_id!r}: its subsample does not have those samples")
+        return X.astype(dtype), layers
+
+    def subsample(
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
+        size: int | None = None, sample_idx: Sequence[int] | None = None, dtype=np.float32,
+    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
+        """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
+        ordered by sample_idx, layers): `subsample_samples` and `subsample_vectors` in one."""
+        samples = self.subsample_samples(run_id, size, sample_idx)
+        rows = samples["sample_idx"].to_numpy()
+        X, layers = self.subsample_vectors(run_id, hook, position, rows, layers, dtype)
+        return X, samples, layers
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None

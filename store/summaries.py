@@ -506,7 +506,7 @@ class SummaryFiles:
         order = sorted(summary.sites)
         groups = [order.index((hook, position, layer)) for layer in layers]
         idx = np.asarray(summary.subsample, np.int64)
-        keep = None if rows is None else np.searchsorted(idx, rows)
+        keep = None if rows is None else np.searchsorted(idx, rows).clip(0, max(len(idx) - 1, 0))
         path = layout.subsample_path(layout.run_dir(self.root, manifest.run_id))
         parts = []
         try:
