@@ -433,10 +433,10 @@ class Store:
         rows = np.asarray(sample_idx, np.int64)
         if len(rows) and (np.diff(rows) <= 0).any():
             raise StoreError("sample_idx must be sorted and without repeats")
-        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows)
+        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows, dtype)
         if not np.array_equal(idx, rows):
             raise StoreError(f"run {run_id!r}: its subsample does not have those samples")
-        return X.astype(dtype), layers
+        return X, layers
 
     def subsample(
         self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,

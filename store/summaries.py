@@ -497,20 +497,25 @@ class SummaryFiles:
                          sq, norms)  # fmt: skip
 
     def subsample(
-        self, manifest: RunManifest, hook: str, position: str, layers=None, rows=None
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """(sample_idx [m], X [L, m, d] as stored, layers) of the subsample at one site; with
+        self, manifest: RunManifest, hook: str, position: str, layers=None, rows=None,
+        dtype=np.float32,
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
+        """(sample_idx [m], X [L, m, d] of `dtype`, layers) of the subsample at one site; with
         `rows`, only those sample indices (a sorted subset of the subsample). Reads only the
-        row groups of those layers (one per site, in the order of the summary's sites)."""
+        row groups of those layers (one per site, in the order of the summary's sites) and
+        converts only the rows it returns, one row group at a time."""
         summary, layers = self._sites(manifest, hook, position, layers)
         order = sorted(summary.sites)
         groups = [order.index((hook, position, layer)) for layer in layers]
         idx = np.asarray(summary.subsample, np.int64)
         keep = None if rows is None else np.searchsorted(idx, rows).clip(0, max(len(idx) - 1, 0))
+        kept = idx if keep is None else idx[keep]
         path = layout.subsample_path(layout.run_dir(self.root, manifest.run_id))
-        parts = []
+        d = manifest.d_model
         try:
-            table = pq.ParquetFile(path).read_row_groups(
+            # Memory-mapped: the rows are read where they lie (several times faster than
+            # reading them into buffers); committed files are replaced by rename, never in place.
+            table = pq.ParquetFile(path, memory_map=True).read_row_groups(
                 groups, columns=["hook", "position", "layer", "sample_idx", "vector"]
             )
             m, L = len(idx), len(layers)
@@ -522,9 +527,19 @@ class SummaryFiles:
                    "a row group holds another site than its place says")  # fmt: skip
             found = table.column("sample_idx").to_numpy().reshape(L, m)
             _check(bool((found == idx[None, :]).all()), "rows of samples outside the subsample")
-            X = binary_to_rows(table.column("vector"), manifest.d_model, summary.dtype)
-            X = X.reshape(L, m, manifest.d_model)
-            parts = X if keep is None else X[:, keep]
+            X = np.empty((L, len(kept), d), dtype)
+            done = 0  # rows of the file converted so far (chunks need not align with layers)
+            for chunk in table.column("vector").chunks:
+                values = binary_to_rows(chunk, d, summary.dtype)
+                for li in range(done // m, (done + len(values) - 1) // m + 1 if len(values) else 0):
+                    lo, hi = max(li * m, done), min((li + 1) * m, done + len(values))
+                    part = values[lo - done : hi - done]  # rows lo..hi of layer li
+                    if keep is None:
+                        X[li, lo - li * m : hi - li * m] = part
+                    else:
+                        inside = (keep >= lo - li * m) & (keep < hi - li * m)
+                        X[li, inside] = part[keep[inside] - (lo - li * m)]
+                done += len(values)
         except (ValueError, pa.ArrowException, TypeError, OSError, IndexError) as exc:
             text = str(exc)
             if "magic bytes" in text or "smaller than the minimum" in text:
@@ -532,7 +547,7 @@ class SummaryFiles:
             raise self._damaged(
                 manifest.run_id, f"summaries/subsample.parquet: {one_line(text, 160)}"
             ) from None
-        return (idx if keep is None else idx[keep]), parts, layers
+        return kept, X, layers
 
 
 def _footer_problem(path: Path, name: str, d_model: int, dtype: str) -> str | None:
