@@ -10,6 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import links
 from ui.context import default_store_path, hide_error_details, plain, read_only, run_page
 
 hide_error_details()
@@ -32,4 +33,5 @@ PAGES = [
 ]
 if not locked:  # read-only: not in the navigation, and the page refuses by itself too
     PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
-run_page(st.navigation(PAGES).run)
+page = st.navigation(PAGES)
+run_page(lambda: links.run_pinned(page.run))  # the view's settings go into the URL (ui.links)

@@ -117,19 +117,23 @@ def chart_builds(page: str, result) -> list:
         profile, dims = result
         return [
             charts.lines(profile.per_layer, "layer", "mean_abs", "category", title="",
-                         x_title="", y_title=""),
+                         x_title="", y_title="",
+                         colours=charts.category_colours(profile.per_layer["category"])),
             charts.heatmap(dims, "dimension", "layer", "score", title="", x_title="", y_title=""),
         ]  # fmt: skip
     profile, second = result
+    labels = charts.label_colours(sorted(set(profile.per_label["label"])))
     built = [charts.lines(profile.per_label, "depth", "l2_rel", "label", dash="model", title="",
-                          x_title="", y_title="")]  # fmt: skip
+                          x_title="", y_title="", colours=labels,
+                          dashes=charts.series_dashes(profile.per_label, "model"))]  # fmt: skip
     if page == "directions":
         built += [
             charts.heatmap(second.cosines, "label_b", "label_a", "cosine", title="", x_title="",
                            y_title=""),
-            charts.histogram(second.projections, "projection", "label", title=""),
+            charts.histogram(second.projections, "projection", "label", title="",
+                             colours=labels),
             charts.scatter(second.scores, "pc1", "pc2", "label", title="", x_title="",
-                           y_title=""),
+                           y_title="", colours=labels),
         ]  # fmt: skip
     else:
         built += [charts.heatmap(f, "layer_b", "layer_a", "value", title="", x_title="",

@@ -11,7 +11,7 @@ Computation: ui.compute (see its caveats on subsampling).
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls
+from ui import charts, controls, links
 from ui.compute import (
     CROSS_MODEL_MAX_ROWS,
     PROCRUSTES_RANK,
@@ -32,7 +32,7 @@ run_ids = controls.pick_runs(
 )  # fmt: skip
 if len(run_ids) < 2:
     st.info("Pick at least two runs of the same dataset (one per model) to compare them.")
-    st.stop()
+    links.stop()
 chosen = runs.loc[run_ids]
 controls.one_dataset_or_stop(chosen)
 if not chosen["model"].is_unique:
@@ -40,7 +40,7 @@ if not chosen["model"].is_unique:
 labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
     st.warning(f"These runs have one label ({plain(short(labels[0]))}): nothing to compare.")
-    st.stop()
+    links.stop()
 
 columns = st.columns(4)
 hook, position = controls.pick_site(chosen, columns[:2])
@@ -52,25 +52,26 @@ try:
     directions = directions_for(view, chosen, hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 controls.show_failures(directions.failed)  # a damaged run is named; the others are compared
 readable = [r for r in run_ids if r not in dict(directions.failed)]
 if len(readable) < 2:
     st.info("Fewer than two of these runs can be read: pick others to compare.")
-    st.stop()
+    links.stop()
 profile = directions.per_label[directions.per_label["label"] == target]
 series = "model" if chosen["model"].is_unique else "run"
+colours = charts.series_colours(runs, series)
 left, right = st.columns(2)
 left.altair_chart(
     charts.lines(
         profile, "depth", "l2_rel", series, x_title="normalised depth", y_title="L2 ÷ typical norm",
-        title=f"Strength of the {target} direction (vs {baseline}) by depth", tooltip=("layer",),
+        title=f"Strength of the {target} direction (vs {baseline}) by depth", colours=colours,
     )
 )  # fmt: skip
 right.altair_chart(
     charts.lines(
         profile, "depth", "auc", series, x_title="normalised depth", y_title="held-out AUC",
-        title=f"Separability of {target} from {baseline} by depth", tooltip=("layer",),
+        title=f"Separability of {target} from {baseline} by depth", colours=colours,
         y_domain=(0.0, 1.0),
     )
 )  # fmt: skip
@@ -81,22 +82,21 @@ run_a = controls.pick_one(pick[0], "Run A (rows)", readable, key="a", what="run"
 run_b = controls.pick_one(pick[1], "Run B (columns)", readable, key="b", what="run", index=1)
 if run_a == run_b:
     st.warning("Run A and run B are the same run: pick two different runs.")
-    st.stop()
+    links.stop()
 try:
     result = cross_model(view, run_a, run_b, hook, position, target, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 
 name_a, name_b = runs.loc[run_a, "model"], runs.loc[run_b, "model"]
 axes = {"x_title": f"layer of {name_b}", "y_title": f"layer of {name_a}", "x_labels": True}
-tips = ("depth_a", "depth_b")
 
 
 def heatmap_with_pairs(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
     column.altair_chart(
         charts.heatmap(frame, "layer_b", "layer_a", "value", title=title, domain=domain,
-                       tooltip=tips, legend=legend, **axes)
+                       legend=legend, **axes)
     )  # fmt: skip
     column.caption(caption)
     column.dataframe(best_pairs_table(frame), hide_index=True)

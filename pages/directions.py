@@ -10,7 +10,7 @@ The filters live in the URL. Computation: ui.compute (streams vectors; see its c
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls
+from ui import charts, controls, links
 from ui.compute import SUBSAMPLE_PER_LABEL, Unsuitable, directions_for, layer_detail, run_title
 from ui.context import current_view, plain, short
 
@@ -24,7 +24,7 @@ run_ids = controls.pick_runs(
 )  # fmt: skip
 if not run_ids:
     st.info("Pick a run to see its label directions.")
-    st.stop()
+    links.stop()
 chosen = runs.loc[run_ids]
 controls.one_dataset_or_stop(chosen)
 labels = list(chosen["labels"].iloc[0])
@@ -34,7 +34,7 @@ if len(labels) < 2:
         "direction needs a target label and a baseline label. Pick a run of a labelled dataset "
         "(e.g. emotions)."
     )
-    st.stop()
+    links.stop()
 
 columns = st.columns([1, 1, 1, 2])
 hook, position = controls.pick_site(chosen, columns[:2])
@@ -55,46 +55,48 @@ by_depth = controls.toggle(
 )  # fmt: skip
 if not shown:
     st.info("Every label is hidden: show at least one.")
-    st.stop()
+    links.stop()
 
 try:
     result = directions_for(view, chosen, hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 controls.show_failures(result.failed)  # a damaged run is named; the others are drawn
 if result.per_label.empty:
-    st.stop()
+    links.stop()
 readable = [r for r in run_ids if r not in dict(result.failed)]
 
 per_label = result.per_label[result.per_label["label"].isin(shown)]
 x, x_title = ("depth", "normalised depth") if by_depth else ("layer", "layer")
 # One line style per run; the model name is shorter and says the same when models differ.
-dash = None if len(run_ids) == 1 else ("model" if chosen["model"].is_unique else "run")
+series = "model" if chosen["model"].is_unique else "run"
+style = {"colours": charts.label_colours(labels), "dash": None if len(run_ids) == 1 else series,
+         "dashes": charts.series_dashes(runs, series)}  # fmt: skip
 norm = " ÷ typical norm" if relative else ""
 left, right = st.columns(2)
 for column, name in ((left, "l2"), (right, "l1")):
     field, label = (f"{name}_rel" if relative else name), name.upper()
     column.altair_chart(
         charts.lines(
-            per_label, x, field, "label", dash=dash, x_title=x_title, y_title=f"{label}{norm}",
-            title=f"{label} norm of each direction (vs {baseline}){norm}",
+            per_label, x, field, "label", x_title=x_title, y_title=f"{label}{norm}",
+            title=f"{label} norm of each direction (vs {baseline}){norm}", **style,
         )
     )  # fmt: skip
 
 left, right = st.columns(2)
 left.altair_chart(
     charts.lines(
-        per_label, x, "stability", "label", dash=dash, x_title=x_title, y_title="cosine",
+        per_label, x, "stability", "label", x_title=x_title, y_title="cosine",
         title="Split-half stability: cosine of directions from disjoint halves",
-        tooltip=("stability_std", "n_target", "n_baseline"), y_domain=(-0.1, 1.0),
+        tooltip=("stability_std", "n_target", "n_baseline"), y_domain=(-0.1, 1.0), **style,
     )
 )  # fmt: skip
 right.altair_chart(
     charts.lines(
-        per_label, x, "auc", "label", dash=dash, x_title=x_title, y_title="AUC",
+        per_label, x, "auc", "label", x_title=x_title, y_title="AUC",
         title=f"Held-out separability from {baseline}: AUC of the projection",
-        tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0),
+        tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
     )
 )  # fmt: skip
 counts = per_label.drop_duplicates(["run", "label"])
@@ -116,8 +118,9 @@ if cosines.empty:
 else:
     st.altair_chart(
         charts.lines(
-            cosines, x, "cosine", "pair", dash=dash, x_title=x_title, y_title="cosine",
+            cosines, x, "cosine", "pair", x_title=x_title, y_title="cosine",
             title="Cosine between label directions, across layers", y_domain=(-1.0, 1.0),
+            **(style | {"colours": charts.pair_colours(labels)}),
         )
     )  # fmt: skip
 
@@ -135,7 +138,7 @@ try:
     layer_view = layer_detail(view, detail, hook, position, layer, baseline, target)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 
 left, right = st.columns(2)
 left.altair_chart(
@@ -147,18 +150,22 @@ left.altair_chart(
 )  # fmt: skip
 right.altair_chart(
     charts.histogram(
-        layer_view.projections, "projection", "label",
+        layer_view.projections, "projection", "label", colours=style["colours"],
         title=f"Samples projected on the {target} direction, layer {layer}",
     )
 )  # fmt: skip
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:
-    st.plotly_chart(charts.scatter_3d(layer_view.scores, "label", title=title, hover="text"))
+    st.plotly_chart(
+        charts.scatter_3d(
+            layer_view.scores, "label", colours=style["colours"], title=title, hover="text"
+        )
+    )
 else:
     st.altair_chart(
         charts.scatter(
             layer_view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
-            tooltip=("text",),
+            tooltip=("text", "layer", "n_layers"), colours=style["colours"],
         )
     )  # fmt: skip

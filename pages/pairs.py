@@ -12,7 +12,7 @@ Computation: ui.pairs_compute.
 import streamlit as st
 
 from store import StoreError
-from ui import charts, controls
+from ui import charts, controls, links
 from ui.compute import Unsuitable, run_title
 from ui.context import current_view, plain, read_only
 from ui.pairs_compute import (
@@ -36,7 +36,7 @@ if not pair_runs:
         f"one with `python -m extraction run --model smollm2-135m --dataset minimal_pairs "
         f"--store {view.shown()}`."
     )
-    st.stop()
+    links.stop()
 
 columns = st.columns([3, 1, 1])
 minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
@@ -49,23 +49,26 @@ try:
     manifest = view.store.manifest(run_id)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 
 categories = sorted(set(profile.per_layer["category"]) - {ALL_CATEGORIES})
 shown = controls.pick_many(st, "Categories", categories, key="categories", what="category",
                            default=categories)  # fmt: skip
 per_layer = profile.per_layer[profile.per_layer["category"].isin([ALL_CATEGORIES, *shown])]
+colours = charts.category_colours(categories, overall=ALL_CATEGORIES)
 left, right = st.columns(2)
 left.altair_chart(
     charts.lines(
         per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
         title="Mean absolute difference per dimension, b - a", tooltip=("n_pairs",),
+        colours=colours,
     )
 )  # fmt: skip
 right.altair_chart(
     charts.lines(
         per_layer, "layer", "relative", "category", x_title="layer", tooltip=("n_pairs",),
         y_title="mean ||b - a|| ÷ mean norm", title="Relative to the activation norm",
+        colours=colours,
     )
 )  # fmt: skip
 
@@ -110,12 +113,12 @@ if all_run is None:
             "pages/new_run.py", label="or on the New run page, settings filled in",
             icon=":material/play_circle:", query_params=prefill,
         )  # fmt: skip
-    st.stop()
+    links.stop()
 try:
     tokens = token_map(view, all_run, hook, pair_id)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
-    st.stop()
+    links.stop()
 tokens = tokens.assign(token=tokens["token_idx"].astype(str) + " " + tokens["token_a"])
 st.altair_chart(
     charts.heatmap(

@@ -1,13 +1,15 @@
-"""Runs page: every committed run in the store, filterable, with its full provenance, and the
-damaged runs with the reason each cannot be read (the other pages leave those out)."""
+"""Runs page: every committed run in the store, filterable, with its full provenance and links
+that open it in the analysis pages, and the damaged runs with the reason each cannot be read (the
+other pages leave those out)."""
 
 import pandas as pd
 import streamlit as st
 
 from store import StoreError
-from ui import controls
+from ui import controls, links
 from ui.compute import run_summaries
 from ui.context import (
+    RUNS_TABLE,
     current_view,
     damaged_runs,
     manifest_json,
@@ -20,11 +22,12 @@ st.title("Runs")
 view = current_view()
 try:
     runs = runs_frame(view)
-    unreadable = dict(run_summaries(view).unreadable)  # manifest fine, files not
+    summaries = run_summaries(view)
+    unreadable = dict(summaries.unreadable)  # manifest fine, files not
     damaged = [(d.folder, d.reason) for d in damaged_runs(view)]
 except StoreError as exc:
     show_store_error(exc)
-    st.stop()
+    links.stop()
 damaged += [(f"runs/{run_id}", reason) for run_id, reason in unreadable.items()]
 runs = runs[~runs["run_id"].isin(list(unreadable))] if unreadable else runs
 
@@ -61,11 +64,19 @@ if hooks:
     shown = shown[shown["hooks"].apply(lambda value: any(h in value.split(", ") for h in hooks))]
 
 st.caption(f"{len(shown)} of {len(runs)} runs · {shown['size_mb'].sum():.1f} MB")
-st.dataframe(shown, hide_index=True, width="stretch")
+frame = summaries.frame.set_index("run_id") if len(summaries.frame) else pd.DataFrame()
+opens, open_config = links.link_columns(frame, list(shown["run_id"]))
+order = [*list(RUNS_TABLE)[:7], *open_config, *list(RUNS_TABLE)[7:]]
+st.dataframe(
+    pd.concat([shown.reset_index(drop=True), opens], axis=1), hide_index=True, width="stretch",
+    column_config=RUNS_TABLE | open_config, column_order=order,
+)  # fmt: skip
 
 if not shown.empty:
     run_id = controls.pick_one(st, "Provenance of run", list(shown["run_id"]), key="run",
                                what="run")  # fmt: skip
+    if run_id in frame.index:
+        links.page_links(links.open_in(frame, run_id))
     try:
         st.json(manifest_json(view.store.manifest(run_id).to_json()), expanded=1)
     except StoreError as exc:

@@ -3,46 +3,242 @@
 Altair for everything 2-D (the data travel inside the Vega-Lite spec, which tests read back);
 plotly only for the 3-D PCA scatter, which Vega-Lite cannot draw. Builders never compute
 statistics; they only map columns to marks, so a page's look changes in one place.
+
+Conventions every chart follows (new pages too: draw through these builders):
+
+* **One colour per value, everywhere.** A page builds one `Styles` per coloured field from the
+  *full* list of values and passes it to every builder (`colours=`): `label_colours(labels)` from
+  the run's whole label list (the baseline included, so hiding or re-basing keeps each colour),
+  `pair_colours(labels)` for label pairs, `category_colours(categories)`, and `series_colours(runs,
+  "model" | "run")` from every run of the store, oldest first, so a new run or model never
+  recolours the others. Altair gets it as a scale with that domain and range, Plotly as
+  `color_discrete_map`; `PALETTE` has clearly distinct hues. A value missing from the list still
+  gets a colour (after the listed ones), but only the list makes it the same on every chart.
+* **Line styles say what they mean.** `lines(..., dash=field, dashes=series_dashes(runs, ...))`
+  gives each value one dash pattern; the legend draws the pattern and names it ("gemma (dashed)").
+* **Readable tooltips with the layer.** Fields are titled by `FIELD_TITLES`; a frame with `layer`
+  and `n_layers` (the model's depth; `layer_a`/`n_layers_a` for run A, ...) gets one tooltip line
+  "12 of 30 (depth 0.41)". The ui compute functions attach `n_layers` to every per-layer frame.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import altair as alt
 import pandas as pd
 import plotly.express as px
 
+from ui.compute import run_title
+
 HEIGHT = 260
+LEGEND_TITLE, LEGEND_ROW = 34, 20  # pixels a legend below a chart takes
+# d3's category10 (distinct hues first), then its lighter partners; values past 20 cycle.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+OVERALL = "#222222"  # a line over every category, e.g. "(all pairs)"
+DASHES = (
+    ("solid", (1, 0)), ("dashed", (6, 4)), ("dotted", (1, 3)), ("dash-dot", (8, 3, 1, 3)),
+    ("long dash", (14, 4)), ("dash-dot-dot", (8, 3, 1, 3, 1, 3)),
+)  # fmt: skip
+FIELD_TITLES = {
+    "label": "Label", "model": "Model", "run": "Run", "pair": "Label pair",
+    "category": "Category", "layer": "Layer", "depth": "Depth (0-1)", "n_layers": "Model layers",
+    "l1": "L1 norm", "l2": "L2 norm", "l1_rel": "L1 ÷ typical norm", "l2_rel": "L2 ÷ typical norm",
+    "stability": "Split-half cosine", "stability_std": "Split-half std", "auc": "Held-out AUC",
+    "accuracy": "Held-out accuracy", "n_target": "Samples of the label",
+    "n_baseline": "Samples of the baseline", "cosine": "Cosine", "label_a": "Label",
+    "label_b": "Label", "projection": "Projection", "text": "Text", "pc1": "PC 1",
+    "pc2": "PC 2", "pc3": "PC 3", "mean_abs": "Mean |b - a|", "relative": "‖b - a‖ ÷ norm",
+    "n_pairs": "Pairs", "dimension": "Dimension", "score": "Score", "token": "Token",
+    "token_a": "Token (a)", "token_b": "Token (b)", "distance": "‖b - a‖", "value": "Value",
+    "layer_a": "Layer of A", "layer_b": "Layer of B", "depth_a": "Depth of A",
+    "depth_b": "Depth of B",
+}  # fmt: skip
+PATTERNS = tuple(pattern for _, pattern in DASHES)
+LAYER_TEXT = {"": "Layer", "_a": "Layer of A", "_b": "Layer of B"}  # suffix -> tooltip title
 
 
-def _tooltip(frame: pd.DataFrame, fields) -> list:
-    return [alt.Tooltip(f, format=".3f") if frame[f].dtype.kind == "f" else f for f in fields]
+def title_of(field: str) -> str:
+    return FIELD_TITLES.get(field, field)
 
 
+@dataclass(frozen=True)
+class Styles:
+    """A fixed value -> style map (a colour, or a dash pattern): values[i] gets styles[i];
+    values past the list draw from `pool` in turn."""
+
+    values: tuple[str, ...]
+    styles: tuple
+    pool: tuple = PALETTE
+
+    def covering(self, present: Iterable) -> Styles:
+        """These styles plus any value in `present` they lack (in the order first seen)."""
+        extra = [v for v in dict.fromkeys(str(p) for p in present) if v not in self.values]
+        start = len(self.values)
+        more = tuple(self.pool[(start + i) % len(self.pool)] for i in range(len(extra)))
+        return Styles(self.values + tuple(extra), self.styles + more, self.pool)
+
+    def drawn(self, present: Iterable) -> Styles:
+        """The styles of the values in `present` only (a legend lists what is drawn), each
+        keeping its own style; values the list lacks are added first (`covering`)."""
+        present = list(dict.fromkeys(str(p) for p in present))
+        full = self.covering(present).mapping()
+        kept = [v for v in full if v in set(present)]
+        return Styles(tuple(kept), tuple(full[v] for v in kept), self.pool)
+
+    def mapping(self) -> dict[str, object]:
+        return dict(zip(self.values, self.styles, strict=True))
+
+    def scale(self) -> alt.Scale:
+        return alt.Scale(domain=list(self.values), range=[_jsonable(s) for s in self.styles])
+
+
+def _jsonable(style):
+    return list(style) if isinstance(style, tuple) else style
+
+
+def _cycle(values: Sequence, pool: tuple) -> Styles:
+    return Styles((), (), pool).covering(values)
+
+
+def colours_for(values: Sequence, fixed: dict[str, str] | None = None) -> Styles:
+    """PALETTE in order over `values`; `fixed` values get their own colour (and use none up)."""
+    fixed = fixed or {}
+    free = _cycle([v for v in values if v not in fixed], PALETTE)
+    return Styles(tuple(fixed) + free.values, tuple(fixed.values()) + free.styles)
+
+
+def label_colours(labels: Sequence[str]) -> Styles:
+    """One colour per label of a run, from its full (sorted) label list."""
+    return colours_for(sorted(labels))
+
+
+def pair_colours(labels: Sequence[str]) -> Styles:
+    """One colour per pair "a · b" of labels (a before b in sorted order)."""
+    ordered = sorted(labels)
+    return colours_for([f"{a} · {b}" for i, a in enumerate(ordered) for b in ordered[i + 1 :]])
+
+
+def category_colours(categories: Sequence[str], overall: str | None = None) -> Styles:
+    """One colour per category; `overall` (a line over all of them) in near-black."""
+    return colours_for(sorted(categories), {overall: OVERALL} if overall else None)
+
+
+def _series(runs: pd.DataFrame, by: str) -> list[str]:
+    """Models or run titles of every run, oldest first (runs come newest first)."""
+    oldest_first = runs.iloc[::-1]
+    if by == "model":
+        return list(oldest_first["model"])
+    return [run_title(row) for _, row in oldest_first.iterrows()]
+
+
+def series_colours(runs: pd.DataFrame, by: str) -> Styles:
+    """One colour per model (by="model") or run (by="run", by run title) of the store."""
+    return colours_for(_series(runs, by))
+
+
+def series_dashes(runs: pd.DataFrame, by: str) -> Styles:
+    """One dash pattern per model or run of the store, oldest first."""
+    return _cycle(_series(runs, by), PATTERNS)
+
+
+def _dash_name(pattern) -> str:
+    return next(name for name, p in DASHES if tuple(p) == tuple(pattern))
+
+
+# -- tooltips ---------------------------------------------------------------------------------
+def _layer_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], set[str]]:
+    """The frame with a "12 of 30 (depth 0.41)" column per layer field it can describe, those
+    columns, and the raw fields they replace in a tooltip."""
+    added, replaced = [], set()
+    for suffix, title in LAYER_TEXT.items():
+        layer, n = f"layer{suffix}", f"n_layers{suffix}"
+        if layer not in frame or n not in frame:
+            continue
+        depth = frame[layer] / (frame[n] - 1).clip(lower=1)
+        text = (
+            frame[layer].astype(int).astype(str) + " of " + frame[n].astype(int).astype(str)
+            + " (depth " + depth.map("{:.2f}".format) + ")"
+        )  # fmt: skip
+        frame = frame.assign(**{title: text})
+        added.append(title)
+        replaced |= {layer, n, f"depth{suffix}"}
+    return frame, added, replaced
+
+
+def _tooltip(frame: pd.DataFrame, fields) -> tuple[pd.DataFrame, list]:
+    frame, layer_fields, replaced = _layer_text(frame)
+    fields = [f for f in dict.fromkeys(fields) if f and f not in replaced and f in frame]
+    tips = [
+        alt.Tooltip(f, title=title_of(f), format=".3f")
+        if frame[f].dtype.kind == "f"
+        else alt.Tooltip(f, title=title_of(f))
+        for f in fields
+    ]
+    return frame, tips + [alt.Tooltip(f, title=f) for f in layer_fields]
+
+
+def _colour(field: str, colours: Styles, frame: pd.DataFrame, orient: str = "right") -> alt.Color:
+    styles = colours.drawn(frame[field])
+    columns = 2 if orient == "bottom" else alt.Undefined
+    legend = alt.Legend(orient=orient, columns=columns, labelLimit=400)
+    return alt.Color(field, type="nominal", scale=styles.scale(), title=title_of(field),
+                     legend=legend)  # fmt: skip
+
+
+# -- builders ---------------------------------------------------------------------------------
 def lines(
-    frame: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_title: str, y_title: str,
-    dash: str | None = None, tooltip=(), y_domain: tuple[float, float] | None = None,
-) -> alt.Chart:  # fmt: skip
-    """One line per `color` value (and per `dash` value, e.g. one per run) over `x`."""
-    scale = alt.Scale(domain=list(y_domain)) if y_domain else alt.Scale(zero=False)
-    encoding = {
-        # Layers are whole numbers: no 0.5 ticks on short models.
-        "x": alt.X(
-            x,
-            title=x_title,
-            type="quantitative",
-            axis=alt.Axis(format="d", tickMinStep=1) if x == "layer" else alt.Axis(),
-        ),
-        "y": alt.Y(y, title=y_title, type="quantitative", scale=scale),
-        "color": alt.Color(color, type="nominal", title=color),
-        "tooltip": _tooltip(frame, [c for c in (dash, color, x, y, *tooltip) if c]),
-    }
+    frame: pd.DataFrame, x: str, y: str, color: str, *, colours: Styles, title: str,
+    x_title: str, y_title: str, dash: str | None = None, dashes: Styles | None = None,
+    tooltip=(), y_domain: tuple[float, float] | None = None,
+) -> alt.LayerChart:  # fmt: skip
+    """One line per `color` value (and per `dash` value, e.g. one per model) over `x`; the
+    legends sit below the plot, so two charts side by side keep their width."""
+    scale = alt.Scale(zero=False)
+    if y_domain:  # the natural range, widened to every value drawn (no point off the plot)
+        low, high = frame[y].min(), frame[y].max()
+        scale = alt.Scale(domain=[min(y_domain[0], low), max(y_domain[1], high)]
+                          if pd.notna(low) else list(y_domain))  # fmt: skip
+    tip_fields = [dash, color, x, y, *tooltip]
     if dash:
-        encoding["strokeDash"] = alt.StrokeDash(dash, type="nominal", title=dash)
+        styles = (dashes or _cycle([], PATTERNS)).drawn(frame[dash])
+        named = {v: f"{v} ({_dash_name(p)})" for v, p in styles.mapping().items()}
+        line_field = f"{title_of(dash)} (line)"  # a column: "gemma (dashed)"
+        frame = frame.assign(**{line_field: frame[dash].astype(str).map(named)})
+        line_styles = Styles(tuple(named.values()), styles.styles)
+        tip_fields[0] = line_field
+    frame, tips = _tooltip(frame, tip_fields)
+    # Layers are whole numbers: no 0.5 ticks on short models.
+    x_axis = alt.Axis(format="d", tickMinStep=1) if x == "layer" else alt.Axis()
+    line = alt.Chart().mark_line()
+    if dash:
+        # Its own layer without points: over a point overlay Vega-Lite draws this legend's
+        # symbols as dots, so nothing showed which model is which line.
+        line = line.encode(
+            strokeDash=alt.StrokeDash(
+                line_field, type="nominal", scale=line_styles.scale(), title=line_field,
+                legend=alt.Legend(orient="bottom", direction="vertical", symbolType="stroke",
+                                  symbolSize=600, symbolStrokeWidth=2, labelLimit=400),
+            )
+        )  # fmt: skip
+    # Streamlit fits the legends into the height too: give them their rows.
+    rows = max(-(-frame[color].nunique() // 2), frame[dash].nunique() if dash else 0)
+    height = HEIGHT + LEGEND_TITLE + LEGEND_ROW * rows
+    points = alt.Chart().mark_point(filled=True, size=18)
     return (
-        alt.Chart(frame, title=title)
-        .mark_line(point=alt.OverlayMarkDef(size=18))
-        .encode(**encoding)
-        .properties(height=HEIGHT)
+        alt.layer(line, points, data=frame, title=title)
+        .encode(  # shared by both layers
+            x=alt.X(x, title=x_title, type="quantitative", axis=x_axis),
+            y=alt.Y(y, title=y_title, type="quantitative", scale=scale),
+            color=_colour(color, colours, frame, orient="bottom"),
+            tooltip=tips,
+        )
+        .properties(height=height)
     )
 
 
@@ -54,53 +250,66 @@ def heatmap(
     """Rectangles at (x, y) coloured by `value`; y runs bottom-up like a layer axis."""
     scale = alt.Scale(scheme=scheme, domain=list(domain)) if domain else alt.Scale(scheme=scheme)
     x_axis = alt.Axis(labelAngle=0) if x_labels else alt.Axis(labels=False, ticks=False)
+    height = max(HEIGHT, 14 * frame[y].nunique())
+    frame, tips = _tooltip(frame, [y, x, value, *tooltip])
     return (
         alt.Chart(frame, title=title)
         .mark_rect()
         .encode(
             x=alt.X(x, type="ordinal", title=x_title, axis=x_axis, sort=None),
             y=alt.Y(y, type="ordinal", title=y_title, sort="descending"),
-            color=alt.Color(value, type="quantitative", scale=scale, title=legend or value),
-            tooltip=_tooltip(frame, [y, x, value, *tooltip]),
+            color=alt.Color(
+                value, type="quantitative", scale=scale, title=legend or title_of(value)
+            ),  # fmt: skip
+            tooltip=tips,
         )
-        .properties(height=max(HEIGHT, 14 * frame[y].nunique()))
+        .properties(height=height)
     )
 
 
-def histogram(frame: pd.DataFrame, value: str, color: str, *, title: str) -> alt.Chart:
+def histogram(frame: pd.DataFrame, value: str, color: str, *, colours: Styles,
+              title: str) -> alt.Chart:  # fmt: skip
     """Overlaid (not stacked) histograms of `value`, one per `color` value."""
     return (
         alt.Chart(frame, title=title)
         .mark_bar(opacity=0.55, binSpacing=0)
         .encode(
-            x=alt.X(value, type="quantitative", bin=alt.Bin(maxbins=40), title=value),
+            x=alt.X(value, type="quantitative", bin=alt.Bin(maxbins=40), title=title_of(value)),
             y=alt.Y("count()", stack=None, title="samples"),
-            color=alt.Color(color, type="nominal"),
+            color=_colour(color, colours, frame),
         )
         .properties(height=HEIGHT)
     )
 
 
-def scatter(frame: pd.DataFrame, x: str, y: str, color: str, *, title: str, x_title: str,
-            y_title: str, tooltip=()) -> alt.Chart:  # fmt: skip
+def scatter(frame: pd.DataFrame, x: str, y: str, color: str, *, colours: Styles, title: str,
+            x_title: str, y_title: str, tooltip=()) -> alt.Chart:  # fmt: skip
+    frame, tips = _tooltip(frame, [color, *tooltip])
     return (
         alt.Chart(frame, title=title)
         .mark_circle(size=40, opacity=0.75)
         .encode(
             x=alt.X(x, type="quantitative", title=x_title),
             y=alt.Y(y, type="quantitative", title=y_title),
-            color=alt.Color(color, type="nominal"),
-            tooltip=[color, *tooltip],
+            color=_colour(color, colours, frame),
+            tooltip=tips,
         )
         .properties(height=HEIGHT + 80)
     )
 
 
-def scatter_3d(frame: pd.DataFrame, color: str, *, title: str, hover: str | None = None):
+def scatter_3d(frame: pd.DataFrame, color: str, *, colours: Styles, title: str,
+               hover: str | None = None):  # fmt: skip
     """Plotly 3-D scatter of columns pc1, pc2, pc3 (Vega-Lite has no 3-D)."""
+    frame, layer_fields, _ = _layer_text(frame)
+    styles = colours.drawn(frame[color])
     figure = px.scatter_3d(
-        frame, x="pc1", y="pc2", z="pc3", color=color, hover_name=hover, title=title, opacity=0.8
-    )
+        frame, x="pc1", y="pc2", z="pc3", color=color, hover_name=hover, title=title,
+        opacity=0.8, color_discrete_map=styles.mapping(),
+        category_orders={color: list(styles.values)},
+        labels={f: title_of(f) for f in ("pc1", "pc2", "pc3", color)},
+        hover_data={f: True for f in layer_fields},
+    )  # fmt: skip
     figure.update_traces(marker={"size": 3})
     figure.update_layout(height=520, margin={"l": 0, "r": 0, "t": 40, "b": 0})
     return figure

@@ -117,6 +117,14 @@ def run_title(summary: pd.Series) -> str:
     return f"{summary['name']} ({summary['model']})"
 
 
+def complete_first(runs: pd.DataFrame) -> pd.DataFrame:
+    """The same runs (summaries), those that cover every layer of their model first; the order
+    within each group is kept (newest first), so a default never falls on a partial run while
+    a complete one exists."""
+    partial = runs["layers"].map(len) < runs["n_layers"]
+    return runs.iloc[partial.to_numpy().argsort(kind="stable")]
+
+
 # -- streamed per-layer statistics -------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerStats:
@@ -263,7 +271,7 @@ def direction_profile(
             held = _held_out(stats.sub_X[li], stats.sub_labels, target, baseline)
             rows.append(
                 {
-                    "layer": layer, "depth": depth[li], "label": target,
+                    "layer": layer, "n_layers": stats.n_layers, "depth": depth[li], "label": target,
                     "l1": l1[j], "l2": l2[j], "l1_rel": l1[j] / stats.typical_norms[li],
                     "l2_rel": l2[j] / stats.typical_norms[li],
                     "stability": held[0], "stability_std": held[1], "auc": held[2],
@@ -274,9 +282,9 @@ def direction_profile(
         for i in range(len(targets)):
             for j in range(i + 1, len(targets)):
                 pair = f"{targets[i]} · {targets[j]}"
-                cos_rows.append({"layer": layer, "depth": depth[li], "pair": pair,
-                                 "cosine": C[i, j]})  # fmt: skip
-    cosines = pd.DataFrame(cos_rows, columns=["layer", "depth", "pair", "cosine"])
+                cos_rows.append({"layer": layer, "n_layers": stats.n_layers, "depth": depth[li],
+                                 "pair": pair, "cosine": C[i, j]})  # fmt: skip
+    cosines = pd.DataFrame(cos_rows, columns=["layer", "n_layers", "depth", "pair", "cosine"])
     return DirectionProfile(pd.DataFrame(rows), cosines)
 
 
@@ -308,8 +316,8 @@ class LayerDetail:
     """One layer of one run: label-direction cosines, sample projections and PCA scores."""
 
     cosines: pd.DataFrame  # label_a, label_b, cosine
-    projections: pd.DataFrame  # label, text, projection
-    scores: pd.DataFrame  # label, text, pc1, pc2, pc3
+    projections: pd.DataFrame  # label, text, layer, n_layers, projection
+    scores: pd.DataFrame  # label, text, layer, n_layers, pc1, pc2, pc3
     explained: list[float]
 
 
@@ -329,7 +337,8 @@ def layer_detail(
          for i, a in enumerate(targets) for j, c in enumerate(targets)]
     )  # fmt: skip
     X = stats.sub_X[li]
-    base = pd.DataFrame({"label": stats.sub_labels, "text": stats.sub_text})
+    base = pd.DataFrame({"label": stats.sub_labels, "text": stats.sub_text, "layer": layer,
+                         "n_layers": stats.n_layers})  # fmt: skip
     if target not in targets:
         raise Unsuitable(f"Label {target!r} has no direction against baseline {baseline!r}.")
     try:
@@ -349,7 +358,8 @@ def layer_detail(
 class CrossModel:
     """Layer-by-layer comparisons of run A (rows) and run B (columns), as long frames.
 
-    Each frame has layer_a, layer_b, depth_a, depth_b, value. `raw` is None when the widths
+    Each frame has layer_a, layer_b, n_layers_a, n_layers_b, depth_a, depth_b, value (n_layers:
+    the model's depth). `raw` is None when the widths
     differ; `rsa` is None (with `rsa_note`) when there are fewer than 3 labels.
     """
 
@@ -361,11 +371,13 @@ class CrossModel:
     rsa_note: str
 
 
-def _long(M: np.ndarray, layers_a, layers_b, depth_a, depth_b) -> pd.DataFrame:
+def _long(M: np.ndarray, a: LayerStats, b: LayerStats) -> pd.DataFrame:
+    layers_a, layers_b, depth_a, depth_b = a.layers, b.layers, a.depths(), b.depths()
     i, j = np.meshgrid(np.arange(len(layers_a)), np.arange(len(layers_b)), indexing="ij")
     return pd.DataFrame(
         {
             "layer_a": np.asarray(layers_a)[i.ravel()], "layer_b": np.asarray(layers_b)[j.ravel()],
+            "n_layers_a": a.n_layers, "n_layers_b": b.n_layers,
             "depth_a": depth_a[i.ravel()], "depth_b": depth_b[j.ravel()], "value": M.ravel(),
         }
     )  # fmt: skip
@@ -400,7 +412,6 @@ def cross_model(
         raise Unsuitable("The two runs have different labels; pick runs of the same dataset.")
     check_labels(a.labels, baseline)
     ia, ib = _shared_rows(a, b)
-    grid = (a.layers, b.layers, a.depths(), b.depths())
     cka = cka_matrix(list(a.sub_X[:, ia]), list(b.sub_X[:, ib]))
     proc = procrustes_cosine_matrix(
         list(a.sub_X[:, ia]), list(b.sub_X[:, ib]), rank=PROCRUSTES_RANK
@@ -409,15 +420,15 @@ def cross_model(
     if len(a.labels) >= 3:
         mats_a = [centred_label_similarity(m) for m in a.means]
         mats_b = [centred_label_similarity(m) for m in b.means]
-        rsa = _long(rsa_matrix(mats_a, mats_b), *grid)
+        rsa = _long(rsa_matrix(mats_a, mats_b), a, b)
     else:
         note = f"RSA needs at least 3 labels; these runs have {len(a.labels)}."
     raw = None
     if a.means.shape[2] == b.means.shape[2]:
         Da, Db = _direction_stack(a, target, baseline), _direction_stack(b, target, baseline)
         C = cosine_matrix(np.concatenate([Da, Db]))[: len(Da), len(Da) :]
-        raw = _long(C, *grid)
-    return CrossModel(_long(cka, *grid), _long(proc, *grid), rsa, raw, len(ia), note)
+        raw = _long(C, a, b)
+    return CrossModel(_long(cka, a, b), _long(proc, a, b), rsa, raw, len(ia), note)
 
 
 def best_pairs_table(frame: pd.DataFrame, top: int = 5) -> pd.DataFrame:

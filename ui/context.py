@@ -34,6 +34,7 @@ __all__ = [
     "current_view",
     "damaged_runs",
     "default_store_path",
+    "describe_layers",
     "get_store",
     "hide_error_details",
     "manifest_json",
@@ -41,6 +42,7 @@ __all__ = [
     "public_manifest",
     "public_text",
     "read_only",
+    "RUNS_TABLE",
     "run_page",
     "runs_frame",
     "setting",
@@ -144,7 +146,7 @@ def damaged_runs(view: StoreView) -> list[DamagedRun]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def runs_frame(view: StoreView) -> pd.DataFrame:
-    """One row per healthy committed run, for the Runs page table."""
+    """One row per healthy committed run, for the Runs page table (see `RUNS_TABLE`)."""
     store = view.store
     rows = []
     for m in store.runs():
@@ -155,19 +157,54 @@ def runs_frame(view: StoreView) -> pd.DataFrame:
                 "model": m.model,
                 "dataset": m.dataset_name,
                 "samples": m.n_samples,
-                "layers": len(m.layers),
-                "n_layers": m.n_layers,
-                "d_model": m.d_model,
+                "layers": describe_layers(m.layers, m.n_layers),
                 "hooks": ", ".join(m.hooks),
                 "positions": ", ".join(m.positions),
+                "size_mb": round(store.run_size_bytes(m.run_id) / 1e6, 2),
+                "created_at": m.created_at,
+                "n_layers": m.n_layers,
+                "d_model": m.d_model,
                 "backend": m.backend,
                 "dtype": m.dtype,
-                "size_mb": round(store.run_size_bytes(m.run_id) / 1e6, 2),
                 "samples_per_s": m.timings.get("samples_per_s"),
-                "created_at": m.created_at,
             }
         )
     return pd.DataFrame(rows)
+
+
+def describe_layers(layers, n_layers: int) -> str:
+    """Which blocks a run captured, of how many: "all 30", "2 of 30: 0-1", "3 of 30: 0, 4, 8"."""
+    layers = sorted(layers)
+    if layers == list(range(n_layers)):
+        return f"all {n_layers}"
+    spans, start = [], 0
+    for i in range(1, len(layers) + 1):
+        if i == len(layers) or layers[i] != layers[i - 1] + 1:
+            first, last = layers[start], layers[i - 1]
+            spans.append(str(first) if first == last else f"{first}-{last}")
+            start = i
+    return f"{len(layers)} of {n_layers}: {', '.join(spans)}"
+
+
+_C = st.column_config
+# The Runs table: clear names, the key columns first (they fit a laptop screen), then the rest.
+RUNS_TABLE = {
+    "name": _C.TextColumn("Name", pinned=True),
+    "model": _C.TextColumn("Model"),
+    "dataset": _C.TextColumn("Dataset"),
+    "samples": _C.NumberColumn("Samples", format="%d"),
+    "layers": _C.TextColumn("Layers captured", help="Decoder blocks captured, of the model's"),
+    "hooks": _C.TextColumn("Hooks"),
+    "positions": _C.TextColumn("Positions", help="last, mean (pooled) and all (every token)"),
+    "size_mb": _C.NumberColumn("Size (MB)", format="%.1f"),
+    "created_at": _C.TextColumn("Created"),
+    "run_id": _C.TextColumn("Run id"),
+    "n_layers": _C.NumberColumn("Model layers", format="%d"),
+    "d_model": _C.NumberColumn("Width (d_model)", format="%d"),
+    "backend": _C.TextColumn("Backend"),
+    "dtype": _C.TextColumn("Stored as"),
+    "samples_per_s": _C.NumberColumn("Capture speed (samples/s)", format="%.1f"),
+}
 
 
 # -- what a visitor is shown -----------------------------------------------------------------

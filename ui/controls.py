@@ -1,22 +1,19 @@
 """Widgets and messages shared by the analysis pages.
 
-Every view-defining widget has a `key` and `bind="query-params"`, so the address bar holds the
-view and a copied link reopens it. Rules that keep links working, and hostile links harmless:
+Every view-defining widget is pinned in the URL through ui.links (read its notes): the `pick_*`
+helpers and `toggle` here take the page's resolved default, check the URL's value against a fixed
+list of options, and leave the writing of the URL to app.py. So a copied link names the runs,
+hook, position, baseline and layer it shows and reopens that view after new runs are committed.
 
-* Options are raw values (run ids, pair ids), never `format_func` labels: a bound widget writes
-  its option's label into the URL, so labels would make links long and fragile.
-* Keys differ from the Runs page's filter keys (model, dataset, hook, run): a key reused by a
-  widget of another type on another page carries a stale value over on a page switch (the hook
-  picker is therefore `site`).
-* Every bound widget picks from a fixed list of options (selectbox, multiselect, select_slider,
-  toggle), never a free number or text. Streamlit seeds a widget from the URL of the request
-  before any page code can change it (deleting `st.query_params[key]` does not stop the seeding),
-  and it matches option widgets' URL values against their options, dropping the rest; a free
-  number_input instead converts the value first (`?top=inf` raised OverflowError in 1.67).
+* Options are raw values (run ids, pair ids): the URL holds them as text.
+* Every pinned widget picks from a fixed list (selectbox, multiselect, select_slider, toggle),
+  never a free number or text, so a hostile URL value can only pick an option or be dropped
+  with a warning (`?top=inf` once ended in an OverflowError when Streamlit converted it).
+* Defaults never fall on a run that covers only some layers while a complete one exists
+  (`ui.compute.complete_first`).
 
-`warn_url_value` is the one check of a URL value: it reads the URL before the widget and says, in
-plain text (escaped, cut to 80 characters), which values the widget will drop. Functions ending
-in `_or_stop` show a message and stop the page when nothing can be drawn.
+Functions ending in `_or_stop` show a message and stop the page when nothing can be drawn.
+`BIND` is for the New run page's form, which still binds its widgets the Streamlit way.
 """
 
 from __future__ import annotations
@@ -27,11 +24,11 @@ import pandas as pd
 import streamlit as st
 
 from store import StoreError
-from ui.compute import Unsuitable, run_summaries, run_title
+from ui import links
+from ui.compute import Unsuitable, complete_first, run_summaries, run_title
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
 
 BIND = "query-params"
-MAX_ECHOED = 3  # bad URL values named in one warning
 
 
 def stop_empty_store(view: StoreView) -> None:
@@ -43,7 +40,7 @@ def stop_empty_store(view: StoreView) -> None:
             f"No committed runs in `{view.path}` yet. Fill it with "
             f"`python -m extraction defaults --store {view.path}` or start one on the New run page."
         )
-    st.stop()
+    links.stop()
 
 
 def show_problem(exc: Exception) -> None:
@@ -72,7 +69,7 @@ def runs_or_stop(view: StoreView) -> pd.DataFrame:
         summaries = run_summaries(view)
     except StoreError as exc:
         show_problem(exc)
-        st.stop()
+        links.stop()
     left_out = len(summaries.unreadable) + len(_damaged(view))
     if left_out:
         st.caption(f"{left_out} damaged run(s) left out; the Runs page lists them and why.")
@@ -89,49 +86,28 @@ def _damaged(view: StoreView) -> list:
         return []
 
 
-def warn_url_value(key: str, options: Sequence, what: str, *, fold_case: bool = False) -> None:
-    """Warn about URL values for `key` that are not among `options` (the widget drops them)."""
-    allowed = {str(o).lower() if fold_case else str(o) for o in options}
-    values = st.query_params.get_all(key)
-    bad = [v for v in values if v and (v.lower() if fold_case else v) not in allowed]
-    if not bad:
-        return
-    named = ", ".join(short(b) for b in bad[:MAX_ECHOED])
-    if len(bad) > MAX_ECHOED:
-        named += f" and {len(bad) - MAX_ECHOED} more"
-    shown = ", ".join(short(o, 40) for o in options[:12]) + (" ..." if len(options) > 12 else "")
-    st.warning(
-        plain(
-            f"The link asks for {what} {named}, which this selection does not have "
-            f"(it has: {shown}). Showing the default instead."
-        )
-    )
-
-
 def toggle(column, label: str, *, value: bool, key: str, help: str | None = None) -> bool:
-    warn_url_value(key, ("true", "false"), f"{label!r} =", fold_case=True)
-    return column.toggle(label, value=value, key=key, bind=BIND, help=help)
+    return links.pinned_toggle(column, label, key=key, default=value, help=help)
 
 
 def pick_runs(runs: pd.DataFrame, default: list[str], *, help: str) -> list[str]:
     options = list(runs.index)
-    warn_url_value("runs", options, "run")
-    return st.multiselect(
-        "Runs", options, default=[r for r in default if r in options], key="runs", bind=BIND,
-        help=help,
+    return links.pinned(
+        st.multiselect, "Runs", options, key="runs", what="run", many=True, help=help,
+        default=[r for r in default if r in options],
     )  # fmt: skip
 
 
 def pick_many(column, label: str, options: list, *, key: str, what: str, default=None) -> list:
-    """A bound multiselect whose URL values are checked first."""
-    warn_url_value(key, options, what)
-    return column.multiselect(label, options, default=default, key=key, bind=BIND)
+    """A pinned multiselect (default: nothing selected)."""
+    return links.pinned(column.multiselect, label, options, key=key, what=what, many=True,
+                        default=list(default or []))  # fmt: skip
 
 
 def pick_one(column, label: str, options: list, *, key: str, what: str, index: int = 0):
-    """A bound selectbox whose URL value is checked first."""
-    warn_url_value(key, options, what)
-    return column.selectbox(label, options, index=index, key=key, bind=BIND)
+    """A pinned selectbox whose default is `options[index]`."""
+    return links.pinned(column.selectbox, label, options, key=key, what=what,
+                        default=options[index])  # fmt: skip
 
 
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
@@ -142,7 +118,7 @@ def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
             "The selected runs use different datasets (or versions of one), so their samples "
             f"and labels do not match ({plain(names)}). Pick runs of one dataset."
         )
-        st.stop()
+        links.stop()
 
 
 def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
@@ -151,15 +127,15 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
     positions = [p for p in ("last", "mean") if all(p in ps for ps in chosen["positions"])]
     if not hooks or not positions:
         st.warning("The selected runs share no hook and pooled position (last or mean).")
-        st.stop()
-    warn_url_value("site", hooks, "hook")
-    warn_url_value("position", positions, "position")
-    hook = columns[0].selectbox(
-        "Hook", hooks, index=hooks.index("resid_post") if "resid_post" in hooks else 0,
-        key="site", bind=BIND, help="Where in each block the activations were captured.",
+        links.stop()
+    hook = links.pinned(
+        columns[0].selectbox, "Hook", hooks, key="site", what="hook",
+        default="resid_post" if "resid_post" in hooks else hooks[0],
+        help="Where in each block the activations were captured.",
     )  # fmt: skip
-    position = columns[1].selectbox(
-        "Position", positions, key="position", bind=BIND,
+    position = links.pinned(
+        columns[1].selectbox, "Position", positions, key="position", what="position",
+        default=positions[0],
         help="last: the last token; mean: the mean over tokens (first token left out).",
     )  # fmt: skip
     return hook, position
@@ -171,34 +147,34 @@ def pick_baseline(labels: list[str], column, preferred: str = "neutral") -> str:
             f"No `{preferred}` label in this selection; the baseline defaults to "
             f"{plain(short(labels[0]))}."
         )
-    warn_url_value("baseline", labels, "baseline label")
-    index = labels.index(preferred) if preferred in labels else 0
-    return column.selectbox(
-        "Baseline label", labels, index=index, key="baseline", bind=BIND,
+    return links.pinned(
+        column.selectbox, "Baseline label", labels, key="baseline", what="baseline label",
+        default=preferred if preferred in labels else labels[0],
         help="Each direction is mean(label) - mean(baseline).",
     )  # fmt: skip
 
 
 def pick_layer(layers: list[int], column, *, key: str = "layer", run: str = "") -> int:
     where = f"run {run}" if run else "this run"
-    warn_url_value(key, layers, f"a layer of {where}:")
-    return column.select_slider(
-        "Layer", layers, value=layers[len(layers) // 2], key=key, bind=BIND,
+    return links.pinned(
+        column.select_slider, "Layer", layers, key=key, what=f"a layer of {where}:",
+        default=layers[len(layers) // 2],
         help="Block index, 0-based (see the run's layer convention on the Runs page).",
     )  # fmt: skip
 
 
 def pick_count(column, label: str, options: list[int], *, value: int, key: str) -> int:
-    """A bound count from fixed steps (a slider, not a free number: see the module notes)."""
-    warn_url_value(key, options, f"{label.lower()!r} =")
-    return column.select_slider(label, options, value=value, key=key, bind=BIND)
+    """A pinned count from fixed steps (a slider, not a free number: see the module notes)."""
+    return links.pinned(column.select_slider, label, options, key=key, default=value,
+                        what=f"{label.lower()!r} =")  # fmt: skip
 
 
 def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> list[str]:
-    """Newest run per model of the non-pair dataset with the most labels (at most `models`)."""
-    labelled = runs[~runs["has_pairs"] & (runs["labels"].map(len) >= 2)]
+    """Newest complete run per model (a partial one only where a model has no complete run) of
+    the non-pair dataset with the most labels (at most `models`)."""
+    labelled = complete_first(runs[~runs["has_pairs"] & (runs["labels"].map(len) >= 2)])
     if labelled.empty:
-        return list(runs.index[:1])
+        return list(complete_first(runs).index[:1])
     # Runs come newest first; a stable sort keeps the newest first among equal label counts.
     best = labelled.assign(k=labelled["labels"].map(len))
     best = best.sort_values("k", ascending=False, kind="stable")

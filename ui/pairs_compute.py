@@ -43,12 +43,13 @@ ALL_CATEGORIES = "(all pairs)"
 class PairProfile:
     """Per-layer pair statistics of one run at one (hook, position).
 
-    per_layer: layer, category, mean_abs, relative, n_pairs (one row per layer and category,
-    plus ALL_CATEGORIES). score / mean_abs / std: [L, d] from `dimension_consistency`.
-    pairs: pair_id, category, text_a, text_b, sample_a, sample_b.
+    per_layer: layer, n_layers, category, mean_abs, relative, n_pairs (one row per layer and
+    category, plus ALL_CATEGORIES). score / mean_abs / std: [L, d] from `dimension_consistency`.
+    pairs: pair_id, category, text_a, text_b, sample_a, sample_b. n_layers: the model's depth.
     """
 
     layers: list[int]
+    n_layers: int
     per_layer: pd.DataFrame
     score: np.ndarray
     mean_abs: np.ndarray
@@ -116,7 +117,8 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
         stats.append(dimension_consistency(A, B))
     return PairProfile(
         layers=list(layers),
-        per_layer=pd.DataFrame(rows),
+        n_layers=manifest.n_layers,
+        per_layer=pd.DataFrame(rows).assign(n_layers=manifest.n_layers),
         score=np.stack([s.score for s in stats]),
         mean_abs=np.stack([s.mean_abs for s in stats]),
         std=np.stack([s.std for s in stats]),
@@ -140,10 +142,10 @@ def dimension_table(profile: PairProfile, layer: int, top: int, largest: bool) -
 
 
 def dimension_layers(profile: PairProfile, dims: list[int]) -> pd.DataFrame:
-    """Score of the given dimensions at every layer, long: layer, dimension, score."""
+    """Score of the given dimensions at every layer, long: layer, dimension, score, n_layers."""
     frame = pd.DataFrame(profile.score[:, dims], index=profile.layers, columns=dims)
     frame = frame.rename_axis(index="layer", columns="dimension").stack().rename("score")
-    return frame.reset_index()
+    return frame.reset_index().assign(n_layers=profile.n_layers)
 
 
 # -- per-token view ------------------------------------------------------------------------------
@@ -197,7 +199,8 @@ def new_run_prefill(manifest: RunManifest, hook: str, store_root: str | Path) ->
 
 @st.cache_data(show_spinner="Reading every token of the pair...", max_entries=64)
 def token_map(view: StoreView, run_id: str, hook: str, pair_id: str) -> pd.DataFrame:
-    """||b - a|| per layer and token of one pair: layer, token_idx, token_a, token_b, distance."""
+    """||b - a|| per layer and token of one pair: layer, n_layers, token_idx, token_a, token_b,
+    distance."""
     store = view.store
     pairs = pair_table(store.samples(run_id)).set_index("pair_id")
     if pair_id not in pairs.index:
@@ -217,6 +220,6 @@ def token_map(view: StoreView, run_id: str, hook: str, pair_id: str) -> pd.DataF
             "layer": np.repeat(layers, len(t)), "token_idx": np.tile(t, len(layers)),
             "token_a": np.tile(tokens_a["token"].astype(str).to_numpy(), len(layers)),
             "token_b": np.tile(tokens_b["token"].astype(str).to_numpy(), len(layers)),
-            "distance": D.ravel(),
+            "distance": D.ravel(), "n_layers": store.manifest(run_id).n_layers,
         }
     )  # fmt: skip

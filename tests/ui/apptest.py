@@ -80,3 +80,29 @@ def page_text(at: AppTest) -> str:
 
 def run_id_named(store: dict, name: str) -> str:
     return next(r for r in store["run_ids"] if r.startswith(name))
+
+
+def _colour_scales(spec: dict):
+    """(field, domain, range) of every nominal colour encoding in a spec and its layers."""
+    for part in [spec, *spec.get("layer", [])]:
+        colour = part.get("encoding", {}).get("color", {})
+        scale = colour.get("scale", {})
+        if colour.get("type") == "nominal" and "domain" in scale:
+            yield colour["field"], scale["domain"], scale["range"]
+
+
+def colour_maps(at: AppTest) -> list[tuple[str, str, dict[str, str]]]:
+    """(chart title, field, value -> colour) for every categorical colour on the page, read from
+    the Vega-Lite specs and the Plotly figures Streamlit ships to the browser."""
+    found = []
+    for element in at.get("vega_lite_chart"):
+        spec = json.loads(element.proto.spec)
+        title = spec.get("title", "")
+        for field, domain, colours in _colour_scales(spec):
+            found.append((title, field, dict(zip(domain, colours, strict=True))))
+    for element in at.get("plotly_chart"):
+        figure = json.loads(element.proto.spec)
+        traces = {t["name"]: t["marker"]["color"] for t in figure["data"] if "name" in t}
+        title = figure["layout"].get("title", {}).get("text", "")
+        found.append((title, figure["layout"]["legend"]["title"]["text"], traces))
+    return found
