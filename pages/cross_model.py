@@ -115,7 +115,8 @@ else:
     )  # fmt: skip
 heatmap_with_pairs(
     right, result.cka, "Linear CKA of the sample representations",
-    f"Over {result.n_shared} shared samples (at most {CROSS_MODEL_MAX_ROWS}); biased upwards "
+    f"Over {result.n_shared} shared samples of the runs' fixed subsamples (at most "
+    f"{CROSS_MODEL_MAX_ROWS}); biased upwards "
     "when samples are few relative to the width. Basis-free. Best pairs:", "CKA",
 )  # fmt: skip
 left, right = st.columns(2)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import charts, controls, links
-from ui.compute import SUBSAMPLE_PER_LABEL, Unsuitable, directions_for, layer_detail, run_title
+from ui.compute import Unsuitable, directions_for, layer_detail, run_title
 from ui.context import current_view, plain, short
 
 st.title("Concept directions")
@@ -101,8 +101,8 @@ right.altair_chart(
 )  # fmt: skip
 counts = per_label.drop_duplicates(["run", "label"])
 st.caption(
-    "Stability (20 random half splits) and AUC (fit on one half, score the other) use up to "
-    f"{SUBSAMPLE_PER_LABEL:,} samples per label: "
+    "Stability (20 random half splits) and AUC (fit on one half, score the other) use each "
+    f"run's fixed subsample ({controls.subsample_text(counts)}): "
     + plain(
         "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
         + f"; {baseline} {counts['n_baseline'].iloc[0]}"
@@ -154,6 +154,7 @@ right.altair_chart(
         title=f"Samples projected on the {target} direction, layer {layer}",
     )
 )  # fmt: skip
+controls.subsample_note(len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA")
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:
