@@ -30,6 +30,7 @@ PAGES = [
     st.Page("pages/directions.py", title="Directions", icon=":material/north_east:"),
     st.Page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
     st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
+    st.Page("pages/query.py", title="Query", icon=":material/database:"),
 ]
 if not locked:  # read-only: not in the navigation, and the page refuses by itself too
     PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
