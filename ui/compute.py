@@ -38,9 +38,9 @@ from analysis import (
     pca,
     procrustes_cosine_matrix,
     project,
-    projection_separability,
+    projection_separability_layers,
     rsa_matrix,
-    split_half_stability,
+    split_half_stability_layers,
 )
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS
@@ -224,14 +224,16 @@ class DirectionProfile:
     failed: tuple[tuple[str, str], ...] = ()
 
 
-def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
-    """(stability mean, std, AUC, accuracy); nan where a label has under 2 kept samples."""
+def _held_out(X, labels, target, baseline) -> np.ndarray:
+    """(stability mean, std, AUC, accuracy) per layer of X [L, m, d]: [L, 4], every layer at
+    once (entry l equals the one-layer statistics); nan where a label has under 2 samples."""
     try:
-        mean, std = split_half_stability(X, labels, target, baseline, STABILITY_SPLITS, seed=0)
-        auc, accuracy = projection_separability(X, labels, target, baseline, seed=0)
+        mean, std = split_half_stability_layers(X, labels, target, baseline, STABILITY_SPLITS,
+                                                seed=0)  # fmt: skip
+        auc, accuracy = projection_separability_layers(X, labels, target, baseline, seed=0)
     except ValueError:
-        return (np.nan,) * 4
-    return mean, std, auc, accuracy
+        return np.full((X.shape[0], 4), np.nan)
+    return np.stack([mean, std, auc, accuracy], axis=1)
 
 
 @st.cache_data(show_spinner="Computing directions...", max_entries=64)
@@ -246,11 +248,12 @@ def direction_profile(
     n_kept = {label: int((stats.sub_labels == label).sum()) for label in stats.labels}
     depth = stats.depths()
     rows, cos_rows = [], []
+    held_out = {t: _held_out(stats.sub_X, stats.sub_labels, t, baseline) for t in targets}
     for li, layer in enumerate(stats.layers):
         D = directions[li]
         l1, l2 = direction_norms_by_layer(D)
         for j, target in enumerate(targets):
-            held = _held_out(stats.sub_X[li], stats.sub_labels, target, baseline)
+            held = held_out[target][li]
             rows.append(
                 {
                     "layer": layer, "n_layers": stats.n_layers, "depth": depth[li], "label": target,
