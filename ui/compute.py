@@ -134,7 +134,8 @@ class LayerStats:
     """Per-layer label statistics of one run at one (hook, position).
 
     means [L, k, d] and counts [k] cover every sample; sub_* is the summaries' fixed subsample
-    (m rows, ordered by sample_idx): sub_X [L, m, d] float32, sub_labels / sub_ids / sub_text [m].
+    (m rows, ordered by sample_idx): sub_X [L, m, d] in the run's dtype (`run_dtype`),
+    sub_labels / sub_ids / sub_text [m].
     """
 
     run_id: str
@@ -166,6 +167,13 @@ def _layer_ranges(layers) -> str:
     return f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
 
 
+def run_dtype(manifest: RunManifest) -> type:
+    """The numpy type a run's vectors are stored in: subsamples are kept in it, not widened
+    (half the memory and cache of float32 for a float16 run; the analysis computes in float64,
+    so the results are the same)."""
+    return np.float16 if manifest.dtype == "float16" else np.float32
+
+
 def check_site(manifest: RunManifest, hook: str, position: str) -> None:
     if hook not in manifest.hooks or position not in manifest.positions:
         raise Unsuitable(
@@ -190,7 +198,7 @@ def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> Layer
     sums = store.label_sums(run_id, hook, position)
     names = [NO_LABEL if label is None else str(label) for label in sums.labels]
     order = sorted(range(len(names)), key=names.__getitem__)
-    X, samples, layers = store.subsample(run_id, hook, position)
+    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     return LayerStats(
         run_id=run_id, n_layers=manifest.n_layers, layers=list(layers),
         labels=[names[i] for i in order], counts=sums.counts[-1, order],

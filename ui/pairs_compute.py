@@ -34,7 +34,7 @@ from analysis import (
 from extraction.datasets import builtin_dir
 from jobs import list_uploads
 from store import RunManifest, Store
-from ui.compute import Unsuitable, check_site
+from ui.compute import Unsuitable, check_site, run_dtype
 from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
 
@@ -105,7 +105,7 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
-    X, samples, layers = store.subsample(run_id, hook, position)
+    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     pairs = pair_table(samples)
     total = len(pairs)
     if not store.summary(run_id).subsample_is_everything:
