@@ -101,9 +101,9 @@ def _clean(args: argparse.Namespace) -> int:
 
 
 def _defaults(args: argparse.Namespace) -> int:
-    from extraction.defaults import fill_defaults
+    from extraction.defaults import default_configs, fill_defaults
 
-    fill_defaults(args.store, args.models, progress=not args.no_progress)
+    fill_defaults(args.store, default_configs(args.models), progress=not args.no_progress)
     return 0
 
 

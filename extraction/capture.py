@@ -7,7 +7,8 @@ Two backends share one interface (`Backend.capture(batch) -> Captured`):
   stops the pass after the deepest requested block, so capture costs close to nothing.
 - `TLBackend`: a TransformerLens `HookedTransformer`, hooks `blocks.L.hook_<site>`. Loaded without
   weight processing by default, so its numbers equal the HF backend's; with processing (fold_ln,
-  centring) the residual basis differs, and the manifest records which.
+  centring) the residual basis differs on LayerNorm models (RMSNorm ones are only folded, not
+  centred, and keep HF's basis), and the manifest records which (extraction.loading).
 
 Pooling happens in the hook, so a [batch, tokens, d_model] tensor per site never outlives its
 layer: `last` = last real token, `mean` = mean over real tokens leaving out the first (the

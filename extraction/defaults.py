@@ -3,6 +3,11 @@
 Each (model, dataset) pair is one run named `default-<dataset>-<model>`; a pair whose run is
 already committed is skipped and an interrupted one is resumed, so the command is cheap to repeat.
 Each model is loaded once for all of its datasets.
+
+One more run keeps every token (position `all`) of the minimal pairs on the first model, with
+`resid_post` only: it makes the Read API's `token_vectors` and the Pairs page's per-token view work
+on a fresh store. It is named `default-minimal-pairs-tokens-<model>`, so the other defaults' names
+stay unambiguous prefixes of their run ids.
 """
 
 from __future__ import annotations
@@ -17,30 +22,43 @@ from store import open_store
 DEFAULT_DATASETS = ("emotions", "minimal_pairs", "propositions")
 DEFAULT_HOOKS = ("resid_pre", "resid_post", "mlp_out")
 DEFAULT_POSITIONS = ("last", "mean")
+TOKENS_DATASET = "minimal_pairs"
+TOKENS_HOOKS = ("resid_post",)
+TOKENS_POSITIONS = ("all",)
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
-    return [
-        RunSettings(
-            model=model,
-            dataset=dataset,
-            hooks=DEFAULT_HOOKS,
-            layers="all",
-            positions=DEFAULT_POSITIONS,
-            name=f"default-{dataset}-{model}".replace("_", "-"),
-        )
-        for model in models
-        for dataset in DEFAULT_DATASETS
-    ]
+    """The default runs for `models`, in the order they are made.
+
+    The first model's runs come last (listings are newest first, so it leads them), its tokens
+    run just before its pooled runs: the Pairs page opens the newest minimal-pairs run, which
+    must have a pooled position, and finds the tokens run for its per-token view.
+    """
+
+    def run(model: str, dataset: str, hooks, positions, kind: str = "") -> RunSettings:
+        name = f"default-{dataset}{kind}-{model}".replace("_", "-")
+        return RunSettings(model=model, dataset=dataset, hooks=hooks, layers="all",
+                           positions=positions, name=name)  # fmt: skip
+
+    def pooled(model: str) -> list[RunSettings]:
+        return [run(model, d, DEFAULT_HOOKS, DEFAULT_POSITIONS) for d in DEFAULT_DATASETS]
+
+    if not models:
+        return []
+    tokens = run(models[0], TOKENS_DATASET, TOKENS_HOOKS, TOKENS_POSITIONS, "-tokens")
+    others = [config for model in reversed(models[1:]) for config in pooled(model)]
+    return [*others, tokens, *pooled(models[0])]
 
 
-def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = True) -> list[str]:
+def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool = True) -> list[str]:
+    """Make each of `configs` (normally `default_configs(models)`) whose name the store lacks."""
     from extraction.loading import load
     from extraction.models import resolve
+    from store.writer import list_uncommitted
 
     store = open_store(store_root, create=True)
     existing = {m.name for m in store.runs()}
-    todo = [c for c in default_configs(models) if c.name not in existing]
+    todo = [c for c in configs if c.name not in existing]
     if not todo:
         print(f"[defaults] all default runs already in {store_root}", file=sys.stderr)
         return []
@@ -50,8 +68,10 @@ def fill_defaults(store_root: Path, models: tuple[str, ...], progress: bool = Tr
         if config.model not in loaded:
             loaded.clear()  # one model in memory at a time
             loaded[config.model] = load(resolve(config.model), config.backend, config.device)
+        # Resume only when there is something to resume: a fresh store is filled quietly.
+        resume = bool(list_uncommitted(Path(store_root)))
         result = execute(
-            config, store_root, resume=True, progress=progress, loaded=loaded[config.model]
+            config, store_root, resume=resume, progress=progress, loaded=loaded[config.model]
         )
         created.append(result.run_id)
     return created

@@ -9,6 +9,7 @@ name for architectures it only knows by name (Gemma 3), otherwise the local fold
 from __future__ import annotations
 
 import hashlib
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,9 +157,33 @@ def _load_tl(resolved, hf_model, tokenizer, device, dtype, processing: str) -> T
     }
     model.load_and_process_state_dict(state, **options)
     model.to(device)
-    label = (
-        "none (raw weights, same basis as Hugging Face)"
-        if processing == "none"
-        else ("fold_ln, center_writing_weights, center_unembed (residual basis differs from HF)")
-    )
+    label = processing_label(processing, str(model.cfg.normalization_type))
+    if processing != "none" and "same basis" in label:
+        print(
+            f"[extraction] note: {resolved.name!r} uses RMSNorm, and TransformerLens centres only "
+            "LayerNorm models: --tl-processing default just folds the norm scales into the next "
+            "weights, so the activations equal --tl-processing none's up to rounding",
+            file=sys.stderr,
+            flush=True,
+        )
     return TLBackend(model, label)
+
+
+def processing_label(processing: str, normalization: str) -> str:
+    """What TransformerLens really did to the weights, for the manifest's `weight_processing`.
+
+    `default` asks for fold_ln, center_writing_weights and center_unembed, but TransformerLens
+    centres the writing weights of LayerNorm models only (`LN`/`LNPre`): on RMSNorm models
+    (`RMS`/`RMSPre`, Llama and Gemma, so both embedded models) it folds the norm scales into the
+    following weights and leaves the residual stream in Hugging Face's basis.
+    center_unembed changes only W_U, which no hook site reads.
+    """
+    if processing == "none":
+        return "none (raw weights, same basis as Hugging Face)"
+    if normalization.startswith("RMS"):
+        return (
+            "fold_ln and center_unembed; no centring (TransformerLens centres LayerNorm models "
+            "only, and this model uses RMSNorm), so the residual stream is in the same basis as "
+            "Hugging Face"
+        )
+    return "fold_ln, center_writing_weights, center_unembed (residual basis differs from HF)"

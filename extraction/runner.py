@@ -72,14 +72,18 @@ class Plan:
     model: ResolvedModel
     layers: tuple[int, ...]
 
-    def fingerprint(self) -> str:
-        """Same settings, weights, dataset and layers -> same fingerprint (what --resume keys on).
+    def identity(self) -> dict:
+        """What decides the stored numbers: settings, resolved layers, weights and dataset hashes.
         Name, device and batch size do not change what is stored."""
-        fields = {**asdict(self.settings), "layers": self.layers}
+        fields = {**asdict(self.settings), "layers": list(self.layers)}
         fields.update(weights=self.model.weights_sha256, dataset=self.dataset.sha256)
         for volatile in ("name", "device", "batch_size"):
             fields.pop(volatile)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return json.loads(json.dumps(fields))  # tuples as lists, as config.json holds them
+
+    def fingerprint(self) -> str:
+        """Same identity -> same fingerprint (what --resume keys on)."""
+        return _fingerprint(self.identity())
 
 
 def prepare(settings: RunSettings) -> Plan:
@@ -151,15 +155,39 @@ class OpenedRun:
     resumed: int  # samples already stored by an interrupted attempt
 
 
-def _find_resumable(store_root: Path, fingerprint: str) -> str | None:
-    for run_path in reversed(list_uncommitted(store_root)):
-        config_file = run_path / "config.json"
+def _fingerprint(identity: dict) -> str:
+    # Tuples and lists hash alike (json), so a fingerprint read back from config.json matches.
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _find_resumable(store_root: Path, plan: Plan) -> tuple[str | None, str]:
+    """The newest interrupted run with this plan's fingerprint, or None and why none matched."""
+    fingerprint, mine = plan.fingerprint(), plan.identity()
+    differences = []
+    candidates = list(reversed(list_uncommitted(store_root)))
+    for run_path in candidates:
         try:
-            if json.loads(config_file.read_text()).get("fingerprint") == fingerprint:
-                return run_path.name
+            stored = json.loads((run_path / "config.json").read_text())
+            if stored.get("fingerprint") == fingerprint:
+                return run_path.name, ""
+            theirs = stored.get("identity")
         except (OSError, ValueError, AttributeError):
-            continue  # a damaged or foreign folder is not ours to resume
-    return None
+            differences.append(f"{run_path.name} cannot be read")  # damaged or foreign
+            continue
+        if isinstance(theirs, dict):
+            changed = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            what = ", ".join({"weights": "model weights", "dataset": "dataset contents"}.get(k, k)
+                             for k in changed)  # fmt: skip
+            differences.append(f"{run_path.name} differs in {what or 'its fingerprint'}")
+        else:
+            differences.append(f"{run_path.name} was written without a comparable record")
+    if not candidates:
+        return None, "the store has no interrupted run"
+    shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+    return None, (
+        f"none of the {len(candidates)} interrupted run(s) has these settings, weights and "
+        f"dataset ({shown})"
+    )
 
 
 def open_run(
@@ -179,16 +207,21 @@ def open_run(
     options: dict = {"d_model": d_model, "dtype": plan.settings.dtype}
     if flush_bytes:
         options["flush_bytes"] = flush_bytes
-    found = _find_resumable(store_root, fingerprint) if resume else None
-    if found:
-        writer = RunWriter.resume(store_root, found, **options)
-        _log(f"resuming {found}: {len(writer.done_samples)} of {len(plan.dataset)} samples stored")
-        return OpenedRun(found, writer, len(writer.done_samples))
     if resume:
-        _log("no interrupted run with these settings, weights and dataset; starting a new one")
+        found, why_not = _find_resumable(store_root, plan)
+        if found:
+            writer = RunWriter.resume(store_root, found, **options)
+            stored = len(writer.done_samples)
+            _log(f"resuming {found}: {stored} of {len(plan.dataset)} samples stored")
+            return OpenedRun(found, writer, stored)
+        _log(f"--resume: nothing to resume, starting a new run: {why_not}")
     base = plan.settings.name or f"{plan.dataset.name}-{plan.model.name.split('/')[-1]}"
     run_id = validate_run_id(run_id) if run_id else new_run_id(base)
-    config = {"fingerprint": fingerprint, "config": plan.settings.to_dict()}
+    config = {
+        "fingerprint": fingerprint,
+        "identity": plan.identity(),
+        "config": plan.settings.to_dict(),
+    }
     return OpenedRun(run_id, RunWriter.create(store_root, run_id, config, **options), 0)
 
 

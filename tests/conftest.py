@@ -11,6 +11,13 @@ from tests.support.tiny import build_store, emotion_rows, pair_rows, tiny_model_
 HOOKS = ("resid_pre", "resid_post", "mlp_out")
 
 
+def pytest_collection_modifyitems(items):
+    """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out."""
+    for item in items:
+        if item.get_closest_marker("embedded") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-models")

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test starts interpreters
 
 
 def test_a_users_folder_named_like_a_package_does_not_shadow_it(tmp_path):

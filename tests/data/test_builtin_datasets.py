@@ -77,44 +77,77 @@ def test_schema(name):
     pairs_of(rows)
 
 
+# What data/README.md states, exactly; each phrase must stay in it, word for word.
+README = (DATA_DIR / "README.md").read_text(encoding="utf-8")
+STATED = {
+    "emotions.jsonl": "240 single sentences, 60 per label",
+    "propositions.jsonl": "12 contrasting pairs (24 rows)",
+    "minimal_pairs.jsonl": "176 pairs (352 rows)",
+    "style_pairs.jsonl": "60 pairs (120 rows)",
+}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_the_data_readme_states_these_counts(name):
+    assert STATED[name] in " ".join(README.split()), name
+
+
+def _ids(prefix: str, count: int, width: int, sides: str = "") -> list[str]:
+    return [f"{prefix}{i:0{width}d}{side}" for i in range(1, count + 1) for side in sides or [""]]
+
+
+def _interleaved(values: list[str]) -> bool:
+    """No long runs of one value: shuffled, not sorted into blocks."""
+    changes = sum(a != b for a, b in zip(values, values[1:], strict=False))
+    return changes >= len(values) // 3
+
+
 def test_emotions():
     rows = load_rows("emotions.jsonl")
     counts = collections.Counter(r["label"] for r in rows)
-    assert set(counts) == {"gratitude", "anger", "apology", "neutral"}, counts
-    assert all(n >= 50 for n in counts.values()), counts
+    assert counts == {"gratitude": 60, "anger": 60, "apology": 60, "neutral": 60}
+    assert [r["id"] for r in rows] == _ids("emo-", 240, 4)
+    assert _interleaved([r["label"] for r in rows])
+    words = [len(r["text"].split()) for r in rows]
+    assert min(words) == 2 and 30 <= max(words) <= 40, (min(words), max(words))  # "2 to ~35"
 
 
 def test_propositions():
     rows = load_rows("propositions.jsonl")
     pairs = pairs_of(rows)
-    assert len(pairs) >= 10
-    assert all("pair_id" in r for r in rows)
+    assert len(rows) == 24 and list(pairs) == _ids("prop-", 12, 2)
+    assert [r["id"] for r in rows] == _ids("prop-", 12, 2, "ab")
     for pid, sides in pairs.items():
         assert sides["a"]["label"] == "A" and sides["b"]["label"] == "B", pid
         assert sides["a"]["category"] == sides["b"]["category"], pid
-    cats = {r["category"] for r in rows}
-    assert {"political", "science"} <= cats, cats
+    cats = collections.Counter(p["a"]["category"] for p in pairs.values())
+    assert cats == {"political": 6, "science": 6}
 
 
 def test_minimal_pairs():
     rows = load_rows("minimal_pairs.jsonl")
     pairs = pairs_of(rows)
-    assert all("pair_id" in r for r in rows)
-    assert len(pairs) >= 100
+    assert len(rows) == 352 and list(pairs) == _ids("mp-", 176, 3)
+    assert [r["id"] for r in rows] == _ids("mp-", 176, 3, "ab")
     for pid, sides in pairs.items():
         assert sides["a"]["label"] == "original" and sides["b"]["label"] == "edited", pid
         assert sides["a"]["category"] == sides["b"]["category"], pid
-    cats = collections.Counter(s["a"]["category"] for s in pairs.values())
-    assert len(cats) >= 4, cats
+    categories = [p["a"]["category"] for p in pairs.values()]
+    assert collections.Counter(categories) == {
+        "meaning_change": 36, "grammar_error": 36, "negation": 36, "number_agreement": 36,
+        "tense": 32,
+    }  # fmt: skip
+    assert _interleaved(categories)
 
 
 def test_style_pairs():
     rows = load_rows("style_pairs.jsonl")
     pairs = pairs_of(rows)
-    assert all("pair_id" in r for r in rows)
-    assert len(pairs) >= 50
+    assert len(rows) == 120 and list(pairs) == _ids("sty-", 60, 3)
+    assert [r["id"] for r in rows] == _ids("sty-", 60, 3, "ab")
     for pid, sides in pairs.items():
         assert sides["a"]["label"] == "plain" and sides["b"]["label"] == "slangy", pid
+    assert {r["category"] for r in rows} == {"style"}
 
 
 # ---------------------------------------------------------------- embedded models

@@ -8,7 +8,8 @@
 * ``browser``: a fresh headless Chromium (selenium) with its own profile, quit after the test.
 
 Both skip the test when Chromium or chromedriver is not installed
-(``apt-get install -y chromium chromium-driver``). Waiting helpers live in
+(``apt-get install -y chromium chromium-driver``), except in CI (``CI=true``), where they fail
+(``tests.support.browser.require_chromium``). Waiting helpers live in
 ``tests/support/browser.py`` (``open_page``, ``wait_for_idle``, ``wait_for_css``).
 """
 
@@ -21,9 +22,9 @@ import pytest
 
 from tests.support.browser import (
     StreamlitServer,
-    chromium_available,
     make_chrome,
     remove_profile,
+    require_chromium,
 )
 
 
@@ -51,11 +52,10 @@ def streamlit_server():
 
 @pytest.fixture
 def browser():
-    if not chromium_available():
-        pytest.skip("chromium / chromedriver not installed")
+    require_chromium()
     profile = Path(tempfile.mkdtemp(prefix="chrome-profile-"))
     driver = make_chrome(profile)
-    driver.set_page_load_timeout(60)
+    driver.set_page_load_timeout(120)
     try:
         yield driver
     finally:

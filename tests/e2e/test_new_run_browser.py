@@ -23,6 +23,11 @@ def _by():
     return By
 
 
+def assert_no_exception(browser, page: str) -> None:
+    shown = browser.find_elements(_by().CSS_SELECTOR, "[data-testid=stException]")
+    assert not shown, f"{page}: {shown[0].text[:2000]}"
+
+
 def click_text(browser, tag: str, text: str) -> None:
     By = _by()
     browser.find_element(By.XPATH, f"//{tag}[.//p[normalize-space()='{text}']]").click()
@@ -76,9 +81,14 @@ def test_start_a_run_from_the_browser_and_watch_it_finish(
     (run_id,) = open_store(store_root).run_ids()
     assert open_store(store_root).manifest(run_id).name == "from-chromium"
 
-    # The Runs page of the same server lists it, without a restart.
+    # The Runs page of the same server lists it, without a restart, and every analysis page
+    # opens on it without an exception.
     open_page(browser, f"{url}/")
     assert "1 of 1 runs" in browser.find_element(By.TAG_NAME, "body").text
+    assert_no_exception(browser, "runs")
+    for page in ("directions", "cross_model", "pairs"):
+        open_page(browser, f"{url}/{page}")
+        assert_no_exception(browser, page)
 
 
 def test_read_only_server_offers_nothing_to_start(streamlit_server, browser, store_root):
@@ -114,6 +124,7 @@ def test_pairs_page_link_starts_the_missing_all_run(streamlit_server, browser, s
     execute(config, store_root, progress=False)
     url = streamlit_server(store_root)
     open_page(browser, f"{url}/pairs")
+    assert_no_exception(browser, "pairs")
     assert "there is none in this store" in browser.find_element(By.TAG_NAME, "body").text
     (link,) = [a for a in browser.find_elements(By.TAG_NAME, "a") if "New run page" in a.text]
     link.click()
@@ -135,4 +146,4 @@ def test_pairs_page_link_starts_the_missing_all_run(streamlit_server, browser, s
     open_page(browser, f"{url}/pairs")
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "there is none in this store" not in body and "Traceback" not in body
-    assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=stException]")
+    assert_no_exception(browser, "pairs")

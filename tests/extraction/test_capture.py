@@ -85,15 +85,22 @@ def test_hooks_are_removed_after_capture():
 
 
 # GPT-2 is left out: TransformerLens 3.9 reads `n_ctx`, which transformers 5 configs lack.
-@pytest.mark.parametrize("kind", ["llama"])
-def test_transformer_lens_backend_matches_hf(kind, tiny_models):
+@pytest.mark.slow  # importing TransformerLens takes seconds
+@pytest.mark.parametrize("processing", ["none", "default"])
+def test_transformer_lens_backend_matches_hf(processing, tiny_models, capsys):
+    """On an RMSNorm model `default` only folds the norm scales (TransformerLens centres LayerNorm
+    models only): the same numbers as HF, and the manifest label and a note say so."""
     from extraction.loading import load
     from extraction.models import resolve
 
-    resolved = resolve(str(tiny_models[kind]))
+    resolved = resolve(str(tiny_models["llama"]))
     hf = load(resolved, "hf", "cpu").backend
-    tl = load(resolved, "transformer_lens", "cpu").backend
-    assert tl.name == "transformer_lens" and "none" in tl.weight_processing
+    tl = load(resolved, "transformer_lens", "cpu", tl_processing=processing).backend
+    assert tl.name == "transformer_lens"
+    assert tl.weight_processing.startswith("none" if processing == "none" else "fold_ln and")
+    assert "same basis as Hugging Face" in tl.weight_processing
+    note = capsys.readouterr().err
+    assert ("TransformerLens centres only LayerNorm models" in note) == (processing == "default")
     spec = CaptureSpec(
         ("resid_pre", "resid_post", "mlp_out", "attn_out"),
         tuple(range(hf.n_layers)),
@@ -104,3 +111,11 @@ def test_transformer_lens_backend_matches_hf(kind, tiny_models):
     assert got_hf.keys() == got_tl.keys()
     for key in got_hf:
         torch.testing.assert_close(got_tl[key], got_hf[key], rtol=1e-4, atol=1e-4, msg=str(key))
+
+
+def test_processing_label_tells_layernorm_centring_apart():
+    from extraction.loading import processing_label
+
+    assert "differs from HF" in processing_label("default", "LNPre")
+    assert "same basis" in processing_label("default", "RMSPre")
+    assert "same basis" in processing_label("none", "LN")

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from extraction.runner import execute
 from settings.run import RunSettings
 from store import open_store
 from store.writer import RunWriter
-from tests.support.tiny import emotion_rows, write_jsonl
+from tests.support.tiny import emotion_rows, reference_hidden_states, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -30,22 +29,17 @@ def test_run_settings_validate(field, value, message):
         RunSettings(model="m", dataset="d", **{field: value})
 
 
-def _reference_hidden(model_dir, texts):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+ROWS = emotion_rows(per_label=4)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    out = []
-    with torch.no_grad():
-        for text in texts:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            out.append([h[0].numpy() for h in model(ids, output_hidden_states=True).hidden_states])
-    return out
+
+@pytest.fixture(scope="module")
+def reference(tiny_models):
+    return reference_hidden_states(tiny_models["llama"], [r["text"] for r in ROWS])
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
-    rows = emotion_rows(per_label=4)
+def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, reference, dtype):
+    rows = ROWS
     dataset = write_jsonl(tmp_path / "emo.jsonl", rows)
     config = RunSettings(
         model=str(tiny_models["llama"]), dataset=str(dataset), hooks=("resid_pre",),
@@ -53,7 +47,6 @@ def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, dtype):
     )  # fmt: skip
     result = execute(config, tmp_path / "store", progress=False)
     store = open_store(tmp_path / "store")
-    reference = _reference_hidden(tiny_models["llama"], [r["text"] for r in rows])
     tolerance = {"rtol": 2e-3, "atol": 2e-3} if dtype == "float16" else {"rtol": 1e-5, "atol": 1e-5}
     for layer in result.manifest.layers:
         last, samples = store.vectors(result.run_id, "resid_pre", layer, "last")
@@ -111,3 +104,30 @@ def test_a_live_writer_cannot_be_resumed_twice(tmp_path):
         RunWriter.resume(tmp_path, "r1", d_model=4, dtype="float16")
     writer.close()
     RunWriter.resume(tmp_path, "r1", d_model=4, dtype="float16").close()
+
+
+def test_resume_says_why_nothing_was_resumed(tmp_path, tiny_models, capsys):
+    dataset = write_jsonl(tmp_path / "emo.jsonl", emotion_rows(per_label=2))
+    config = RunSettings(model=str(tiny_models["llama"]), dataset=str(dataset), layers="0,1")
+    store_root = tmp_path / "store"
+    capsys.readouterr()
+    fresh = execute(config, store_root, resume=True, progress=False)
+    assert "--resume: nothing to resume, starting a new run: the store has no interrupted run" in (
+        capsys.readouterr().err
+    )
+    (store_root / "runs" / fresh.run_id / "_COMMITTED").unlink()  # as if it had been killed
+    plain = execute(config, store_root, progress=False)  # no resume: a new run all the same
+    assert plain.run_id != fresh.run_id and plain.resumed_samples == 0
+
+    changed = RunSettings(model=str(tiny_models["llama"]), dataset=str(dataset), layers="0-2",
+                          hooks=("resid_post", "mlp_out"), batch_size=3)  # fmt: skip
+    other = execute(changed, store_root, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert other.run_id != fresh.run_id and other.resumed_samples == 0
+    assert (
+        "none of the 1 interrupted run(s) has these settings, weights and dataset "
+        f"({fresh.run_id} differs in hooks, layers)"
+    ) in err  # batch size changes nothing stored, so it is not a difference
+
+    again = execute(config, store_root, resume=True, progress=False)  # same settings: resumed
+    assert again.run_id == fresh.run_id and f"resuming {fresh.run_id}" in capsys.readouterr().err

@@ -177,6 +177,7 @@ def test_log_tail_and_error_line(tmp_path):
 
 
 # -- dedupe and queueing (fake extraction) -------------------------------------------------------
+@pytest.mark.slow
 def test_same_settings_from_many_threads_start_one_job(root, fake):
     fake.use(SLEEPER)
     barrier = threading.Barrier(8)
@@ -196,6 +197,7 @@ def test_same_settings_from_many_threads_start_one_job(root, fake):
     assert len(reconcile(root)) == 1
 
 
+@pytest.mark.slow
 def test_same_settings_from_many_processes_start_one_job(root, fake, tmp_path):
     """Real sessions are separate processes: the registry lock is an fcntl lock on a file."""
     fake.use(SLEEPER)
@@ -225,6 +227,7 @@ def test_same_settings_from_many_processes_start_one_job(root, fake, tmp_path):
     assert sorted(created for _, created in outputs) == ["False"] * 3 + ["True"]
 
 
+@pytest.mark.slow
 def test_jobs_beyond_max_running_queue_and_start_when_a_slot_frees(root, fake):
     fake.use(SLEEPER)
     first, _ = launch(root, run("a"), read_only=False, max_running=1)
@@ -236,6 +239,7 @@ def test_jobs_beyond_max_running_queue_and_start_when_a_slot_frees(root, fake):
     wait_for(lambda: state(root, second.job_id) == "running", what="queued job to start")
 
 
+@pytest.mark.slow
 def test_max_running_two_runs_two_at_once(root, fake):
     fake.use(SLEEPER)
     launched = [launch(root, run(n), read_only=False, max_running=2)[0] for n in "abc"]
@@ -243,6 +247,7 @@ def test_max_running_two_runs_two_at_once(root, fake):
              what="two running, one queued")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_worker_runs_from_any_working_directory(root, fake, tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -254,6 +259,7 @@ def test_worker_runs_from_any_working_directory(root, fake, tmp_path, monkeypatc
 
 
 # -- processes that die without a word -----------------------------------------------------------
+@pytest.mark.slow
 def test_worker_killed_alone_is_detected_and_its_child_killed(root, fake):
     fake.use("import time; print('error: disk on fire', flush=True); time.sleep(120)")
     job, _ = launch(root, run("w"), read_only=False)
@@ -269,6 +275,7 @@ def test_worker_killed_alone_is_detected_and_its_child_killed(root, fake):
     wait_for(lambda: not alive(job.child_pid), timeout=10, what="orphaned child killed")
 
 
+@pytest.mark.slow
 def test_queued_job_whose_worker_died_is_marked_failed(root, fake):
     fake.use(SLEEPER)
     running, _ = launch(root, run("a"), read_only=False)
@@ -303,6 +310,7 @@ def _launch_and_wait_for_rows(root: Path, tiny_models, big_dataset) -> Job:
     return job
 
 
+@pytest.mark.slow
 def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_models, big_dataset):
     job = _launch_and_wait_for_rows(root, tiny_models, big_dataset)
     running = read_job(root, job.job_id)
@@ -317,6 +325,7 @@ def test_cancel_kills_the_process_tree_and_leaves_no_partial_run(root, tiny_mode
     assert read_job(root, reconcile(root)[0].job_id).state == "cancelled"
 
 
+@pytest.mark.slow
 def test_whole_tree_killed_is_detected_and_the_partial_run_removed(root, tiny_models, big_dataset):
     job = _launch_and_wait_for_rows(root, tiny_models, big_dataset)
     os.killpg(job.pid, signal.SIGKILL)  # e.g. the OOM killer: nobody records anything
@@ -325,6 +334,7 @@ def test_whole_tree_killed_is_detected_and_the_partial_run_removed(root, tiny_mo
     assert not (root / "runs" / job.run_id).exists()
 
 
+@pytest.mark.slow
 def test_failed_extraction_shows_its_error_line(root):
     job, _ = launch(root, RunSettings(model="/no/such/model", dataset="emotions"), read_only=False)
     wait_for(lambda: state(root, job.job_id) == "failed", timeout=60, what="job failed")

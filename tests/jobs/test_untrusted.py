@@ -70,6 +70,7 @@ def victim():
 
 
 # -- edited records never run as written ---------------------------------------------------------
+@pytest.mark.slow
 def test_a_queued_record_edited_on_disk_never_runs_as_written(root, fake, tmp_path):
     fake.use(SLEEPER)
     first, _ = launch(root, run("first"), read_only=False, max_running=1)
@@ -104,6 +105,7 @@ def test_a_queued_record_edited_on_disk_never_runs_as_written(root, fake, tmp_pa
         wait_for(lambda n=name: not alive(queued[n].pid), timeout=10, what=f"worker {name} exits")
 
 
+@pytest.mark.slow
 def test_a_job_folder_planted_with_code_never_runs_it(root, fake, tmp_path):
     """Workers run with the job's folder as working directory but `-P`: a planted module in
     that folder is not on sys.path."""
@@ -124,6 +126,7 @@ def test_a_job_folder_planted_with_code_never_runs_it(root, fake, tmp_path):
 
 
 # -- signals only to verified processes ----------------------------------------------------------
+@pytest.mark.slow
 def test_a_live_victim_named_in_records_is_never_signalled(root, fake, victim, tmp_path):
     fake.use("pass")
     start = processes.proc_start(victim.pid)
@@ -216,6 +219,7 @@ def test_malformed_records_are_refused_with_a_reason(case):
         parse_record(make(0), job_id(0))
 
 
+@pytest.mark.slow
 def test_malformed_records_are_listed_as_broken_and_never_block_the_queue(root, fake, tmp_path):
     jobs_dir = root / "jobs"
     reasons = {}
@@ -292,6 +296,7 @@ def test_a_worker_that_cannot_be_spawned_fails_its_job(root, monkeypatch):
     assert status.job.state == "failed" and "could not be started" in status.job.error
 
 
+@pytest.mark.slow
 def test_a_worker_that_exits_before_running_fails_its_job(root, monkeypatch):
     script = "print('error: the worker could not import jobs', flush=True)"
     monkeypatch.setattr(processes, "worker_command",
@@ -304,6 +309,7 @@ def test_a_worker_that_exits_before_running_fails_its_job(root, monkeypatch):
     assert "the worker could not import jobs" in status.job.error
 
 
+@pytest.mark.slow
 def test_queued_records_without_a_worker_expire_and_never_block(root, fake, monkeypatch):
     now = time.time()
     plant(root, 1, created_at=now - 25 * 3600)

@@ -5,6 +5,8 @@ in one line."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -24,10 +26,22 @@ from tests.support.synthetic import label_rows, write_run
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "store", *args], cwd=REPO, capture_output=True, text=True
-    )
+def cli(*args: str, process: bool = False) -> subprocess.CompletedProcess:
+    """`python -m store ...`: in-process by default (the same `main()`, without an interpreter
+    start per call); `process=True` runs the real command (the first test does)."""
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "store", *args], cwd=REPO, capture_output=True, text=True
+        )
+    from store.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_snapshot_keeps_chosen_runs_and_layers(tiny_store, tmp_path):
@@ -37,7 +51,7 @@ def test_snapshot_keeps_chosen_runs_and_layers(tiny_store, tmp_path):
     out = tmp_path / "snap"
     runs = f"{llama.run_id},{pairs.run_id}"
     result = cli("snapshot", "--store", str(source.root), "--runs", runs, "--layers", "0,-1",
-                 "--out", str(out))  # fmt: skip
+                 "--out", str(out), process=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert result.stdout.strip().splitlines()[-1].endswith(f"({size} bytes)")

@@ -75,7 +75,23 @@ def test_round_trip_is_exact_at_float16(tmp_path):
     assert stack.shape == (3, 10, D) and layers == [0, 1, 2]
     np.testing.assert_array_equal(stack[2], data[(2, "last")].astype(np.float16))
     chunks = list(store.iter_vectors("r1", "resid_post", 0, "last", batch_rows=3))
-    assert sum(len(c[0]) for c in chunks) == 10
+    assert len(chunks) >= 2 and all(len(i) == len(X) <= 3 for i, X in chunks)  # streamed
+    order = np.concatenate([i for i, _ in chunks])
+    assert sorted(order) == list(range(10))  # every sample once, each with its own vector
+    streamed = np.concatenate([X for _, X in chunks])
+    expected = data[(0, "last")].astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(streamed, expected[order])
+
+
+def test_runs_are_listed_newest_first(tmp_path):
+    for run_id, created in (("b-old", "2026-01-01T00:00:00+00:00"),
+                            ("a-new", "2026-03-01T00:00:00+00:00"),
+                            ("c-mid", "2026-02-01T00:00:00+00:00")):  # fmt: skip
+        write_run(tmp_path, run_id)
+        manifest = json.loads((tmp_path / "runs" / run_id / "manifest.json").read_text())
+        manifest["created_at"] = created
+        (tmp_path / "runs" / run_id / "manifest.json").write_text(json.dumps(manifest))
+    assert [m.run_id for m in open_store(tmp_path).runs()] == ["a-new", "c-mid", "b-old"]
 
 
 def test_uncommitted_runs_are_invisible(tmp_path):
@@ -252,6 +268,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_no_duckdb_objects_leak_at_interpreter_exit(tmp_path):
     write_run(tmp_path, n=4)
     result = subprocess.run(

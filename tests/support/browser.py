@@ -4,7 +4,8 @@ Used by the fixtures in tests/e2e/conftest.py; kept here (an importable module) 
 also call the waiting helpers directly. Nothing here knows about a particular page.
 
 Caveats: Chromium and chromedriver come from Debian's `chromium` / `chromium-driver` packages
-(`/usr/bin/chromium`, `/usr/bin/chromedriver`); tests skip when they are missing. The app's
+(`/usr/bin/chromium`, `/usr/bin/chromedriver`); when they are missing, tests skip, except in
+CI (`CI=true`), where they fail: a CI machine without a browser must not pass silently. The app's
 run state is read from the `data-test-script-state` attribute Streamlit's frontend puts on
 `[data-testid="stApp"]` ("running" while the script runs, "notRunning" when it is idle); elements
 not drawn yet show as `[data-testid="stSkeleton"]` placeholders, so "idle" waits for both.
@@ -43,6 +44,28 @@ def chromium_available() -> bool:
     return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
 
 
+def in_ci() -> bool:
+    """CI sets CI=true (GitHub Actions, GitLab and most others do too)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+MISSING = (
+    f"chromium / chromedriver not installed ({CHROMIUM}, {CHROMEDRIVER}): "
+    "apt-get install chromium chromium-driver (bash test.sh does it when it can)"
+)
+
+
+def require_chromium() -> None:
+    """Skip the calling test when Chromium is missing, or fail it in CI."""
+    import pytest
+
+    if chromium_available():
+        return
+    if in_ci():
+        pytest.fail(f"{MISSING}; CI runs the browser tests, so this is a failure")
+    pytest.skip(MISSING)
+
+
 def free_port() -> int:
     """A TCP port free right now on localhost (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -72,7 +95,7 @@ class StreamlitServer:
     def log(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
 
-    def wait_healthy(self, timeout: float = 60.0) -> str:
+    def wait_healthy(self, timeout: float = 120.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -132,7 +155,7 @@ def pending_elements(driver) -> int:
     return len(driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSkeleton"]'))
 
 
-def wait_for_idle(driver, timeout: float = 60.0, settle: float = 0.5) -> None:
+def wait_for_idle(driver, timeout: float = 120.0, settle: float = 0.5) -> None:
     """Wait until the script has run and the page is drawn, stable for `settle` seconds.
 
     The script can finish (state "notRunning") seconds before a slow browser has drawn what it
@@ -154,7 +177,7 @@ def wait_for_idle(driver, timeout: float = 60.0, settle: float = 0.5) -> None:
     )
 
 
-def wait_for_css(driver, selector: str, timeout: float = 30.0):
+def wait_for_css(driver, selector: str, timeout: float = 60.0):
     """The elements matching `selector` once at least one exists (raises TimeoutError)."""
     from selenium.webdriver.common.by import By
 
@@ -167,8 +190,27 @@ def wait_for_css(driver, selector: str, timeout: float = 30.0):
     raise TimeoutError(f"no element matches {selector!r} after {timeout} s")
 
 
-def open_page(driver, url: str, timeout: float = 60.0) -> None:
+def open_page(driver, url: str, timeout: float = 120.0) -> None:
     """Load `url` and wait until the app has finished running its script."""
     driver.get(url)
     wait_for_css(driver, '[data-testid="stApp"]', timeout)
     wait_for_idle(driver, timeout)
+
+
+def page_text(url: str, timeout: float = 90.0) -> str:
+    """Open `url` in a fresh headless Chromium, wait until the app has drawn it, and return the
+    page's text. Raises AssertionError when the page shows an exception (for checks outside the
+    pytest fixtures, such as the documented commands' server checks)."""
+    from selenium.webdriver.common.by import By
+
+    profile = Path(tempfile.mkdtemp(prefix="chrome-profile-"))
+    driver = make_chrome(profile)
+    try:
+        driver.set_page_load_timeout(timeout)
+        open_page(driver, url, timeout)
+        errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        assert not errors, f"{url} shows an exception: {errors[0].text[:2000]}"
+        return driver.find_element(By.TAG_NAME, "body").text
+    finally:
+        driver.quit()
+        remove_profile(profile)

@@ -3,6 +3,7 @@
 `tiny_model_dir(kind, folder)` saves a random-weight model of the given architecture with a
 byte-level tokenizer (no merges, so every byte is a token), built from configs only: no download.
 `build_store(...)` runs the real extraction code over a small dataset into a real store.
+`tiny_gguf(path)` writes a tiny quantised Llama GGUF, for the embedded models' conversion path.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def tiny_model_dir(kind: str, folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def reference_hidden_states(model_dir: Path | str, texts: list[str]) -> list[list]:
+    """Per text, Hugging Face's `hidden_states` as numpy arrays [n_tokens, d] (one per layer + 1),
+    computed one text at a time (no padding): what stored vectors are checked against."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            out.append([h[0].numpy() for h in model(ids, output_hidden_states=True).hidden_states])
+    return out
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
@@ -109,3 +126,69 @@ def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
         config = RunSettings(model=str(model_dir), dataset=str(dataset), **spec)
         run_ids.append(execute(config, root, progress=False).run_id)
     return run_ids
+
+
+def _byte_alphabet() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 bytes (what a byte-level BPE vocabulary spells)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
+    others = [b for b in range(256) if b not in printable]
+    return sorted(chr(b) for b in printable) + [chr(256 + i) for i in range(len(others))]
+
+
+def tiny_gguf(path: Path, seed: int = 0) -> Path:
+    """A tiny Llama GGUF file (2 blocks, d_model 32, byte-level BPE with a few merges), with
+    most weights quantised to Q8_0, as llama.cpp writes them: what transformers' GGUF loader and
+    `extraction.models` conversion read, at a size that converts in a second."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tokens = ["<s>", "</s>", "<pad>", *_byte_alphabet(), "th", "the", "Ġt"]
+    d_model, d_ff, n_layers, n_heads, n_kv = 32, 64, 2, 4, 2
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny")
+    writer.add_context_length(64)
+    writer.add_embedding_length(d_model)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(d_ff)
+    writer.add_head_count(n_heads)
+    writer.add_head_count_kv(n_kv)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))  # 3: control
+    writer.add_token_merges(["t h", "th e", "Ġ t"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    writer.add_pad_token_id(2)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+
+    def add(name: str, shape: tuple[int, ...], quantised: bool = True) -> None:
+        data = (rng.standard_normal(shape) * 0.2).astype(np.float32)
+        if not quantised:
+            writer.add_tensor(name, data)
+            return
+        packed = gguf.quants.quantize(data, q8)
+        writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=q8)
+
+    add("token_embd.weight", (len(tokens), d_model))
+    kv_width = d_model // n_heads * n_kv
+    for block in range(n_layers):
+        add(f"blk.{block}.attn_norm.weight", (d_model,), quantised=False)
+        add(f"blk.{block}.attn_q.weight", (d_model, d_model))
+        add(f"blk.{block}.attn_k.weight", (kv_width, d_model))
+        add(f"blk.{block}.attn_v.weight", (kv_width, d_model))
+        add(f"blk.{block}.attn_output.weight", (d_model, d_model))
+        add(f"blk.{block}.ffn_norm.weight", (d_model,), quantised=False)
+        add(f"blk.{block}.ffn_gate.weight", (d_ff, d_model))
+        add(f"blk.{block}.ffn_up.weight", (d_ff, d_model))
+        add(f"blk.{block}.ffn_down.weight", (d_model, d_ff))
+    add("output_norm.weight", (d_model,), quantised=False)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

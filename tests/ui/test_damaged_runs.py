@@ -83,6 +83,7 @@ def damaged_store(tiny_store, tmp_path, monkeypatch, request):
 
 
 @pytest.mark.parametrize("damaged_store", list(DAMAGE), indirect=True)
+@pytest.mark.slow
 def test_every_page_survives_one_damaged_run(damaged_store):
     victim = damaged_store["victim"]
     healthy = [r for r in damaged_store["run_ids"] if r != victim]

@@ -50,6 +50,7 @@ def main_view_drawn(at, page: str) -> None:
 
 @pytest.mark.parametrize("page", list(PAGES))
 @pytest.mark.parametrize("value", list(HOSTILE))
+@pytest.mark.slow
 def test_hostile_values_in_every_bound_widget(tiny_env, page, value):
     keys = PAGES[page]
     hostile = HOSTILE[value][: 480_000 // len(keys)]

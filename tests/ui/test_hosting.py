@@ -51,6 +51,7 @@ def offers_a_way_to_write(at: AppTest) -> list[str]:
 
 
 @pytest.mark.parametrize("how", list(READ_ONLY_CONFIGS))
+@pytest.mark.slow
 def test_every_read_only_configuration_offers_nothing_to_write(
     tiny_env, secrets_file, monkeypatch, how
 ):

@@ -71,6 +71,7 @@ def job_lines(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if "**" in m.value]
 
 
+@pytest.mark.slow
 def test_launch_from_the_page_completes_and_appears_in_runs(store_root, tiny_models):
     at = new_run_page()
     pick_model_folder(at, tiny_models["llama"])
@@ -121,6 +122,7 @@ def test_upload_limit_and_names():
         check_upload("x.exe", b"", 2**20)
 
 
+@pytest.mark.slow
 def test_cancel_from_the_page_leaves_nothing_partial(store_root, tiny_models):
     rows = "".join(json.dumps(r) + "\n" for r in emotion_rows(per_label=1500)).encode()
     save_upload(store_root, "big.jsonl", rows, read_only=False)
@@ -224,15 +226,27 @@ def test_read_only_mode_has_no_run_page(store_root, monkeypatch, tmp_path, how):
         launch(store_root, object(), read_only=False)
 
 
-def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch):
+def test_store_path_is_pinned_in_read_only_mode(store_root, monkeypatch, tmp_path):
+    """A visitor cannot point a read-only app at another folder of the server: there is no store
+    box, and a store path in the session (left over, or planted) is ignored: ACTX_STORE is read."""
+    write_run(store_root, "served-run", pair_rows(2))
+    other = tmp_path / "other-store"
+    write_run(other, "private-run", pair_rows(2))
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
-    from ui.context import read_only
-
-    assert read_only()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["store_path"] = str(other)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.sidebar.text_input
+    captions = [c.value for c in at.sidebar.caption]
+    assert f"Read-only store: {store_root.name}" in captions, captions
+    assert not any(str(tmp_path) in c or other.name in c for c in captions), captions
+    assert at.dataframe[0].value["name"].tolist() == ["served-run"]  # not the planted store's
     with pytest.raises(ReadOnlyError):
-        launch(store_root, object(), read_only=read_only())  # refuses before looking at the spec
+        launch(store_root, object(), read_only=True)  # refuses before looking at the spec
 
 
+@pytest.mark.slow
 def test_the_app_process_never_imports_torch(tiny_store):
     """Render every page of the app in a fresh interpreter, then look at sys.modules."""
     script = f"""
