@@ -26,6 +26,7 @@ def result(at) -> pd.DataFrame:
     return at.dataframe[-1].value  # the first table is the views' reference, in an expander
 
 
+@pytest.mark.slow
 def test_a_link_reopens_the_query_for_its_run(tiny_env):
     store = open_store(tiny_env["root"])
     for name in ("emo-gemma3", "pairs-llama"):
@@ -68,6 +69,7 @@ def test_hostile_queries_are_refused_plainly(tiny_env):
     assert not list(at.get("download_button"))
 
 
+@pytest.mark.slow
 def test_a_huge_result_a_huge_query_and_bad_caps(tiny_env):
     cross = "SELECT a.*, b.vector AS w FROM vectors a, vectors b"  # millions of floats
     at = open_page(PAGE, {"sql": cross, "rows": "inf"})

@@ -81,6 +81,7 @@ def big_and_old(tmp_path, monkeypatch):
     return root
 
 
+@pytest.mark.slow
 def test_a_big_run_is_drawn_from_its_subsample_and_says_so(big_and_old):
     at = open_page("pages/directions.py", {"runs": ["big"]})
     assert "fixed subsample (30 of 120 samples)" in page_text(at)
@@ -89,6 +90,7 @@ def test_a_big_run_is_drawn_from_its_subsample_and_says_so(big_and_old):
     assert len(chart(at, "L2 norm")) == 2 * 3  # the norms cover every sample: 3 layers x 2
 
 
+@pytest.mark.slow
 def test_a_run_without_summaries_offers_the_command_then_draws(big_and_old):
     at = open_page("pages/directions.py", {"runs": ["old"]})
     assert "old: has no summaries (it was committed before" in messages(at).replace("\\", "")
@@ -105,6 +107,7 @@ def test_a_run_without_summaries_offers_the_command_then_draws(big_and_old):
     open_store(big_and_old).summary("old")  # written to the store
 
 
+@pytest.mark.slow
 def test_read_only_names_the_command_only(big_and_old, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
     for page in ("pages/directions.py", "pages/cross_model.py"):
