@@ -31,6 +31,9 @@ PAGES = [
     st.Page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
     st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
     st.Page("pages/query.py", title="Query", icon=":material/database:"),
+    st.Page("pages/vectors.py", title="Vectors", icon=":material/trending_flat:"),
+    # In read-only mode the page shows the command instead: it starts no worker there.
+    st.Page("pages/steering.py", title="Steering", icon=":material/tune:"),
 ]
 if not locked:  # read-only: not in the navigation, and the page refuses by itself too
     PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))

@@ -10,11 +10,25 @@ alike. Modules:
 * ``decomposition``: SVD-based PCA and first-principal-direction control vectors.
 * ``similarity``: linear CKA, RSA, Procrustes alignment and normalised layer depth.
 * ``pairs``: minimal-pair differences, per-dimension consistency and per-token difference maps.
+* ``control``: control vectors (RepE) from paired states: ``pca_center``, ``pca_diff``,
+  ``mean_diff`` as repeng defines them, sign aligned, with per-layer figures.
+* ``readout``: the tokens a direction promotes and suppresses through the final norm and the
+  unembedding (streamed over the vocabulary).
 
 Caveat: inputs may be float16/float32; computations that need it run in float64, so results are
 float64 regardless of the input dtype.
 """
 
+from .control import (
+    METHODS,
+    ControlVectors,
+    LayerVector,
+    control_vectors,
+    layer_vector,
+    paired_differences,
+    random_unit_vectors,
+    sign_agreement,
+)
 from .decomposition import PCAResult, align_sign, first_principal_direction, pca
 from .directions import (
     LabelStats,
@@ -29,6 +43,7 @@ from .directions import (
     directions_from_means,
     label_directions,
     label_means,
+    one_vs_rest_means,
     project,
     projection_separability,
     projection_separability_layers,
@@ -38,14 +53,20 @@ from .directions import (
 )
 from .pairs import (
     DimensionStats,
+    PairSums,
     dimension_consistency,
+    dimension_stats,
     mean_abs_difference,
     pair_differences,
+    pair_sums,
     per_category_mean_abs,
     rank_dimensions,
     relative_difference,
+    relative_projection,
+    sign_agreement_chance,
     token_difference_map,
 )
+from .readout import TokenScores, TopTokens, readout_directions
 from .similarity import (
     best_pairs,
     centred_label_similarity,
@@ -60,10 +81,22 @@ from .similarity import (
 )
 
 __all__ = [
+    "METHODS",
+    "ControlVectors",
+    "LayerVector",
+    "TokenScores",
+    "TopTokens",
+    "control_vectors",
+    "layer_vector",
+    "paired_differences",
+    "random_unit_vectors",
+    "readout_directions",
+    "sign_agreement",
     "DimensionStats",
     "LabelStats",
     "MeanAccumulator",
     "PCAResult",
+    "PairSums",
     "align_sign",
     "auc",
     "best_pairs",
@@ -74,6 +107,7 @@ __all__ = [
     "cosine_matrix",
     "diff_of_means",
     "dimension_consistency",
+    "dimension_stats",
     "direction_norms",
     "direction_norms_by_layer",
     "directions_from_means",
@@ -83,7 +117,9 @@ __all__ = [
     "linear_cka",
     "mean_abs_difference",
     "normalised_depth",
+    "one_vs_rest_means",
     "pair_differences",
+    "pair_sums",
     "pca",
     "per_category_mean_abs",
     "procrustes_cosine",
@@ -94,6 +130,8 @@ __all__ = [
     "projection_separability_layers",
     "rank_dimensions",
     "relative_difference",
+    "relative_projection",
+    "sign_agreement_chance",
     "rsa",
     "rsa_matrix",
     "split_half_stability",

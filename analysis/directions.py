@@ -54,6 +54,7 @@ __all__ = [
     "directions_from_means",
     "label_directions",
     "label_means",
+    "one_vs_rest_means",
     "project",
     "projection_separability",
     "projection_separability_layers",
@@ -285,6 +286,31 @@ def directions_from_means(means, labels, targets, baseline) -> np.ndarray:
     rows = [labels.index(t) for t in targets]
     M = M.astype(np.float64, copy=False)
     return M[..., rows, :] - M[..., labels.index(baseline), None, :]
+
+
+def one_vs_rest_means(means, counts) -> np.ndarray:
+    """For every label, the mean of every sample of the other labels ("one vs rest" baseline).
+
+    means: [..., k, d] label means (e.g. [L, k, d]); counts: [k] samples per label (k >= 2).
+    Returns [..., k, d] float64 with ``out[..., j, :] = sum_{i != j} counts[i] means[..., i, :] /
+    sum_{i != j} counts[i]``: the others weighted by their sample counts, i.e. the plain mean of
+    all their samples. A nan mean (a label with no samples in a layer) counts as absent there.
+    """
+    M = np.asarray(means)
+    check_numeric(M, "means")
+    if M.ndim < 2 or M.shape[-2] < 2:
+        raise ValueError(f"means must be [..., k, d] with k >= 2 labels, got shape {M.shape}")
+    w = np.asarray(counts, np.float64)
+    if w.shape != (M.shape[-2],) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"counts must be [{M.shape[-2]}] non-negative numbers, got {w.shape}")
+    M = M.astype(np.float64, copy=False)
+    present = np.all(np.isfinite(M), axis=-1, keepdims=True)  # [..., k, 1]
+    W = np.where(present, w[:, None], 0.0)
+    weighted = np.where(present, M, 0.0) * W
+    rest_sum = weighted.sum(axis=-2, keepdims=True) - weighted
+    rest_n = W.sum(axis=-2, keepdims=True) - W
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(rest_n > 0.0, rest_sum / rest_n, np.nan)
 
 
 def _directions_by_label(means: np.ndarray, labels: list, baseline) -> dict:

@@ -10,6 +10,13 @@ Caveats:
 * ``dimension_consistency`` scores a dimension's change against how much that dimension varies
   naturally across the pairs, so "massive activation" dimensions with huge but unremarkable
   changes do not crowd the top of the ranking. It needs at least 2 pairs.
+* ``mean_change`` and ``agreement`` (in ``DimensionStats``) say whether the edit pushes a
+  dimension one way: the signed mean of B - A and the share of pairs whose change has the sign
+  of that mean. Coin-flip signs give ``sign_agreement_chance(p)`` on average (about 0.5 plus
+  0.4 / sqrt(p)); with d dimensions a few of them reach far higher by chance alone.
+* ``pair_sums`` keeps sums over pairs per group (e.g. per category), so the statistics of any
+  union of groups follow from ``dimension_stats`` without the vectors. Variances from sums
+  (E[x^2] - E[x]^2) lose precision when a dimension's mean dwarfs its spread by ~1e7.
 * ``token_difference_map`` assumes both sides tokenise to the same length; a substitution that
   changes the token count needs alignment first (not done here).
 """
@@ -20,16 +27,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import as_float_matrix, as_labels, check_numeric, check_positive_int, require_finite
+from ._checks import (
+    as_float_matrix,
+    as_float_vector,
+    as_labels,
+    check_numeric,
+    check_positive_int,
+    require_finite,
+)
 
 __all__ = [
     "DimensionStats",
+    "PairSums",
     "dimension_consistency",
+    "dimension_stats",
     "mean_abs_difference",
     "pair_differences",
+    "pair_sums",
     "per_category_mean_abs",
     "rank_dimensions",
     "relative_difference",
+    "relative_projection",
+    "sign_agreement_chance",
     "token_difference_map",
 ]
 
@@ -93,11 +112,16 @@ class DimensionStats:
     score: [d] mean_abs / std. High: the edit moves this dimension by a lot compared with how
         much it varies between prompts. Low: the edit leaves it put relative to its usual spread.
         A dimension constant across pairs scores inf if it changes and 0 if it does not.
+    mean_change: [d] signed mean over pairs of B - A (None where not computed).
+    agreement: [d] share of pairs whose B - A has the sign of mean_change (a zero change agrees
+        only with a zero mean), in [0, 1]; compare with ``sign_agreement_chance``.
     """
 
     mean_abs: np.ndarray
     std: np.ndarray
     score: np.ndarray
+    mean_change: np.ndarray | None = None
+    agreement: np.ndarray | None = None
 
 
 def dimension_consistency(A, B) -> DimensionStats:
@@ -111,7 +135,106 @@ def dimension_consistency(A, B) -> DimensionStats:
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(std > 0.0, mean_abs / np.where(std > 0.0, std, 1.0), 0.0)
     score = np.where((std == 0.0) & (mean_abs > 0.0), np.inf, score)
-    return DimensionStats(mean_abs=mean_abs, std=std, score=score)
+    diff = B - A
+    mean_change = diff.mean(axis=0)
+    agreement = (np.sign(diff) == np.sign(mean_change)).mean(axis=0)
+    return DimensionStats(mean_abs, std, score, mean_change, agreement)
+
+
+@dataclass(frozen=True)
+class PairSums:
+    """Sums over pairs from which ``dimension_stats`` of any union of pair groups follows.
+
+    Every array has the same leading shape G (e.g. [g] groups, or [L, g] layers and groups);
+    n: [*G] pairs; the others [*G, d]: abs_diff = sum |B - A|, diff = sum (B - A), positive /
+    negative = pairs with B - A > 0 / < 0, a / a_sq / b / b_sq = sums of A, A^2, B, B^2.
+    """
+
+    n: np.ndarray
+    abs_diff: np.ndarray
+    diff: np.ndarray
+    positive: np.ndarray
+    negative: np.ndarray
+    a: np.ndarray
+    a_sq: np.ndarray
+    b: np.ndarray
+    b_sq: np.ndarray
+
+    def total(self, axis: int = 0) -> PairSums:
+        """The sums over one leading axis (e.g. the groups): shape G without that axis."""
+        return PairSums(*(np.sum(getattr(self, f), axis=axis) for f in _SUM_FIELDS))
+
+    def take(self, index, axis: int = 0) -> PairSums:
+        """The groups at `index` (ints) along one leading axis."""
+        return PairSums(*(np.take(getattr(self, f), index, axis=axis) for f in _SUM_FIELDS))
+
+    @staticmethod
+    def stack(parts: list[PairSums]) -> PairSums:
+        """One new leading axis over `parts` (e.g. one per layer): [len(parts), *G, ...]."""
+        return PairSums(*(np.stack([getattr(p, f) for p in parts]) for f in _SUM_FIELDS))
+
+
+_SUM_FIELDS = ("n", "abs_diff", "diff", "positive", "negative", "a", "a_sq", "b", "b_sq")
+
+
+def pair_sums(A, B, groups, n_groups: int) -> PairSums:
+    """Per-group sums of aligned pairs. A, B: [p, d]; groups: [p] ints in 0..n_groups-1.
+
+    Returns a PairSums with n [n_groups] and [n_groups, d] sums (a group with no pair sums 0).
+    """
+    A, B = _aligned(A, B)
+    groups = np.asarray(groups)
+    if groups.shape != (A.shape[0],) or groups.dtype.kind not in "iu":
+        raise ValueError(
+            f"groups must be [{A.shape[0]}] integers, got {groups.dtype} {groups.shape}"
+        )
+    n_groups = check_positive_int(n_groups, "n_groups")
+    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
+        raise ValueError(
+            f"groups must lie in 0..{n_groups - 1}, got {groups.min()}..{groups.max()}"
+        )
+    G = np.zeros((n_groups, A.shape[0]))
+    G[groups, np.arange(A.shape[0])] = 1.0
+    D = B - A
+    return PairSums(
+        n=G.sum(axis=1), abs_diff=G @ np.abs(D), diff=G @ D, positive=G @ (D > 0.0),
+        negative=G @ (D < 0.0), a=G @ A, a_sq=G @ (A * A), b=G @ B, b_sq=G @ (B * B),
+    )  # fmt: skip
+
+
+def dimension_stats(sums: PairSums) -> DimensionStats:
+    """``dimension_consistency`` of the pairs summed in `sums` (any leading shape G: arrays
+    [*G, d]). Where a group has no pair every statistic is nan."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.asarray(sums.n, np.float64)[..., None]
+        mean_abs = sums.abs_diff / n
+        mean_change = sums.diff / n
+        var = []
+        for total, squares in ((sums.a, sums.a_sq), (sums.b, sums.b_sq)):
+            mean_sq = squares / n
+            v = mean_sq - (total / n) ** 2
+            var.append(np.where(v > 1e-12 * mean_sq, v, 0.0))  # rounding, not spread
+        std = np.sqrt(0.5 * (var[0] + var[1]))
+        score = np.where(std > 0.0, mean_abs / np.where(std > 0.0, std, 1.0), 0.0)
+        score = np.where((std == 0.0) & (mean_abs > 0.0), np.inf, score)
+        zero = n - sums.positive - sums.negative
+        agree = np.where(mean_change > 0.0, sums.positive,
+                         np.where(mean_change < 0.0, sums.negative, zero)) / n  # fmt: skip
+    empty = np.broadcast_to(n == 0.0, mean_abs.shape)
+    out = [np.where(empty, np.nan, x) for x in (mean_abs, std, score, mean_change, agree)]
+    return DimensionStats(*out)
+
+
+def sign_agreement_chance(n_pairs: int) -> float:
+    """Expected share of n_pairs coin-flip signs that fall on the majority side:
+    E[max(K, n - K)] / n for K ~ Binomial(n, 1/2). An upper reference for ``agreement`` under
+    chance (the mean's sign need not be the majority's): 1.0 for one pair, 0.75 for 2, about
+    0.5 + 0.4 / sqrt(n) for large n."""
+    n = check_positive_int(n_pairs, "n_pairs")
+    k = np.arange(n + 1)
+    logs = np.concatenate([[0.0], np.cumsum(np.log(n - k[1:] + 1) - np.log(k[1:]))])
+    pmf = np.exp(logs - n * np.log(2.0))
+    return float((pmf * np.maximum(k, n - k)).sum() / n)
 
 
 def rank_dimensions(
@@ -128,6 +251,22 @@ def rank_dimensions(
     key = -stats.score if largest else stats.score
     idx = np.argsort(key, kind="stable")[:k]
     return idx.astype(np.int64), stats.score[idx]
+
+
+def relative_projection(X, origin, direction) -> np.ndarray:
+    """Where each sample sits along a direction, in units of the direction's length, from
+    `origin`: (X - origin) . v / (v . v). With v = mean(target) - mean(baseline) and origin =
+    mean(baseline), the baseline mean sits at 0 and the target mean at 1.
+
+    X: [n, d], origin: [d], direction: [d]. Returns [n] float64. Raises on a zero direction.
+    """
+    X = as_float_matrix(X, "X")
+    o = as_float_vector(origin, "origin", length=X.shape[1])
+    v = as_float_vector(direction, "direction", length=X.shape[1])
+    length_sq = v @ v
+    if length_sq == 0.0:
+        raise ValueError("direction is all zeros; cannot project onto it")
+    return (X - o) @ v / length_sq
 
 
 def token_difference_map(A, B) -> np.ndarray:

@@ -106,12 +106,14 @@ def child(method: str, n: int, work: Path) -> dict:
         hooks = ("resid_post",) if method == "all_positions" else ("resid_post", "mlp_out")
         config = RunSettings(model=MODEL, dataset=str(dataset), hooks=hooks, positions=positions,
                              batch_size=BATCH, device="cpu")  # fmt: skip
-        execute(config, work / "warm", progress=False, loaded=loaded)  # warm-up run
+        execute(config, work / "warm", progress=False, loaded=loaded, readout=False)  # warm-up
         repeats = REPEATS if method == "ours" else 1
         seconds = float("inf")
         for attempt in range(repeats):
             started = time.perf_counter()
-            run = execute(config, work / f"store-{attempt}", progress=False, loaded=loaded)
+            run = execute(
+                config, work / f"store-{attempt}", progress=False, loaded=loaded, readout=False
+            )
             seconds = min(seconds, time.perf_counter() - started)
         result["vector_rows"] = run.manifest.row_counts["vector_rows"]
     else:

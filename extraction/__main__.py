@@ -1,4 +1,4 @@
-"""Command line: `python -m extraction {run,list,clean,defaults,models}`.
+"""Command line: `python -m extraction {run,list,clean,defaults,models,vectors,steer,readout}`.
 
 Bad input exits with status 2 and one line on stderr (no traceback), before anything is written.
 On success `run` prints the run id as its last line on stdout; progress goes to stderr.
@@ -18,6 +18,11 @@ from settings.run import (
     parse_names,
     settings_from_args,
     validate_run_id,
+)
+from settings.vectors import (
+    add_steer_arguments,
+    add_vector_arguments,
+    steer_settings_from_args,
 )
 from store import StoreError, open_store
 
@@ -55,6 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     defaults.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("models", help="list the embedded models")
+
+    vectors = sub.add_parser("vectors", help="control vectors from a paired run (no torch)")
+    add_vector_arguments(vectors)
+    vectors.add_argument("--store", required=True, type=Path)
+    vectors.add_argument("--set-id", help="use this vector set id (must be new)")
+    vectors.add_argument("--pt", type=Path, help="also write the set as a .pt {layer: tensor}")
+    vectors.add_argument("--gguf", type=Path, help="also write it as a llama.cpp control vector")
+    vectors.add_argument("--scaled", action="store_true",
+                         help="files hold unit vectors times each typical norm")  # fmt: skip
+
+    steer = sub.add_parser("steer", help="generate with a vector set added, next to a baseline "
+                           "and a random control")  # fmt: skip
+    add_steer_arguments(steer)
+    steer.add_argument("--store", required=True, type=Path)
+    steer.add_argument("--device", default="auto")
+
+    readout = sub.add_parser("readout", help="save a model's final norm and unembedding into "
+                             "the store (done by every run too)")  # fmt: skip
+    readout.add_argument("--model", required=True)
+    readout.add_argument("--store", required=True, type=Path)
     return parser
 
 
@@ -113,12 +138,67 @@ def _models(_args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "list": _list, "clean": _clean, "defaults": _defaults, "models": _models}
+def _vectors(args: argparse.Namespace) -> int:
+    from extraction.control import compute_vector_set
+    from settings.vectors import VectorSettings
+
+    if args.set_id is not None:
+        validate_run_id(args.set_id)
+    settings = VectorSettings(run=args.run, method=args.method, hook=args.hook,
+                              layers=args.layers, name=args.name)  # fmt: skip
+    set_id, made = compute_vector_set(args.store, settings, args.set_id)
+    if not made:
+        print(f"[vectors] {set_id} has these settings already; using it", file=sys.stderr)
+    if args.pt or args.gguf:
+        from store.control_files import gguf_bytes, layer_arrays, pt_bytes
+
+        vector_set = open_store(args.store).vector_set(set_id)
+        arrays = layer_arrays(vector_set, args.scaled)
+        if args.pt:
+            args.pt.write_bytes(pt_bytes(arrays))
+        if args.gguf:
+            m = vector_set.manifest
+            args.gguf.write_bytes(gguf_bytes(arrays, m.hook, m.architecture))
+    print(set_id)
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from extraction.loading import pick_device
+    from extraction.steering import load_for, steer
+
+    store = open_store(args.store)
+    set_id = store.resolve_vector_set(args.vector_set)
+    request = steer_settings_from_args(args, set_id)
+    vector_set = store.vector_set(set_id)
+    pick_device(args.device)
+    loaded = load_for(vector_set.manifest, args.device)
+    result = steer(loaded.hf_model, loaded.tokenizer, vector_set, request)
+    for variant, answer in result.answers.items():
+        print(f"--- {variant}\n{answer}")
+    return 0
+
+
+def _readout(args: argparse.Namespace) -> int:
+    from extraction.loading import load
+    from extraction.models import resolve
+    from extraction.readout import save_readout
+
+    open_store(args.store, create=True, writable=True)
+    resolved = resolve(args.model)
+    loaded = load(resolved, "hf", "cpu")
+    written = save_readout(args.store, resolved, loaded.hf_model, loaded.tokenizer)
+    print("saved" if written else "already there")
+    return 0
+
+
+COMMANDS = {"run": _run, "list": _list, "clean": _clean, "defaults": _defaults, "models": _models,
+            "vectors": _vectors, "steer": _steer, "readout": _readout}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     # `--layers -2,-1`: argparse would read the list as an unknown option.
-    argv = join_option_values(sys.argv[1:] if argv is None else argv, ("--layers",))
+    argv = join_option_values(sys.argv[1:] if argv is None else argv, ("--layers", "--strength"))
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -22,6 +22,7 @@ class Architecture:
     layers: str  # dotted path from the base model (model.base_model) to the block ModuleList
     mlp_out: str  # dotted path inside a block to the module whose output joins the residual
     attn_out: str
+    final_norm: str = "norm"  # dotted path from the base model to the norm before the LM head
 
 
 _LLAMA_LIKE = Architecture("layers", "mlp", "self_attn")
@@ -39,8 +40,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "gemma": _LLAMA_LIKE,
     "gemma2": _GEMMA_POSTNORM,
     "gemma3_text": _GEMMA_POSTNORM,
-    "gpt2": Architecture("h", "mlp", "attn"),
-    "gpt_neox": Architecture("layers", "mlp", "attention"),
+    "gpt2": Architecture("h", "mlp", "attn", "ln_f"),
+    "gpt_neox": Architecture("layers", "mlp", "attention", "final_layer_norm"),
 }
 
 
@@ -50,13 +51,18 @@ def _get(module: nn.Module, path: str) -> nn.Module:
     return module
 
 
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")
+
+
 def _guess(base: nn.Module, n_layers: int) -> Architecture | None:
+    top = dict(base.named_children())
+    final_norm = next((n for n in _FINAL_NORM_NAMES if n in top), "norm")
     for name, module in base.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers:
             children = dict(module[0].named_children())
             attn = next((a for a in ("self_attn", "attn", "attention") if a in children), None)
             if "mlp" in children and attn:
-                return Architecture(name, "mlp", attn)
+                return Architecture(name, "mlp", attn, final_norm)
     return None
 
 
@@ -79,3 +85,14 @@ def decoder_blocks(model: nn.Module, arch: Architecture) -> nn.ModuleList:
 
 def site_module(block: nn.Module, arch: Architecture, hook: str) -> nn.Module:
     return _get(block, arch.mlp_out if hook == "mlp_out" else arch.attn_out)
+
+
+def final_norm(model: nn.Module, arch: Architecture) -> nn.Module:
+    """The norm the last residual state goes through before the unembedding."""
+    try:
+        return _get(model.base_model, arch.final_norm)
+    except AttributeError:
+        raise ValueError(
+            f"architecture {getattr(model.config, 'model_type', '?')!r} has no final norm at "
+            f"{arch.final_norm!r}; set final_norm in extraction.architectures.ARCHITECTURES"
+        ) from None

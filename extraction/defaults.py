@@ -8,6 +8,11 @@ One more run keeps every token (position `all`) of the minimal pairs on the firs
 `resid_post` only: it makes the Read API's `token_vectors` and the Pairs page's per-token view work
 on a fresh store. It is named `default-minimal-pairs-tokens-<model>`, so the other defaults' names
 stay unambiguous prefixes of their run ids.
+
+And SmolLM2 gets a last-token `resid_post` run of the built-in `style_pairs`
+(`default-style-pairs-smollm2-135m`), so a control vector can be extracted on first start
+(`python -m extraction vectors`, or the Vectors page). It is made just before the first model's
+tokens run, so it is never the newest paired run a page opens by default.
 """
 
 from __future__ import annotations
@@ -25,6 +30,25 @@ DEFAULT_POSITIONS = ("last", "mean")
 TOKENS_DATASET = "minimal_pairs"
 TOKENS_HOOKS = ("resid_post",)
 TOKENS_POSITIONS = ("all",)
+
+
+STYLE_MODELS = ("smollm2-135m",)
+
+
+def style_configs(models: tuple[str, ...]) -> list[RunSettings]:
+    """The paired style run control vectors are made from (last token, every layer)."""
+    return [
+        RunSettings(
+            model=model,
+            dataset="style_pairs",
+            hooks=("resid_post",),
+            layers="all",
+            positions=("last",),
+            name=f"default-style-pairs-{model}",
+        )  # fmt: skip
+        for model in models
+        if model in STYLE_MODELS
+    ]
 
 
 def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
@@ -47,7 +71,7 @@ def default_configs(models: tuple[str, ...]) -> list[RunSettings]:
         return []
     tokens = run(models[0], TOKENS_DATASET, TOKENS_HOOKS, TOKENS_POSITIONS, "-tokens")
     others = [config for model in reversed(models[1:]) for config in pooled(model)]
-    return [*others, tokens, *pooled(models[0])]
+    return [*others, *style_configs(models), tokens, *pooled(models[0])]
 
 
 def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool = True) -> list[str]:

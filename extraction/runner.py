@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ import pyarrow as pa
 from extraction.capture import CaptureSpec, make_batch
 from extraction.datasets import Dataset, load_dataset
 from extraction.models import ResolvedModel, resolve
+from extraction.provenance import code_version
 from settings.run import RunSettings, new_run_id, resolve_layers, validate_run_id
 from store import RunManifest, RunWriter, open_store
 from store.writer import list_uncommitted
@@ -40,22 +40,6 @@ POSITION_POLICY = (
     "last = last real token; mean = mean over real tokens {first} the first token (one-token "
     "samples keep it); all = every real token. Right padding, masked."
 )
-
-
-def code_version() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()  # fmt: skip
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _log(message: str) -> None:
@@ -344,6 +328,21 @@ def build_manifest(
     )
 
 
+def _save_readout(store_root, plan: Plan, loaded) -> list[str]:
+    """Save the model's readout after the run committed; a failure is a warning, not a failed
+    run (the run is there and usable)."""
+    from extraction.readout import save_readout
+    from store import StoreError
+
+    started = time.perf_counter()
+    try:
+        if save_readout(store_root, plan.model, loaded.hf_model, loaded.tokenizer):
+            _log(f"saved the readout of {plan.model.name} in {time.perf_counter() - started:.1f} s")
+    except (ValueError, OSError, StoreError) as exc:
+        return [f"the model's readout (for reading directions as tokens) was not saved: {exc}"]
+    return []
+
+
 def versions(backend: str = "hf") -> dict[str, str]:
     import duckdb
     import torch
@@ -380,10 +379,13 @@ def execute(
     loaded=None,
     flush_bytes: int | None = None,
     run_id: str | None = None,
+    readout: bool = True,
 ) -> RunResult:
     """Run one extraction into `store_root`. `loaded` reuses an already-loaded model.
 
     `run_id` presets the new run's id (the app's job registry knows it before the run starts).
+    With `readout`, the model's final norm and unembedding are saved into the store too, once
+    per weights (extraction.readout), for reading directions as tokens.
     """
     started = time.perf_counter()
     plan = prepare(settings)
@@ -420,6 +422,8 @@ def execute(
     manifest = build_manifest(plan, opened, loaded.backend, loaded.tokenizer, tokens, timings)
     writer.commit(manifest)
     warnings = []
+    if readout:
+        warnings.extend(_save_readout(store_root, plan, loaded))
     if writer.overflow_values:
         warnings.append(
             f"{writer.overflow_values} values exceeded the float16 range and were stored as inf; "

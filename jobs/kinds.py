@@ -35,7 +35,9 @@ from typing import Any
 from jobs.errors import JobError
 from jobs.uploads import resolve_dataset, upload_label
 from settings.run import RunSettings, validate_run_id
+from settings.vectors import VectorSettings
 from store import StoreError, open_store
+from store.vectorsets import is_committed_vector_set, remove_partial_vector_set
 from store.writer import is_committed_run, read_progress, remove_partial_run
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -168,5 +170,33 @@ RUN = register(
         progress=read_progress,
         describe=_describe_run,
         fixed_args=("--no-progress",),
+    )
+)
+
+
+def _paired_run_input(root: Path, settings: VectorSettings) -> VectorSettings:
+    """The settings with `run` (an id or unique prefix) made the committed run's full id."""
+    try:
+        run_id = open_store(root).resolve_run_id(settings.run)
+    except StoreError as exc:
+        raise JobError(f"input run {settings.run[:80]!r}: {exc}") from None
+    return replace(settings, run=committed_run_input(root, run_id))
+
+
+def _describe_vectors(settings: VectorSettings, output_id: str) -> tuple[str, ...]:
+    return (settings.name or output_id, settings.run, settings.method, settings.hook)
+
+
+VECTORS = register(
+    JobKind(
+        name="vectors",
+        settings=VectorSettings,
+        verb="vectors",
+        output_flag="--set-id",
+        output_base=lambda s: s.name or f"{s.method}-{s.run}",
+        is_committed=is_committed_vector_set,
+        remove_partial=remove_partial_vector_set,
+        prepare=_paired_run_input,
+        describe=_describe_vectors,
     )
 )

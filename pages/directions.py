@@ -11,7 +11,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import charts, controls, links
-from ui.compute import Unsuitable, directions_for, layer_detail, run_title
+from ui.compute import REST, Unsuitable, directions_for, layer_detail, run_title
 from ui.context import current_view, plain, short
 
 st.title("Concept directions")
@@ -38,8 +38,10 @@ if len(labels) < 2:
 
 columns = st.columns([1, 1, 1, 2])
 hook, position = controls.pick_site(chosen, columns[:2])
-baseline = controls.pick_baseline(labels, columns[2])
-targets = [label for label in labels if label != baseline]
+baseline = controls.pick_baseline(labels, columns[2], one_vs_rest=True)
+rest = baseline == REST
+targets = labels if rest else [label for label in labels if label != baseline]
+versus = "every other label" if rest else baseline
 # "Hide" rather than "show": a selection that stays right when the baseline changes.
 hidden = controls.pick_many(columns[3], "Hide labels", targets, key="hide", what="label")
 shown = [label for label in targets if label not in hidden]
@@ -65,6 +67,7 @@ except (Unsuitable, StoreError) as exc:
 controls.show_failures(result.failed)  # a damaged run is named; the others are drawn
 if result.per_label.empty:
     links.stop()
+controls.baseline_note(baseline)
 readable = [r for r in run_ids if r not in dict(result.failed)]
 
 per_label = result.per_label[result.per_label["label"].isin(shown)]
@@ -80,7 +83,7 @@ for column, name in ((left, "l2"), (right, "l1")):
     column.altair_chart(
         charts.lines(
             per_label, x, field, "label", x_title=x_title, y_title=f"{label}{norm}",
-            title=f"{label} norm of each direction (vs {baseline}){norm}", **style,
+            title=f"{label} norm of each direction (vs {versus}){norm}", **style,
         )
     )  # fmt: skip
 
@@ -95,7 +98,7 @@ left.altair_chart(
 right.altair_chart(
     charts.lines(
         per_label, x, "auc", "label", x_title=x_title, y_title="AUC",
-        title=f"Held-out separability from {baseline}: AUC of the projection",
+        title=f"Held-out separability from {versus}: AUC of the projection",
         tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
     )
 )  # fmt: skip
@@ -105,7 +108,7 @@ st.caption(
     f"run's fixed subsample ({controls.subsample_text(counts)}): "
     + plain(
         "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
-        + f"; {baseline} {counts['n_baseline'].iloc[0]}"
+        + ("" if rest else f"; {baseline} {counts['n_baseline'].iloc[0]}")
     )
     + ". Norms and directions use every sample."
 )
@@ -152,8 +155,13 @@ right.altair_chart(
     charts.histogram(
         layer_view.projections, "projection", "label", colours=style["colours"],
         title=f"Samples projected on the {target} direction, layer {layer}",
+        x_title=f"position along it: 0 = mean of {versus}, 1 = mean of {target}",
     )
 )  # fmt: skip
+right.caption(
+    f"In units of the direction's length: a sample at 0 sits at the mean of {plain(versus)}, "
+    f"at 1 at the mean of {plain(target)} (means over every sample)."
+)
 controls.subsample_note(len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA")
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"

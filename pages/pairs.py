@@ -3,8 +3,10 @@
 For a minimal-pairs run (samples with a pair_id and sides a / b; differences are b - a): the
 mean absolute difference per layer and category (raw or relative to activation norm); the
 dimensions the edit moves consistently much (or little) compared with their natural spread, as a
-ranked table with a per-layer view; and one pair's difference per token and layer, which needs a
-run captured with position `all` (if there is none, the page gives the command and a link to
+ranked table (with the signed change and how many pairs agree in sign) and a per-layer view;
+every part follows the chosen categories. One pair, picked from a searchable table: its distance
+per layer from the pooled vectors, and per token and layer, which needs a run captured with
+position `all` (if there is none, the page gives the command and a link to
 the New run page with the settings filled in).
 Computation: ui.pairs_compute.
 """
@@ -14,15 +16,23 @@ import streamlit as st
 from store import StoreError
 from ui import charts, controls, links
 from ui.compute import Unsuitable, run_title
-from ui.context import current_view, plain, read_only
+from ui.context import current_view, plain, read_only, short
 from ui.pairs_compute import (
-    ALL_CATEGORIES,
+    DIMENSION_COLUMNS,
+    MEDIAN_PAIR,
+    THIS_PAIR,
     all_positions_run,
+    dimension_caption,
     dimension_layers,
     dimension_table,
     extraction_command,
     new_run_prefill,
+    overall_name,
+    pair_layers,
     pair_profile,
+    per_layer_selected,
+    search_pairs,
+    selected_pairs,
     token_map,
 )
 
@@ -51,11 +61,14 @@ except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 
-categories = sorted(set(profile.per_layer["category"]) - {ALL_CATEGORIES})
+categories = list(profile.categories)
 shown = controls.pick_many(st, "Categories", categories, key="categories", what="category",
                            default=categories)  # fmt: skip
-per_layer = profile.per_layer[profile.per_layer["category"].isin([ALL_CATEGORIES, *shown])]
-colours = charts.category_colours(categories, overall=ALL_CATEGORIES)
+if not shown:
+    st.info("Every category is hidden: pick at least one to see its pairs.")
+    links.stop()
+per_layer = per_layer_selected(profile, shown)
+colours = charts.category_colours(categories, overall=overall_name(profile, shown))
 left, right = st.columns(2)
 left.altair_chart(
     charts.lines(
@@ -77,30 +90,48 @@ st.subheader("Dimensions")
 columns = st.columns([3, 1])
 layer = controls.pick_layer(profile.layers, columns[0])
 top = controls.pick_count(columns[1], "How many", [5, 10, 15, 20, 30, 50], value=10, key="top")
-st.caption(
-    "Score = mean |b - a| over pairs ÷ the dimension's spread across prompts. High: the edit "
-    "moves it far more than prompts usually do. Low: it stays put relative to its spread."
-)
-tables = st.columns(2)
-for column, largest, title in ((tables[0], True, "Most changed"), (tables[1], False, "Least")):
-    table = dimension_table(profile, layer, top, largest)
+n_chosen = int(selected_pairs(profile, shown).sum())
+tables = {True: dimension_table(profile, layer, top, True, shown),
+          False: dimension_table(profile, layer, top, False, shown)}  # fmt: skip
+st.caption(dimension_caption(n_chosen, profile.score.shape[1], tables[True]["score"].iloc[0]))
+columns = st.columns(2)
+for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], False, "Least")):
+    table = tables[largest]
     column.markdown(f"**{title} at layer {layer}**")
-    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3)
+    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3,
+                     column_config=DIMENSION_COLUMNS)  # fmt: skip
     column.altair_chart(
         charts.heatmap(
-            dimension_layers(profile, table["dimension"].tolist()), "dimension", "layer", "score",
-            x_title="dimension (ranked at the chosen layer)", y_title="layer",
+            dimension_layers(profile, table["dimension"].tolist(), shown), "dimension", "layer",
+            "score", x_title="dimension (ranked at the chosen layer)", y_title="layer",
             title=f"{title}: score at every layer",
         )
     )  # fmt: skip
 
-st.subheader("One pair, token by token")
-pairs = profile.pairs.set_index("pair_id")
-pair_id = controls.pick_one(st, "Pair", list(pairs.index), key="pair", what="pair")
+st.subheader("One pair")
+pairs = profile.pairs[selected_pairs(profile, shown)]
+words = st.text_input("Search pairs", placeholder="a word of either sentence, a category or id",
+                      max_chars=200, key="pair_search")  # fmt: skip
+found = search_pairs(pairs, words)
+st.caption(f"{len(found)} of {len(pairs)} pairs match. Click a row to pick its pair.")
+texts = dict(zip(pairs["pair_id"], pairs["text_a"] + " → " + pairs["text_b"], strict=True))
+pair_id = controls.pick_in_table(
+    found[["pair_id", "category", "text_a", "text_b"]], "pair_id", "Pair", list(pairs["pair_id"]),
+    key="pair", what="pair", format_func=lambda p: f"{p}: {short(texts.get(p, ''), 80)}",
+)  # fmt: skip
+chosen_pair = pairs.set_index("pair_id").loc[pair_id]
 st.markdown(
-    f"**a:** {plain(pairs.loc[pair_id, 'text_a'])}  \n**b:** {plain(pairs.loc[pair_id, 'text_b'])}"
-    f"  \nCategory: {plain(pairs.loc[pair_id, 'category'])}"
+    f"**a:** {plain(chosen_pair['text_a'])}  \n**b:** {plain(chosen_pair['text_b'])}"
+    f"  \nCategory: {plain(chosen_pair['category'])}"
 )
+st.altair_chart(
+    charts.lines(
+        pair_layers(profile, pair_id, shown), "layer", "relative", "pairs", x_title="layer",
+        y_title="||b - a|| ÷ mean norm", tooltip=("distance",),
+        title=f"This pair per layer ({position} vectors of {hook}), beside the median pair",
+        colours=charts.colours_for([THIS_PAIR, MEDIAN_PAIR]),
+    )
+)  # fmt: skip
 all_run = all_positions_run(view.store, manifest, hook)
 if all_run is None:
     st.info(

@@ -10,6 +10,8 @@ Only this package knows the file layout and speaks SQL. Read API:
     st.query("SELECT label, count(*) FROM samples WHERE run_id = ? GROUP BY 1", [run_id])
     sums = st.label_sums(run_id, "resid_post", "last")  # per-label counts, sums: [L, k, d]
     X, sub, layers = st.subsample(run_id, "resid_post", "last")  # fixed subsample [L, m, d]
+    st.vector_sets(); st.vector_set(set_id)      # control vectors (store.vectorsets)
+    st.readout(weights_sha256); st.iter_unembedding(weights_sha256)   # store.readouts
 
 `st.query(sql, params)` runs one SELECT confined to the store's files (safe for user SQL).
 `st.close()` or `with open_store(...) as st:` drops the DuckDB connection (done at exit anyway).
@@ -22,7 +24,9 @@ adds them to runs committed before. `st.summary_status(run_id)` says whether a r
 Modules: `layout` (paths), `manifest` (RunManifest), `catalog` (which run folders are healthy or
 damaged), `files` (a run's Parquet files checked against its manifest), `sql` (the confined DuckDB
 connection and its views), `summaries` (reading summaries), `summarize` (writing them), `reader`
-(`Store`, composing those, and the reads), `writer`, `snapshot`, `atomic`, `errors`.
+(`Store`, composing those, and the reads), `writer`, `snapshot`, `atomic`, `errors`, `vectorsets`
+(control vector sets), `readouts` (a model's final norm and unembedding, for reading directions
+as tokens), `control_files` (.pt and GGUF bytes).
 """
 
 from store.errors import StoreError

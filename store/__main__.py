@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     snap.add_argument("--layers", default="all", help=LAYERS_HELP)
     snap.add_argument("--out", required=True, type=Path, help="the new store (a new folder)")
+    snap.add_argument("--readouts", action="store_true",
+                      help="also copy the models' unembeddings, for reading directions as words "
+                      "(57 MB for SmolLM2, 336 MB for Gemma-3-270M)")  # fmt: skip
     summ = sub.add_parser("summarize", help="write the summaries of runs committed without them")
     summ.add_argument("--store", required=True, type=Path, help="the store")
     summ.add_argument(
@@ -61,9 +64,12 @@ def _skipped(damaged: DamagedRun) -> None:
 def _snapshot(args: argparse.Namespace) -> int:
     runs = args.runs.strip()
     names = "all" if runs == "all" else [r.strip() for r in runs.split(",") if r.strip()]
-    result = snapshot(args.store, names, args.out, args.layers, on_skip=_skipped)
+    result = snapshot(args.store, names, args.out, args.layers, on_skip=_skipped,
+                      readouts=args.readouts)  # fmt: skip
     for run_id in result.copied:
         print(f"copied {run_id}")
+    for set_id in result.vector_sets:
+        print(f"copied vector set {set_id}")
     size = result.size_bytes
     print(
         f"snapshot of {len(result.copied)} runs in {args.out}: {size / 1e6:.2f} MB ({size} bytes)"

@@ -1,4 +1,4 @@
-"""The run catalog: which folders of a store's `runs/` are healthy runs, and which are damaged.
+"""Catalogs: which folders of a store's `runs/` (or of another kind) are healthy, which damaged.
 
 A folder counts once it has a commit marker (a regular file). Its manifest is then read (at most
 `layout.MANIFEST_MAX_BYTES`), parsed and validated: a folder whose name is not a run id, that is
@@ -13,6 +13,10 @@ a manifest rewritten in place within the same mtime tick with the same size woul
 only; whether a run's Parquet files open is `store.files`' job, passed to `scan` as `check`.
 Thread safe: the cache has its own lock, and two threads loading the same folder at once only
 read it twice.
+
+The same rules hold for every kind of committed folder with a manifest (runs, vector sets, model
+readouts): `ManifestCatalog` takes a `CatalogKind` (its folder, the noun in messages, how a folder
+name is checked, how a manifest is parsed and what id it claims); `RunCatalog` is the one of runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from settings.run import validate_run_id
 from store import layout
@@ -50,18 +55,36 @@ def _shown(name: str) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-class RunCatalog:
-    """The runs of one store directory, read from their manifests and cached per folder."""
+@dataclass(frozen=True)
+class CatalogKind:
+    """What a catalog lists: `folder` under the store root (`runs`), the `noun` its messages use
+    (`run`), the check of a folder name (`validate_name`, ValueError if bad), the manifest parser
+    (`from_dict`, ValueError or TypeError naming the field) and the id a manifest claims."""
 
-    def __init__(self, root: Path) -> None:
-        self.runs_dir = layout.runs_dir(Path(root))
+    folder: str
+    noun: str
+    validate_name: Callable[[str], object]
+    from_dict: Callable[[object], Any]
+    id_of: Callable[[Any], str]
+
+
+RUNS = CatalogKind("runs", "run", validate_run_id, RunManifest.from_dict, lambda m: m.run_id)
+
+
+class ManifestCatalog:
+    """The committed folders of one kind in a store directory, read from their manifests and
+    cached per folder."""
+
+    def __init__(self, root: Path, kind: CatalogKind) -> None:
+        self.kind = kind
+        self.dir = Path(root) / kind.folder
         self._lock = threading.Lock()
         # folder name -> (stat signature, what reading it gave)
-        self._folders: dict[str, tuple[tuple, RunManifest | DamagedRun]] = {}
+        self._folders: dict[str, tuple[tuple, Any]] = {}
 
-    def read(self, name: str) -> tuple[tuple | None, RunManifest | DamagedRun | None]:
+    def read(self, name: str) -> tuple[tuple | None, Any]:
         """(signature, what reading the folder gave); (None, None) if it is not a run folder."""
-        folder = self.runs_dir / name
+        folder = self.dir / name
         signature = self._signature(folder)
         if signature is None:
             return None, None
@@ -73,34 +96,67 @@ class RunCatalog:
                 self._folders[name] = cached
         return cached
 
+    def get(self, name: str) -> Any:
+        """The healthy manifest of folder `name`; StoreError for a bad name, none, or damage."""
+        try:
+            self.kind.validate_name(name)
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        _, result = self.read(name)
+        if result is None:
+            raise StoreError(f"no committed {self.kind.noun} {name!r} in this store")
+        if isinstance(result, DamagedRun):
+            raise StoreError(f"{self.kind.noun} {name!r} is damaged: {result.reason}")
+        return result
+
+    def resolve(self, name: object) -> str:
+        """A healthy folder's id, or an unambiguous prefix of one; StoreError otherwise."""
+        noun = self.kind.noun
+        if not isinstance(name, str):
+            raise StoreError(f"{noun} {name!r:.80} is not a {noun} id")
+        ids = sorted(self.kind.id_of(m) for m in self.scan()[0])
+        if name in ids:
+            return name
+        matches = [found for found in ids if name and found.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise StoreError(f"{noun} {name!r} is ambiguous: it starts {', '.join(matches)}")
+        self.get(name)  # raises the usual error for unknown, damaged or malformed ids
+        raise StoreError(f"no committed {noun} {name!r} in this store")
+
     def scan(
-        self, check: Callable[[RunManifest], DamagedRun | None] | None = None
-    ) -> tuple[list[RunManifest], list[DamagedRun], tuple]:
+        self, check: Callable[[Any], DamagedRun | None] | None = None
+    ) -> tuple[list[Any], list[DamagedRun], tuple]:
         """(healthy runs newest first, damaged runs by folder, a key that changes with either).
 
         With `check`, a healthy-looking run for which it returns a DamagedRun counts as damaged.
         """
         try:
-            with os.scandir(self.runs_dir) as entries:
+            with os.scandir(self.dir) as entries:
                 names = sorted(entry.name for entry in entries)
         except (FileNotFoundError, NotADirectoryError):
             return [], [], ()
         except OSError as exc:
-            raise StoreError(f"cannot list the runs of this store ({exc.strerror})") from None
+            raise StoreError(
+                f"cannot list the {self.kind.folder} of this store ({exc.strerror})"
+            ) from None
         healthy, damaged, key = [], [], []
         for name in names:
             signature, result = self.read(name)
-            if isinstance(result, RunManifest) and check is not None:
+            if result is None:
+                continue
+            if not isinstance(result, DamagedRun) and check is not None:
                 result = check(result) or result
-            if isinstance(result, RunManifest):
+            if isinstance(result, DamagedRun):
+                damaged.append(result)
+            else:
                 healthy.append(result)
                 key.append((name, signature))
-            elif isinstance(result, DamagedRun):
-                damaged.append(result)
         with self._lock:  # forget folders that are gone
             for gone in set(self._folders) - set(names):
                 del self._folders[gone]
-        healthy.sort(key=lambda m: (m.created_at, m.run_id), reverse=True)
+        healthy.sort(key=lambda m: (m.created_at, self.kind.id_of(m)), reverse=True)
         return healthy, damaged, tuple(key)
 
     @staticmethod
@@ -126,22 +182,27 @@ class RunCatalog:
         return ("marker", marker.st_mtime_ns, info.st_mode, info.st_size, info.st_mtime_ns,
                 info.st_ino)  # fmt: skip
 
-    @staticmethod
-    def _load(name: str, folder: Path, signature: tuple) -> RunManifest | DamagedRun:
+    def _load(self, name: str, folder: Path, signature: tuple) -> Any:
         """Read and validate one folder's manifest (uncached); every failure is a DamagedRun."""
+        kind = self.kind
 
         def damaged(reason: str) -> DamagedRun:
-            return DamagedRun(f"runs/{_shown(name)}", one_line(reason))
+            return DamagedRun(f"{kind.folder}/{_shown(name)}", one_line(reason))
 
         try:
-            validate_run_id(name)
-        except ValueError:
+            kind.validate_name(name)
+        except ValueError as exc:
+            if kind is not RUNS:
+                return damaged(f"folder name {_shown(name)!r} is not valid: {exc}")
             return damaged(
                 f"folder name {_shown(name)!r} is not a valid run id "
                 "(letters, digits, '.', '_' and '-', starting with a letter or digit)"
             )
         if signature[0] == "link":
-            return damaged("the folder is a symbolic link; a run must be a real folder in runs/")
+            return damaged(
+                f"the folder is a symbolic link; a {kind.noun} must be a real folder in "
+                f"{kind.folder}/"
+            )
         if signature[0] == "unreadable":
             return damaged(f"the folder cannot be read ({os.strerror(signature[1])})")
         if signature[2] == "no manifest":
@@ -180,15 +241,23 @@ class RunCatalog:
         except ValueError as exc:  # e.g. an integer of more than 4300 digits
             return damaged(f"manifest.json cannot be parsed ({exc})")
         try:
-            manifest = RunManifest.from_dict(parsed)
+            manifest = kind.from_dict(parsed)
         except (ValueError, TypeError, RecursionError) as exc:
             text = str(exc)  # "manifest has no 'd_model'" or "n_layers '30' must be ..."
             if text.startswith("manifest "):
                 return damaged("manifest.json " + text.removeprefix("manifest "))
             return damaged(f"manifest.json: {text}")
-        if manifest.run_id != name:
+        claimed = kind.id_of(manifest)
+        if claimed != name:
             return damaged(
-                f"manifest says run id {_shown(manifest.run_id)!r} "
+                f"manifest says {kind.noun} id {_shown(claimed)!r} "
                 f"but its folder is {_shown(name)!r}"
             )
         return manifest
+
+
+class RunCatalog(ManifestCatalog):
+    """The runs of one store directory (`runs/`)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, RUNS)

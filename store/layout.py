@@ -11,6 +11,10 @@
           labels.parquet  subsample.parquet  summary.json (written last)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
+      vector_sets/<set_id>/  control vectors computed from a paired run (store.vectorsets)
+        manifest.json  vectors.parquet  _COMMITTED
+      readouts/<key>/        one model's final norm and unembedding, for reading directions as
+        manifest.json  unembedding.parquet  _COMMITTED     tokens (store.readouts); key: weights
       jobs/                  the app's job registry: laid out by jobs.paths, not here
       uploads/<sha>-<name>   datasets uploaded through the app (jobs.paths, jobs.uploads)
 
@@ -109,3 +113,39 @@ def public_path(text: str) -> str:
         return text
     name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
     return name or text.strip("/\\~") or "?"
+
+
+# -- vector sets and model readouts: folders with a manifest and a commit marker, like runs -------
+def vector_sets_dir(root: Path) -> Path:
+    return root / "vector_sets"
+
+
+def vector_set_dir(root: Path, set_id: str) -> Path:
+    return vector_sets_dir(root) / validate_run_id(set_id)
+
+
+def vector_set_file(folder: Path) -> Path:
+    return folder / "vectors.parquet"
+
+
+def readouts_dir(root: Path) -> Path:
+    return root / "readouts"
+
+
+def readout_dir(root: Path, key: str) -> Path:
+    return readouts_dir(root) / validate_readout_key(key)
+
+
+def unembedding_file(folder: Path) -> Path:
+    return folder / "unembedding.parquet"
+
+
+_READOUT_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_readout_key(key: object) -> str:
+    """A readout folder name: 64 lowercase hex digits (a weights hash, see store.readouts)."""
+    if not isinstance(key, str) or not _READOUT_KEY.fullmatch(key):
+        shown = key[:80] if isinstance(key, str) else key
+        raise ValueError(f"readout key {shown!r} is not 64 lowercase hex digits")
+    return key

@@ -97,8 +97,48 @@ def _check_layers(value: object, n_layers: int) -> tuple[int, ...]:
     return tuple(sorted(value))
 
 
+def record_from_dict(cls, data: object):
+    """A manifest dataclass `cls` from a parsed file: ValueError naming a missing field; keys
+    `cls` does not know are kept in its `extra` (so older readers open newer manifests)."""
+    if not isinstance(data, dict):
+        kind = "null" if data is None else type(data).__name__
+        raise ValueError(f"manifest is not a JSON object (it is {kind})")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    unknown = {k: v for k, v in data.items() if k not in known}
+    missing = [
+        name for name, f in known.items()
+        if name not in kwargs and f.default is MISSING and f.default_factory is MISSING
+    ]  # fmt: skip
+    if missing:
+        raise ValueError(f"manifest has no {missing[0]!r}")
+    if unknown:
+        extra = kwargs.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError(f"extra {extra!r:.80} must be an object")
+        kwargs["extra"] = {**extra, **unknown}
+    return cls(**kwargs)
+
+
+class ManifestRecord:
+    """What every manifest dataclass shares: JSON out, a parsed file in (`record_from_dict`)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: object):
+        """From a parsed manifest file. Raises ValueError naming the field that is wrong."""
+        return record_from_dict(cls, data)
+
+
+def check_extra(extra: object) -> None:
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra {extra!r:.80} must be an object")
+
+
 @dataclass(frozen=True)
-class RunManifest:
+class RunManifest(ManifestRecord):
     """Provenance of one run. Layer `L` is decoder block `L`, 0-based (see `layer_convention`)."""
 
     run_id: str
@@ -166,33 +206,7 @@ class RunManifest:
         _check_mapping("timings", self.timings, _number)
         _check_mapping("row_counts", self.row_counts, _count)
         _check_mapping("versions", self.versions, _text)
-        if not isinstance(self.extra, dict):
-            raise ValueError(f"extra {self.extra!r:.80} must be an object")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: object) -> RunManifest:
-        """From a parsed manifest file. Raises ValueError naming the field that is wrong."""
-        if not isinstance(data, dict):
-            kind = "null" if data is None else type(data).__name__
-            raise ValueError(f"manifest is not a JSON object (it is {kind})")
-        known = {f.name: f for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        unknown = {k: v for k, v in data.items() if k not in known}
-        missing = [
-            name for name, f in known.items()
-            if name not in kwargs and f.default is MISSING and f.default_factory is MISSING
-        ]  # fmt: skip
-        if missing:
-            raise ValueError(f"manifest has no {missing[0]!r}")
-        if unknown:
-            extra = kwargs.get("extra", {})
-            if not isinstance(extra, dict):
-                raise ValueError(f"extra {extra!r:.80} must be an object")
-            kwargs["extra"] = {**extra, **unknown}
-        return cls(**kwargs)
+        check_extra(self.extra)
 
     @classmethod
     def from_json(cls, text: str) -> RunManifest:

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from settings.run import describe_layers, validate_run_id
+from settings.run import describe_layers
 from store import layout
 from store.catalog import DamagedRun, RunCatalog
 from store.errors import MAX_REASON_CHARS, StoreError, one_line
 from store.files import RunFiles, vectors_to_numpy
 from store.manifest import RunManifest
+from store.readouts import ReadoutManifest, Readouts
 from store.sql import (
     DEFAULT_MAX_ROWS,
     MAX_QUERY_ROWS,
@@ -60,6 +61,7 @@ from store.summaries import (
     SummaryUnavailable,
     choose_subsample,
 )
+from store.vectorsets import VectorSet, VectorSetManifest, VectorSets
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -86,6 +88,8 @@ class Store:
         self._files = RunFiles(self.root)
         self._sql = ConfinedConnection(self.root)
         self._summaries = SummaryFiles(self.root)
+        self._vector_sets = VectorSets(self.root)
+        self._readouts = Readouts(self.root)
 
     def __enter__(self) -> Store:
         return self
@@ -122,31 +126,11 @@ class Store:
         return sorted(m.run_id for m in self.runs())
 
     def manifest(self, run_id: str) -> RunManifest:
-        try:
-            validate_run_id(run_id)
-        except ValueError as exc:
-            raise StoreError(str(exc)) from None
-        _, result = self._catalog.read(run_id)
-        if result is None:
-            raise StoreError(f"no committed run {run_id!r} in this store")
-        if isinstance(result, DamagedRun):
-            raise StoreError(f"run {run_id!r} is damaged: {result.reason}")
-        return result
+        return self._catalog.get(run_id)
 
     def resolve_run_id(self, name: str) -> str:
         """A healthy run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
-        if not isinstance(name, str):
-            raise StoreError(f"run {name!r:.80} is not a run id")
-        ids = self.run_ids()
-        if name in ids:
-            return name
-        matches = [run_id for run_id in ids if name and run_id.startswith(name)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise StoreError(f"run {name!r} is ambiguous: it starts {', '.join(matches)}")
-        self.manifest(name)  # raises the usual error for unknown, damaged or malformed ids
-        raise StoreError(f"no committed run {name!r} in this store")
+        return self._catalog.resolve(name)
 
     def run_size_bytes(self, run_id: str) -> int:
         try:
@@ -475,6 +459,46 @@ class Store:
         if len(tokens) == 0 or len(X) != len(tokens) * len(layers):
             raise StoreError(f"run {run_id!r} has no token rows for sample {sample_idx}")
         return X.reshape(len(layers), len(tokens), manifest.d_model), tokens, layers
+
+    # -- vector sets (store.vectorsets) ------------------------------------------------------
+    def vector_sets(self, check_files: bool = False) -> list[VectorSetManifest]:
+        """Healthy committed vector sets, newest first. `check_files` also reads each set's
+        (small) Parquet file and leaves out sets whose file fails its checks."""
+        return self._vector_sets.scan(check_files)[0]
+
+    def damaged_vector_sets(self, check_files: bool = False) -> list[DamagedRun]:
+        """Vector set folders that cannot be read, each with a one-line reason."""
+        return self._vector_sets.scan(check_files)[1]
+
+    def vector_set(self, set_id: str) -> VectorSet:
+        """One set's vectors [L, d] and per-layer figures, checked (StoreError if damaged)."""
+        return self._vector_sets.read(set_id)
+
+    def resolve_vector_set(self, name: str) -> str:
+        """A healthy vector set id, or an unambiguous prefix of one."""
+        return self._vector_sets.resolve(name)
+
+    # -- model readouts (store.readouts) -----------------------------------------------------
+    def readouts(self) -> list[ReadoutManifest]:
+        """The readouts (final norm and unembedding) of the models this store has, newest first."""
+        return self._readouts.scan()[0]
+
+    def damaged_readouts(self) -> list[DamagedRun]:
+        return self._readouts.scan()[1]
+
+    def readout(self, weights_sha256: str) -> ReadoutManifest:
+        """The readout of the model with these weights (a run's `weights_sha256`), or StoreError."""
+        return self._readouts.manifest(weights_sha256)
+
+    def iter_unembedding(
+        self, weights_sha256: str, batch_rows: int = 16384
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The unembedding in chunks: (token_ids [m], W [m, d] float32), in token order."""
+        return self._readouts.iter_unembedding(weights_sha256, batch_rows)
+
+    def token_texts(self, weights_sha256: str, token_ids: Sequence[int]) -> list[str]:
+        """What each token id of that model decodes to, in the order given."""
+        return self._readouts.token_texts(weights_sha256, token_ids)
 
 
 def open_store(path: str | Path, create: bool = False, writable: bool = False) -> Store:

@@ -48,3 +48,23 @@ def tiny_store(tmp_path_factory) -> dict:
         ],
     )
     return {"root": root, "run_ids": run_ids}
+
+
+@pytest.fixture(scope="session")
+def tiny_paired_store(tmp_path_factory) -> dict:
+    """A store with one paired run (tiny llama, resid_pre and resid_post, last token) and one
+    `pca_center` vector set of it: read-only for tests (copy it to damage it)."""
+    from extraction.control import compute_vector_set
+    from settings.vectors import VectorSettings
+
+    root = tmp_path_factory.mktemp("tiny-paired-store")
+    work = tmp_path_factory.mktemp("tiny-paired-work")
+    (run_id,) = build_store(
+        root,
+        work,
+        [{"kind": "llama", "rows": pair_rows(8), "name": "pairs-llama",
+          "hooks": ("resid_pre", "resid_post"), "positions": ("last",),
+          "dataset_name": "pairs"}],
+    )  # fmt: skip
+    set_id, _ = compute_vector_set(root, VectorSettings(run=run_id))
+    return {"root": root, "run_id": run_id, "set_id": set_id, "model": work / "model-llama"}

@@ -57,7 +57,7 @@ FIELD_TITLES = {
     "n_pairs": "Pairs", "dimension": "Dimension", "score": "Score", "token": "Token",
     "token_a": "Token (a)", "token_b": "Token (b)", "distance": "‖b - a‖", "value": "Value",
     "layer_a": "Layer of A", "layer_b": "Layer of B", "depth_a": "Depth of A",
-    "depth_b": "Depth of B",
+    "depth_b": "Depth of B", "pairs": "Pairs",
 }  # fmt: skip
 PATTERNS = tuple(pattern for _, pattern in DASHES)
 LAYER_TEXT = {"": "Layer", "_a": "Layer of A", "_b": "Layer of B"}  # suffix -> tooltip title
@@ -267,14 +267,20 @@ def heatmap(
     )
 
 
-def histogram(frame: pd.DataFrame, value: str, color: str, *, colours: Styles,
-              title: str) -> alt.Chart:  # fmt: skip
-    """Overlaid (not stacked) histograms of `value`, one per `color` value."""
+def histogram(frame: pd.DataFrame, value: str, color: str, *, colours: Styles, title: str,
+              x_title: str | None = None) -> alt.Chart:  # fmt: skip
+    """Overlaid histograms of `value`, one per `color` value, drawn as outlines (unfilled bars
+    over shared bins), so where they overlap every label's shape still shows in its colour."""
     return (
         alt.Chart(frame, title=title)
-        .mark_bar(opacity=0.55, binSpacing=0)
+        .mark_bar(filled=False, strokeWidth=1.6, binSpacing=0)
         .encode(
-            x=alt.X(value, type="quantitative", bin=alt.Bin(maxbins=40), title=title_of(value)),
+            x=alt.X(
+                value,
+                type="quantitative",
+                bin=alt.Bin(maxbins=40),
+                title=x_title or title_of(value),
+            ),  # fmt: skip
             y=alt.Y("count()", stack=None, title="samples"),
             color=_colour(color, colours, frame),
         )

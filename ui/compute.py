@@ -35,10 +35,11 @@ from analysis import (
     direction_norms_by_layer,
     directions_from_means,
     normalised_depth,
+    one_vs_rest_means,
     pca,
     procrustes_cosine_matrix,
-    project,
     projection_separability_layers,
+    relative_projection,
     rsa_matrix,
     split_half_stability_layers,
 )
@@ -50,6 +51,7 @@ CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost gro
 PROCRUSTES_RANK = 32  # principal directions per layer the Procrustes map is fitted in
 STABILITY_SPLITS = 20
 NO_LABEL = "(no label)"
+REST = "(every other label)"  # the one-vs-rest baseline: each label against all the others
 
 
 class Unsuitable(ValueError):
@@ -215,7 +217,7 @@ def check_labels(labels: list[str], baseline: str) -> None:
             f"This run has one label ({labels[0]!r}): a direction needs a target label and a "
             "baseline label. Pick a run of a labelled dataset."
         )
-    if baseline not in labels:
+    if baseline not in labels and baseline != REST:
         raise Unsuitable(
             f"Baseline {baseline!r} is not a label of this run (labels: {', '.join(labels)})."
         )
@@ -232,9 +234,26 @@ class DirectionProfile:
     failed: tuple[tuple[str, str], ...] = ()
 
 
+def label_directions_of(
+    stats: LayerStats, baseline: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(targets, directions [L, m, d], origins [L, m, d]): each target label's direction and the
+    baseline mean it starts from. baseline REST: every label against the mean of all samples of
+    the other labels (`analysis.one_vs_rest_means`); else every other label against it."""
+    if baseline == REST:
+        rest = one_vs_rest_means(stats.means, stats.counts)
+        return list(stats.labels), stats.means - rest, rest
+    targets = [label for label in stats.labels if label != baseline]
+    directions = directions_from_means(stats.means, stats.labels, targets, baseline)
+    origin = stats.means[:, [stats.labels.index(baseline)]]
+    return targets, directions, np.broadcast_to(origin, directions.shape)
+
+
 def _held_out(X, labels, target, baseline) -> np.ndarray:
     """(stability mean, std, AUC, accuracy) per layer of X [L, m, d]: [L, 4], every layer at
     once (entry l equals the one-layer statistics); nan where a label has under 2 samples."""
+    if baseline == REST:
+        labels = np.where(labels == target, target, REST)
     try:
         mean, std = split_half_stability_layers(X, labels, target, baseline, STABILITY_SPLITS,
                                                 seed=0)  # fmt: skip
@@ -251,9 +270,9 @@ def direction_profile(
     """Every label's diff-of-means direction against `baseline`, per layer, and how reliable."""
     stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
-    targets = [label for label in stats.labels if label != baseline]
-    directions = directions_from_means(stats.means, stats.labels, targets, baseline)  # [L, k-1, d]
+    targets, directions, _ = label_directions_of(stats, baseline)  # [L, m, d]
     n_kept = {label: int((stats.sub_labels == label).sum()) for label in stats.labels}
+    n_kept[REST] = len(stats.sub_labels)  # less the target's, below
     depth = stats.depths()
     rows, cos_rows = [], []
     held_out = {t: _held_out(stats.sub_X, stats.sub_labels, t, baseline) for t in targets}
@@ -268,7 +287,8 @@ def direction_profile(
                     "l1": l1[j], "l2": l2[j], "l1_rel": l1[j] / stats.typical_norms[li],
                     "l2_rel": l2[j] / stats.typical_norms[li],
                     "stability": held[0], "stability_std": held[1], "auc": held[2],
-                    "accuracy": held[3], "n_target": n_kept[target], "n_baseline": n_kept[baseline],
+                    "accuracy": held[3], "n_target": n_kept[target],
+                    "n_baseline": n_kept[baseline] - (n_kept[target] if baseline == REST else 0),
                     "n_subsample": len(stats.sub_ids), "n_samples": stats.n_samples,
                 }
             )  # fmt: skip
@@ -310,7 +330,7 @@ class LayerDetail:
     """One layer of one run: label-direction cosines, sample projections and PCA scores."""
 
     cosines: pd.DataFrame  # label_a, label_b, cosine
-    projections: pd.DataFrame  # label, text, layer, n_layers, projection
+    projections: pd.DataFrame  # label, text, layer, n_layers, projection (0 baseline, 1 target)
     scores: pd.DataFrame  # label, text, layer, n_layers, pc1, pc2, pc3
     explained: list[float]
 
@@ -323,8 +343,8 @@ def layer_detail(
     stats = layer_stats(view, run_id, hook, position)
     check_labels(stats.labels, baseline)
     li = stats.layer_index(layer)
-    targets = [label for label in stats.labels if label != baseline]
-    D = directions_from_means(stats.means[li], stats.labels, targets, baseline)  # [k-1, d]
+    targets, directions, origins = label_directions_of(stats, baseline)
+    D = directions[li]  # [m, d]
     C = cosine_matrix(D)
     cos = pd.DataFrame(
         [{"label_a": a, "label_b": c, "cosine": C[i, j]}
@@ -335,8 +355,9 @@ def layer_detail(
                          "n_layers": stats.n_layers})  # fmt: skip
     if target not in targets:
         raise Unsuitable(f"Label {target!r} has no direction against baseline {baseline!r}.")
-    try:
-        projections = base.assign(projection=project(X, D[targets.index(target)]))
+    j = targets.index(target)
+    try:  # 0 = the baseline's mean, 1 = the target's mean (every sample's, not the subsample's)
+        projections = base.assign(projection=relative_projection(X, origins[li, j], D[j]))
     except ValueError as exc:
         raise Unsuitable(f"Cannot project on the {target!r} direction: {exc}.") from None
     n_comp = min(3, X.shape[0], X.shape[1])

@@ -18,6 +18,7 @@ Functions ending in `_or_stop` show a message and stop the page when nothing can
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import pandas as pd
@@ -25,7 +26,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import links
-from ui.compute import Unsuitable, complete_first, run_summaries, run_title
+from ui.compute import REST, Unsuitable, complete_first, run_summaries, run_title
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
 from ui.summaries import show_unavailable
 
@@ -113,6 +114,26 @@ def pick_one(column, label: str, options: list, *, key: str, what: str, index: i
                         default=options[index])  # fmt: skip
 
 
+def pick_in_table(table: pd.DataFrame, id_column: str, label: str, options: list, *, key: str,
+                  what: str, format_func=str, default=None, height: int = 250):  # fmt: skip
+    """A table whose clicked row picks its `id_column` value, then the pinned selectbox `key`
+    over `options` that holds the choice (a click sets it; the URL pins it). A table of other
+    rows (a new search) starts unselected, so an old click never picks a row it no longer shows.
+    """
+    ids = table[id_column].astype(str).tolist()
+    table_key = f"{key}_rows_" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:10]
+    event = st.dataframe(table, key=table_key, on_select="rerun", selection_mode="single-row",
+                         hide_index=True, height=height)  # fmt: skip
+    rows = list(event.selection.rows) if event is not None else []
+    seen = f"{table_key}_seen"
+    fresh = rows and rows != st.session_state.get(seen) and 0 <= rows[0] < len(ids)
+    if fresh and ids[rows[0]] in options:
+        links.choose(key, ids[rows[0]])
+    st.session_state[seen] = rows
+    return links.pinned(st.selectbox, label, options, key=key, what=what, format_func=format_func,
+                        default=options[0] if default is None else default)  # fmt: skip
+
+
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
     """Directions and comparisons only make sense over the same samples."""
     if chosen["dataset_sha256"].nunique() > 1:
@@ -144,17 +165,38 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
     return hook, position
 
 
-def pick_baseline(labels: list[str], column, preferred: str = "neutral") -> str:
+def pick_baseline(labels: list[str], column, preferred: str = "neutral", *,
+                  one_vs_rest: bool = False) -> str:  # fmt: skip
+    """A pinned baseline label; with one_vs_rest, `ui.compute.REST` ("every other label") is
+    offered after the labels."""
     if preferred not in labels:
         st.info(
             f"No `{preferred}` label in this selection; the baseline defaults to "
             f"{plain(short(labels[0]))}."
         )
+    options = [*labels, REST] if one_vs_rest and REST not in labels else list(labels)
     return links.pinned(
-        column.selectbox, "Baseline label", labels, key="baseline", what="baseline label",
+        column.selectbox, "Baseline label", options, key="baseline", what="baseline label",
         default=preferred if preferred in labels else labels[0],
-        help="Each direction is mean(label) - mean(baseline).",
+        help="Each direction is mean(label) - mean(baseline)"
+        + (f"; {REST}: mean(label) - the mean of every sample of the other labels." if
+           REST in options else "."),
     )  # fmt: skip
+
+
+def baseline_note(baseline: str) -> None:
+    """Say which baseline the directions are taken against, and what that implies."""
+    if baseline == REST:
+        st.caption(
+            "Baseline: every other label (one vs rest). Each label's direction is its mean minus "
+            "the mean of every sample of the other labels, so no two share one baseline's mean."
+        )
+        return
+    st.caption(
+        f"Baseline: {plain(baseline)}. Each direction is mean(label) - mean({plain(baseline)}); "
+        "all of them share this baseline's mean, which pulls their cosines up. Pick "
+        f"{REST} to take each label against the rest."
+    )
 
 
 def pick_layer(layers: list[int], column, *, key: str = "layer", run: str = "") -> int:

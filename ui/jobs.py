@@ -34,6 +34,7 @@ STATE_ICONS = {
 }
 # Where a finished job's output is shown, per job kind (jobs.kinds): (page, what the output is).
 OUTPUT_PAGES = {"run": ("pages/runs.py", "Run {} is in the Runs page")}
+OUTPUT_PAGES["vectors"] = ("pages/vectors.py", "Vector set {} is on the Vectors page")
 
 
 def embedded_models() -> tuple[str, ...]:

@@ -202,6 +202,13 @@ def pinned(widget: Callable, label: str, options: Sequence, *, key: str, default
     return value
 
 
+def choose(key: str, value) -> None:
+    """Set pinned widget `key` to `value` from elsewhere on the page (e.g. a clicked table row),
+    as if the visitor had picked it there: call it before the widget is drawn in this run."""
+    st.session_state[key] = value
+    _touch(key)
+
+
 def pinned_toggle(column, label: str, *, key: str, default: bool, help: str | None = None) -> bool:
     """A toggle pinned in the URL as true / false (read in any case)."""
     st.session_state[key] = _resolve(key, [True, False], default, what=f"{label!r} =",

@@ -26,9 +26,13 @@ import streamlit as st
 
 from analysis import (
     DimensionStats,
+    PairSums,
     dimension_consistency,
+    dimension_stats,
+    pair_sums,
     rank_dimensions,
     relative_difference,
+    sign_agreement_chance,
     token_difference_map,
 )
 from extraction.datasets import builtin_dir
@@ -39,6 +43,7 @@ from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
 
 ALL_CATEGORIES = "(all pairs)"
+SELECTED_CATEGORIES = "(selected pairs)"  # the overall line when some categories are hidden
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class PairProfile:
     per_layer: layer, n_layers, category, mean_abs, relative, n_pairs (one row per layer and
     category, plus ALL_CATEGORIES). score / mean_abs / std: [L, d] from `dimension_consistency`.
     pairs: pair_id, category, text_a, text_b, sample_a, sample_b. n_layers: the model's depth.
+    categories: the pair categories, sorted; sums: `PairSums` per layer and category [L, c, d],
+    so any choice of categories gets its dimension statistics (`selected_stats`). Per pair [L, p]
+    (columns of `pairs`): distance ||b - a||, scale (||a|| + ||b||) / 2, pair_abs mean |b - a|.
     """
 
     layers: list[int]
@@ -58,6 +66,11 @@ class PairProfile:
     std: np.ndarray
     pairs: pd.DataFrame
     n_pairs_total: int = 0  # complete pairs in the run (`pairs` holds those of the subsample)
+    categories: tuple[str, ...] = ()
+    sums: PairSums | None = None
+    distance: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    pair_abs: np.ndarray | None = None
 
 
 def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
@@ -116,11 +129,15 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     row_of = pd.Series(np.arange(len(samples)), index=samples["sample_idx"].to_numpy())
     ia, ib = row_of[pairs["sample_a"]].to_numpy(), row_of[pairs["sample_b"]].to_numpy()
     categories = pairs["category"].to_numpy()
-    rows, stats = [], []
+    names = sorted(set(categories.tolist()))
+    codes = pd.Categorical(categories, categories=names).codes.astype(np.int64)
+    rows, stats, sums, per_pair = [], [], [], []
     for li, layer in enumerate(layers):
         A, B = X[li, ia].astype(np.float64), X[li, ib].astype(np.float64)
         rows += _category_rows(layer, A, B, categories)
         stats.append(dimension_consistency(A, B))
+        sums.append(pair_sums(A, B, codes, len(names)))
+        per_pair.append(_pair_rows(A, B))
     return PairProfile(
         layers=list(layers),
         n_layers=manifest.n_layers,
@@ -130,29 +147,154 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
         std=np.stack([s.std for s in stats]),
         pairs=pairs,
         n_pairs_total=total,
+        categories=tuple(names),
+        sums=PairSums.stack(sums),
+        distance=np.stack([d for d, _, _ in per_pair]),
+        scale=np.stack([s for _, s, _ in per_pair]),
+        pair_abs=np.stack([m for _, _, m in per_pair]),
     )
 
 
-def dimension_table(profile: PairProfile, layer: int, top: int, largest: bool) -> pd.DataFrame:
-    """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread."""
+def _pair_rows(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair: ||b - a||, (||a|| + ||b||) / 2, mean |b - a|. A, B: [p, d] -> three [p]."""
+    scale = 0.5 * (np.linalg.norm(A, axis=1) + np.linalg.norm(B, axis=1))
+    return np.linalg.norm(B - A, axis=1), scale, np.abs(B - A).mean(axis=1)
+
+
+# -- a choice of categories ----------------------------------------------------------------------
+def selected_pairs(profile: PairProfile, categories) -> np.ndarray:
+    """Which pairs (rows of profile.pairs) are in the chosen categories: [p] bool."""
+    return profile.pairs["category"].isin(list(categories)).to_numpy()
+
+
+def overall_name(profile: PairProfile, categories) -> str:
+    """The name of the line over the chosen pairs: all of them, or the selected ones."""
+    return ALL_CATEGORIES if set(profile.categories) <= set(categories) else SELECTED_CATEGORIES
+
+
+def per_layer_selected(profile: PairProfile, categories) -> pd.DataFrame:
+    """`profile.per_layer` for the chosen categories, its overall line over their pairs only
+    (named by `overall_name`); empty when no pair is chosen."""
+    mask = selected_pairs(profile, categories)
+    frame = profile.per_layer
+    rows = frame[frame["category"].isin(list(categories))]
+    if not mask.any():
+        return rows
+    overall = pd.DataFrame(
+        {
+            "layer": profile.layers, "category": overall_name(profile, categories),
+            "mean_abs": profile.pair_abs[:, mask].mean(axis=1),
+            "relative": profile.distance[:, mask].sum(axis=1) / profile.scale[:, mask].sum(axis=1),
+            "n_pairs": int(mask.sum()), "n_layers": profile.n_layers,
+        }
+    )  # fmt: skip
+    return pd.concat([overall, rows], ignore_index=True)
+
+
+def selected_stats(profile: PairProfile, categories=None) -> DimensionStats:
+    """Dimension statistics [L, d] over the pairs of the chosen categories (None: all pairs)."""
+    if profile.sums is None:
+        return DimensionStats(profile.mean_abs, profile.std, profile.score)
+    chosen = profile.categories if categories is None else categories
+    index = [profile.categories.index(c) for c in chosen if c in profile.categories]
+    if not index:
+        raise Unsuitable("No category is chosen: pick at least one to rank dimensions.")
+    return dimension_stats(profile.sums.take(index, axis=1).total(axis=1))
+
+
+def dimension_table(
+    profile: PairProfile, layer: int, top: int, largest: bool, categories=None
+) -> pd.DataFrame:
+    """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread,
+    over the pairs of `categories` (None: all), with the signed mean change and the share of
+    pairs whose change has its sign ("same sign") when the profile has them."""
     if layer not in profile.layers:
         raise Unsuitable(f"This run has no layer {layer}.")
     li = profile.layers.index(layer)
-    stats = DimensionStats(profile.mean_abs[li], profile.std[li], profile.score[li])
+    every = selected_stats(profile, categories)
+    stats = DimensionStats(*(None if v is None else v[li] for v in vars(every).values()))
     idx, scores = rank_dimensions(stats, k=top, largest=largest)
-    return pd.DataFrame(
-        {
-            "rank": np.arange(1, len(idx) + 1), "dimension": idx, "score": scores,
-            "mean |b - a|": stats.mean_abs[idx], "spread": stats.std[idx],
-        }
+    table = {"rank": np.arange(1, len(idx) + 1), "dimension": idx, "score": scores,
+             "mean |b - a|": stats.mean_abs[idx]}  # fmt: skip
+    if stats.mean_change is not None:
+        table |= {"mean b - a": stats.mean_change[idx], "same sign": stats.agreement[idx]}
+    return pd.DataFrame(table | {"spread": stats.std[idx]})
+
+
+def dimension_layers(profile: PairProfile, dims: list[int], categories=None) -> pd.DataFrame:
+    """Score of the given dimensions at every layer, long: layer, dimension, score, n_layers."""
+    score = selected_stats(profile, categories).score
+    frame = pd.DataFrame(score[:, dims], index=profile.layers, columns=dims)
+    frame = frame.rename_axis(index="layer", columns="dimension").stack().rename("score")
+    return frame.reset_index().assign(n_layers=profile.n_layers)
+
+
+def dimension_caption(n_pairs: int, n_dims: int, best_score: float) -> str:
+    """What the dimension tables' numbers mean, said so that it matches them: whether even the
+    top score is below 1, and what sign agreement chance gives over `n_pairs` pairs."""
+    if not np.isfinite(best_score):
+        reading = "The top dimensions do not vary across prompts at all but the edit moves them."
+    elif best_score >= 1.0:
+        reading = (f"The top score is {best_score:.2f}: the edit moves that dimension "
+                   f"{best_score:.1f} times as much as prompts usually differ.")  # fmt: skip
+    else:
+        reading = (f"Even the top score is {best_score:.2f}: no dimension moves as much as "
+                   "prompts usually differ.")  # fmt: skip
+    chance = sign_agreement_chance(max(n_pairs, 1))
+    return (
+        f"Over the {n_pairs} pairs of the chosen categories. Score = mean |b - a| ÷ the "
+        "dimension's spread across prompts: above 1 the edit moves it more than prompts "
+        f"usually differ, below 1 less. {reading} Mean b - a is the signed change; same sign is "
+        "the share of pairs whose change has that sign (1 = every pair moves it the same way). "
+        f"Coin-flip signs give about {chance:.0%} on average over {n_pairs} pairs, and among "
+        f"{n_dims} dimensions some reach higher by chance alone."
+    )
+
+
+DIMENSION_COLUMNS = {
+    "score": st.column_config.NumberColumn(format="%.2f", help="mean |b - a| ÷ spread"),
+    "mean |b - a|": st.column_config.NumberColumn(format="%.3f"),
+    "mean b - a": st.column_config.NumberColumn(format="%+.3f", help="Signed mean change"),
+    "same sign": st.column_config.NumberColumn(
+        format="percent", help="Share of pairs whose change has the sign of the mean change"
+    ),
+    "spread": st.column_config.NumberColumn(format="%.3f", help="Spread across prompts"),
+}
+
+
+# -- one pair ----------------------------------------------------------------------------------
+THIS_PAIR, MEDIAN_PAIR = "this pair", "median of the chosen pairs"
+
+
+def pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame:
+    """One pair's ||b - a|| ÷ norm at every layer of the profile's (pooled) position, beside the
+    median over the chosen categories' pairs: layer, n_layers, pairs, relative, distance."""
+    ids = profile.pairs["pair_id"].tolist()
+    if pair_id not in ids or profile.distance is None:
+        raise Unsuitable(f"Pair {pair_id!r} is not in this run.")
+    i, mask = ids.index(pair_id), selected_pairs(profile, categories)
+    relative = profile.distance / np.where(profile.scale > 0.0, profile.scale, 1.0)  # [L, p]
+    frames = [(THIS_PAIR, relative[:, i], profile.distance[:, i])]
+    if mask.any():
+        frames.append((MEDIAN_PAIR, np.median(relative[:, mask], axis=1),
+                       np.median(profile.distance[:, mask], axis=1)))  # fmt: skip
+    return pd.concat(
+        [pd.DataFrame({"layer": profile.layers, "n_layers": profile.n_layers, "pairs": name,
+                       "relative": rel, "distance": dist}) for name, rel, dist in frames],
+        ignore_index=True,
     )  # fmt: skip
 
 
-def dimension_layers(profile: PairProfile, dims: list[int]) -> pd.DataFrame:
-    """Score of the given dimensions at every layer, long: layer, dimension, score, n_layers."""
-    frame = pd.DataFrame(profile.score[:, dims], index=profile.layers, columns=dims)
-    frame = frame.rename_axis(index="layer", columns="dimension").stack().rename("score")
-    return frame.reset_index().assign(n_layers=profile.n_layers)
+def search_pairs(pairs: pd.DataFrame, text: str) -> pd.DataFrame:
+    """The pairs whose id, category or either sentence contains every word of `text` (any
+    case; an empty text keeps all). Plain substring matching: nothing in `text` is a pattern."""
+    words = text.lower().split()[:20]
+    haystack = (pairs["pair_id"] + " " + pairs["category"] + " " + pairs["text_a"] + " "
+                + pairs["text_b"]).str.lower()  # fmt: skip
+    keep = np.ones(len(pairs), bool)
+    for word in words:
+        keep &= haystack.str.contains(word, regex=False).to_numpy()
+    return pairs[keep]
 
 
 # -- per-token view ------------------------------------------------------------------------------

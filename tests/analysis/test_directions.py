@@ -16,6 +16,7 @@ from analysis import (
     directions_from_means,
     label_directions,
     label_means,
+    one_vs_rest_means,
     project,
     projection_separability,
     projection_separability_layers,
@@ -313,3 +314,20 @@ def test_float16_input():
     overflow = np.array([[np.inf, 1.0]], dtype=np.float16)  # how float16 overflow looks
     with pytest.raises(ValueError, match="nan or inf"):
         typical_norm(overflow)
+
+
+def test_one_vs_rest_baseline_is_the_mean_of_every_other_sample():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20, 3))
+    labels = np.array(["a"] * 4 + ["b"] * 6 + ["c"] * 10)
+    uniq, means, counts = label_means(X, labels)
+    rest = one_vs_rest_means(means, counts)
+    for j, label in enumerate(uniq):
+        np.testing.assert_allclose(rest[j], X[labels != label].mean(axis=0))
+    layered = np.stack([means, means + 1.0])  # [L, k, d]
+    layered[1, 0] = np.nan  # label a absent in layer 1: the others' mean leaves it out
+    out = one_vs_rest_means(layered, counts)
+    np.testing.assert_allclose(out[1, 1], X[labels == "c"].mean(axis=0) + 1.0)
+    assert out.shape == (2, 3, 3)
+    with pytest.raises(ValueError, match="k >= 2"):
+        one_vs_rest_means(means[:1], counts[:1])

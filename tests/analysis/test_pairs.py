@@ -5,12 +5,17 @@ import pytest
 
 from analysis import (
     DimensionStats,
+    PairSums,
     dimension_consistency,
+    dimension_stats,
     mean_abs_difference,
     pair_differences,
+    pair_sums,
     per_category_mean_abs,
     rank_dimensions,
     relative_difference,
+    relative_projection,
+    sign_agreement_chance,
     token_difference_map,
 )
 
@@ -109,3 +114,71 @@ def test_float16_pairs():
     assert mean_abs_difference(A.astype(np.float16), B.astype(np.float16)) == pytest.approx(
         1.0, abs=1e-2
     )
+
+
+# -- signed change, sign agreement and sums over groups -----------------------------------------
+def test_signed_change_and_sign_agreement_on_constructed_pairs():
+    A = np.zeros((4, 3))
+    # dim 0: every pair +1; dim 1: three pairs +2, one -6 (mean 0, two signs);
+    # dim 2: one pair +4, three -1 (mean +0.25: only one pair has the mean's sign).
+    B = np.array([[1, 2, 4], [1, 2, -1], [1, 2, -1], [1, -6, -1]], float)
+    stats = dimension_consistency(A, B)
+    np.testing.assert_allclose(stats.mean_change, [1.0, 0.0, 0.25])
+    np.testing.assert_allclose(stats.agreement, [1.0, 0.0, 0.25])
+    np.testing.assert_allclose(stats.mean_abs, [1.0, 3.0, 1.75])  # unsigned beside signed
+
+
+def test_sums_over_groups_give_the_statistics_of_their_union():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(12, 5)) * [1, 10, 0.1, 1, 1] + [0, 50, 0, -3, 0]
+    B = A + rng.normal(size=(12, 5))
+    groups = np.array([0, 1, 2] * 4)
+    sums = pair_sums(A, B, groups, n_groups=4)  # group 3 has no pair
+    assert sums.n.tolist() == [4, 4, 4, 0]
+    whole, direct = dimension_stats(sums.total()), dimension_consistency(A, B)
+    for field in ("mean_abs", "std", "score", "mean_change", "agreement"):
+        np.testing.assert_allclose(getattr(whole, field), getattr(direct, field), rtol=1e-9)
+    union = dimension_stats(sums.take([0, 2]).total())
+    direct = dimension_consistency(A[groups != 1], B[groups != 1])
+    np.testing.assert_allclose(union.score, direct.score, rtol=1e-9)
+    np.testing.assert_allclose(union.agreement, direct.agreement)
+    assert np.isnan(dimension_stats(sums).score[3]).all()  # an empty group says nothing
+    layered = PairSums.stack([sums, sums])  # [L=2, g, d]
+    assert dimension_stats(layered.take([0, 1], axis=1).total(axis=1)).score.shape == (2, 5)
+
+
+def test_sums_keep_constant_dimensions_exact():
+    A = np.tile([3.0, 7.0], (5, 1))
+    B = A + [0.0, 1.0]
+    stats = dimension_stats(pair_sums(A, B, np.zeros(5, int), 1).total())
+    assert stats.score.tolist() == [0.0, np.inf]
+
+
+def test_pair_sums_validation():
+    A = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="groups must lie in 0..1"):
+        pair_sums(A, A, np.array([0, 1, 2]), 2)
+    with pytest.raises(ValueError, match="integers"):
+        pair_sums(A, A, np.array([0.0, 1.0, 1.0]), 2)
+
+
+def test_sign_agreement_chance():
+    assert sign_agreement_chance(1) == 1.0
+    assert sign_agreement_chance(2) == pytest.approx(0.75)
+    assert sign_agreement_chance(3) == pytest.approx(0.75)  # 3/3 w.p. 1/4, 2/3 w.p. 3/4
+    assert sign_agreement_chance(400) == pytest.approx(0.5 + 0.4 / 20, abs=0.002)
+    rng = np.random.default_rng(0)
+    flips = rng.integers(0, 2, size=(20000, 9)).sum(axis=1)
+    simulated = np.maximum(flips, 9 - flips).mean() / 9
+    assert sign_agreement_chance(9) == pytest.approx(simulated, abs=0.005)
+
+
+def test_relative_projection_puts_baseline_at_0_and_target_at_1():
+    rng = np.random.default_rng(1)
+    base, target = rng.normal(size=(30, 4)) + 100.0, rng.normal(size=(20, 4)) + 103.0
+    origin = base.mean(axis=0)
+    v = target.mean(axis=0) - origin
+    assert relative_projection(base, origin, v).mean() == pytest.approx(0.0, abs=1e-9)
+    assert relative_projection(target, origin, v).mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="all zeros"):
+        relative_projection(base, origin, np.zeros(4))

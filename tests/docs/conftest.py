@@ -27,6 +27,8 @@ import pytest
 from extraction.datasets import builtin_dir
 from extraction.defaults import default_configs, fill_defaults
 from extraction.models import EMBEDDED
+from store import open_store
+from store.layout import readout_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET_ROWS = {"emotions": 12, "minimal_pairs": 8, "propositions": 4}  # whole pairs, all labels
@@ -54,6 +56,11 @@ def docs_store(tmp_path_factory) -> Path:
         configs.append(replace(config, dataset=str(subset)))
     root = tmp_path_factory.mktemp("docs-store") / "store_data"
     fill_defaults(root, configs, progress=False)
+    # Each document copies this store: keep SmolLM2's readout (57 MB; the README reads its style
+    # vector in words) and drop Gemma's (336 MB), which no block reads.
+    for readout in open_store(root).readouts():
+        if readout.model != "smollm2-135m":
+            shutil.rmtree(readout_dir(root, readout.key))
     return root
 
 

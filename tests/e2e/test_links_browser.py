@@ -27,7 +27,11 @@ document.querySelectorAll('[data-testid="stVegaLiteChart"]').forEach((chart, i) 
     const entries = [...legend.querySelectorAll('.role-scope > g')].map(entry => {
       const symbol = entry.querySelector('.role-legend-symbol path');
       const label = entry.querySelector('.role-legend-label text');
-      return [label ? label.textContent : '', symbol ? symbol.getAttribute('fill') : ''];
+      // An outlined mark (the histogram) draws its legend symbol as a coloured outline.
+      const fill = symbol ? symbol.getAttribute('fill') : '';
+      const open = !fill || fill === 'transparent' || fill === 'none';
+      const colour = open && symbol ? symbol.getAttribute('stroke') : fill;
+      return [label ? label.textContent : '', colour];
     });
     out.push({chart: 'vega ' + i, title: title ? title.textContent : '', entries});
   });

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import numpy as np
+import pytest
+
 from tests.support.synthetic import label_rows, pair_rows, write_run
 from tests.ui.apptest import chart, chart_spec, charts, messages, open_page, run_id_named
 
@@ -47,6 +50,38 @@ def test_directions_widgets_change_the_charts(tiny_env):
     at.toggle(key="pca3d").set_value(True).run()
     assert len(at.get("plotly_chart")) == 1
     assert not at.exception
+
+
+def _mean_projection(at, target: str) -> tuple[float, float]:
+    """Mean projection of the target's samples and of every other sample."""
+    frame = chart(at, "Samples projected")
+    mine = frame["label"] == target
+    return frame.loc[mine, "projection"].mean(), frame.loc[~mine, "projection"].mean()
+
+
+@pytest.mark.slow
+def test_directions_projection_centred_and_one_vs_rest(tiny_env):
+    llama = run_id_named(tiny_env, "emo-llama")  # every sample is kept: means are exact
+    at = open_page("pages/directions.py", {"runs": [llama], "project": "anger"})
+    frame = chart(at, "Samples projected")
+    by_label = frame.groupby("label")["projection"].mean()
+    assert abs(by_label["neutral"]) < 1e-6 and abs(by_label["anger"] - 1.0) < 1e-6
+    assert frame["projection"].abs().max() < 100  # in the direction's lengths, not raw units
+    spec = chart_spec(at, "Samples projected")
+    assert spec["mark"]["filled"] is False  # outlines, not translucent fills
+    assert "0 = mean of neutral, 1 = mean of anger" in spec["encoding"]["x"]["title"]
+    assert "Baseline: neutral" in " ".join(c.value for c in at.caption)
+    # One vs rest: every label gets a direction; the others' samples sit at 0 on average.
+    at.selectbox(key="baseline").set_value("(every other label)").run()
+    assert set(chart(at, "L2 norm")["label"]) == {"anger", "gratitude", "neutral"}
+    assert "(vs every other label)" in chart_spec(at, "L2 norm")["title"]
+    mine, others = _mean_projection(at, "anger")
+    assert abs(mine - 1.0) < 1e-6 and abs(others) < 1e-6
+    at.selectbox(key="project").set_value("neutral").run()  # the former baseline has one too
+    mine, others = _mean_projection(at, "neutral")
+    assert abs(mine - 1.0) < 1e-6 and abs(others) < 1e-6
+    assert "one vs rest" in " ".join(c.value for c in at.caption)
+    assert at.query_params["baseline"] == "(every other label)" and not at.exception
 
 
 def test_directions_view_comes_from_the_url(tiny_env):
@@ -162,7 +197,7 @@ def test_pairs_default_view_and_widgets(tiny_env):
     assert set(per_layer["category"]) == {"(all pairs)", "grammar_error", "meaning_change"}
     assert not chart(at, "Relative to the activation norm").empty
     at.multiselect(key="categories").set_value(["grammar_error"]).run()
-    assert set(chart(at, "Mean absolute")["category"]) == {"(all pairs)", "grammar_error"}
+    assert set(chart(at, "Mean absolute")["category"]) == {"(selected pairs)", "grammar_error"}
     # Dimensions: the table and per-layer view follow the layer slider.
     top_before = at.dataframe[0].value["dimension"].tolist()
     at.select_slider(key="layer").set_value(0).run()
@@ -175,6 +210,65 @@ def test_pairs_default_view_and_widgets(tiny_env):
     at.selectbox(key="pair").set_value("p3").run()
     assert not chart(at, "||b - a|| per token")["distance"].equals(tokens["distance"])
     assert not at.exception
+
+
+def test_pairs_categories_filter_every_table_and_chart(tiny_env):
+    at = open_page("pages/pairs.py", {"layer": "1", "top": "5"})
+    tables = [at.dataframe[i].value for i in (0, 1)]  # most and least changed dimensions
+    heat = chart(at, "Most changed: score")
+    assert len(at.dataframe[2].value) == 6  # the pair table: every pair
+    at.multiselect(key="categories").set_value(["grammar_error"]).run()
+    per_layer = chart(at, "Relative to the activation norm").pivot(
+        index="layer", columns="category", values="relative"
+    )
+    # One category chosen: the line over the chosen pairs is that category's line.
+    assert np.allclose(per_layer["(selected pairs)"], per_layer["grammar_error"])
+    for i in (0, 1):
+        assert not np.allclose(at.dataframe[i].value["score"], tables[i]["score"]), i
+    assert not chart(at, "Most changed: score")["score"].equals(heat["score"])
+    pairs = at.dataframe[2].value
+    assert set(pairs["category"]) == {"grammar_error"} and len(pairs) == 3
+    assert {o.split(":")[0] for o in at.selectbox(key="pair").options} == set(pairs["pair_id"])
+    assert "Over the 3 pairs" in " ".join(c.value for c in at.caption)
+    at.multiselect(key="categories").set_value([]).run()
+    assert "Every category is hidden" in messages(at) and not at.exception
+
+
+def test_pairs_search_finds_a_pair_and_a_click_picks_it(tiny_env):
+    at = open_page("pages/pairs.py")
+    at.text_input(key="pair_search").input("DOG sat on mat 4").run()
+    table = at.dataframe[2]
+    assert table.value["pair_id"].tolist() == ["p4"]
+    at.text_input(key="pair_search").input("mat 4 grammar").run()
+    assert at.dataframe[2].value.empty  # p4 is a meaning change: every word must match
+    at.text_input(key="pair_search").input("[.*(").run()  # a pattern is plain text
+    assert at.dataframe[2].value.empty and not at.exception
+    at.text_input(key="pair_search").input("mat 4").run()
+    at.session_state[at.dataframe[2].key] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert at.selectbox(key="pair").value == "p4"
+    assert at.query_params["pair"] == "p4"
+    assert "mat 4" in " ".join(m.value for m in at.markdown)
+    # The click is spent: picking another pair in the box is not undone on the next run.
+    at.selectbox(key="pair").set_value("p1").run()
+    at.run()
+    assert at.selectbox(key="pair").value == "p1"
+
+
+def test_pairs_one_pair_per_layer_without_an_all_run(synthetic_env):
+    from store import Store
+
+    write_run(synthetic_env, "pairs-no-all", pair_rows(4), dataset_name="minimal_pairs")
+    at = open_page("pages/pairs.py", {"pair": "p2"})
+    drawn = chart(at, "This pair per layer")
+    assert set(drawn["pairs"]) == {"this pair", "median of the chosen pairs"}
+    X, samples, _ = Store(synthetic_env).layer_vectors("pairs-no-all", "resid_post", "last")
+    a, b = (X[:, samples.index[samples["id"] == f"p2{side}"][0]] for side in "ab")
+    expected = np.linalg.norm(b - a, axis=1) / (
+        0.5 * (np.linalg.norm(a, axis=1) + np.linalg.norm(b, axis=1))
+    )
+    mine = drawn[drawn["pairs"] == "this pair"].sort_values("layer")["relative"]
+    assert np.allclose(mine, expected, rtol=1e-5)
 
 
 def test_pairs_view_comes_from_the_url(tiny_env):
