@@ -11,7 +11,14 @@ from pathlib import Path
 import streamlit as st
 
 from ui import links
-from ui.context import default_store_path, hide_error_details, plain, read_only, run_page
+from ui.context import (
+    CREATE_KEY,
+    default_store_path,
+    hide_error_details,
+    plain,
+    read_only,
+    run_page,
+)
 
 hide_error_details()
 st.set_page_config(page_title="Activation Explorer", layout="wide")
@@ -22,8 +29,14 @@ with st.sidebar:
         st.caption(f"Read-only store: {plain(Path(default_store_path()).name)}")
     else:
         st.session_state["store_path"] = st.text_input(
-            "Store directory", value=default_store_path(), help="A folder of runs (ACTX_STORE)."
-        )
+            "Store directory", value=default_store_path(), key="store_box",
+            help="A folder of runs (ACTX_STORE).",
+        )  # fmt: skip
+        st.checkbox(
+            "Create it if missing", key=CREATE_KEY,
+            help="Make a new, empty store at this path. Without it a folder that does not exist "
+            "is refused, so a typo does not silently start an empty store.",
+        )  # fmt: skip
 
 PAGES = [
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),

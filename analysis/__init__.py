@@ -69,15 +69,19 @@ from .pairs import (
 from .readout import TokenScores, TopTokens, readout_directions
 from .similarity import (
     best_pairs,
+    best_per_row,
     centred_label_similarity,
+    cka_chance,
     cka_matrix,
     linear_cka,
     normalised_depth,
+    procrustes_chance,
     procrustes_cosine,
     procrustes_cosine_matrix,
     procrustes_fit,
     rsa,
     rsa_matrix,
+    shuffled_chance,
 )
 
 __all__ = [
@@ -100,8 +104,10 @@ __all__ = [
     "align_sign",
     "auc",
     "best_pairs",
+    "best_per_row",
     "bootstrap_stability",
     "centred_label_similarity",
+    "cka_chance",
     "cka_matrix",
     "cosine",
     "cosine_matrix",
@@ -122,6 +128,7 @@ __all__ = [
     "pair_sums",
     "pca",
     "per_category_mean_abs",
+    "procrustes_chance",
     "procrustes_cosine",
     "procrustes_cosine_matrix",
     "procrustes_fit",
@@ -134,6 +141,7 @@ __all__ = [
     "sign_agreement_chance",
     "rsa",
     "rsa_matrix",
+    "shuffled_chance",
     "split_half_stability",
     "split_half_stability_layers",
     "token_difference_map",

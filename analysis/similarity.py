@@ -9,6 +9,9 @@
   it transfers to held-out rows.
 * ``procrustes_cosine_matrix``: the same held-out score for every layer pair of two models, fast
   enough for a full heatmap (it works in the span of the fitting rows).
+* ``best_per_row`` and ``shuffled_chance``: the best layer of B for each layer of A, and the
+  chance level of a comparison (B's samples shuffled, so nothing corresponds); ``cka_chance``
+  and ``procrustes_chance`` give the same for chosen cells of the two heatmaps, fast.
 * ``normalised_depth`` puts layers of models with different depths on one 0..1 axis.
 
 Caveats:
@@ -29,6 +32,7 @@ from .directions import cosine_matrix
 
 __all__ = [
     "best_pairs",
+    "best_per_row",
     "centred_label_similarity",
     "cka_matrix",
     "linear_cka",
@@ -38,6 +42,9 @@ __all__ = [
     "procrustes_fit",
     "rsa",
     "rsa_matrix",
+    "shuffled_chance",
+    "cka_chance",
+    "procrustes_chance",
 ]
 
 
@@ -329,32 +336,17 @@ def _span_coordinates(
     """Coordinates of the fitting rows and the held-out rows in the fitting rows' top subspace.
 
     The subspace is spanned by the top ``rank`` right singular vectors of the (centred) fitting
-    rows, or all of them up to their numerical rank when ``rank`` is None. With ``rank`` and
-    fewer fitting rows than columns they come from the eigenvectors of the rows' Gram matrix
-    (n x n instead of an n x width SVD: several times faster; any orthonormal basis of the same
-    subspace gives the same Procrustes cosines, since the orthogonal map absorbs a rotation of
-    either side). Eigenvalues resolve singular values only down to about 1e-8 of the largest,
-    so that path keeps no direction below 1e-6 of it.
+    rows, or all of them up to their numerical rank when ``rank`` is None.
     Returns (train coords [n_train, r], test coords [n_test, r]).
     """
     X_train, X_test = X[train], X[test]
     if center:
         mean = X_train.mean(axis=0)
         X_train, X_test = X_train - mean, X_test - mean
-    gram = rank is not None and X_train.shape[0] < X_train.shape[1]
-    if gram:
-        values, vectors = np.linalg.eigh(X_train @ X_train.T)
-        sing = np.sqrt(np.clip(values[::-1], 0.0, None))
-        vectors = vectors[:, ::-1]
-    else:
-        _, sing, Vt = np.linalg.svd(X_train, full_matrices=False)
+    _, sing, Vt = np.linalg.svd(X_train, full_matrices=False)
     tol = sing[0] * max(X_train.shape) * np.finfo(np.float64).eps if sing.size else 0.0
-    if gram:
-        tol = max(tol, sing[0] * 1e-6)
     keep = max(int(np.count_nonzero(sing > tol)), 1)
-    keep = keep if rank is None else min(keep, rank)
-    # With the Gram path, right singular vectors come from left ones: v_i = X^T u_i / s_i.
-    basis = (vectors[:, :keep].T @ X_train) / sing[:keep, None] if gram else Vt[:keep]
+    basis = Vt[: keep if rank is None else min(keep, rank)]
     return X_train @ basis.T, X_test @ basis.T
 
 
@@ -400,18 +392,21 @@ def procrustes_cosine_matrix(
     train, test = perm[: n // 2], perm[n // 2 :]
     prep_a = [_span_coordinates(X, train, test, center, rank) for X in sides[0]]
     prep_b = [_span_coordinates(X, train, test, center, rank) for X in sides[1]]
-    # Every layer padded to one width (zero columns carry nothing), so each row of the matrix is
-    # one batched product and one batched SVD over all of B's layers.
-    width = max(c.shape[1] for c, _ in prep_a + prep_b)
-    fit_b = np.stack([_pad_to(c, width) for c, _ in prep_b])  # [Lb, n_train, r]
-    held_b = np.stack([_unit_rows(_pad_to(t, width)) for _, t in prep_b])  # [Lb, n_test, r]
     M = np.empty((len(prep_a), len(prep_b)))
-    for i, (ca, ta) in enumerate(prep_a):
-        U, _, Vt = np.linalg.svd(_pad_to(ca, width).T @ fit_b)  # [Lb, r, r] each
-        # Mean row cosine = mean of <unit(a_i) R, unit(b_i)>; R = U Vt keeps norms.
-        P = _unit_rows(_pad_to(ta, width)) @ (U @ Vt)  # [Lb, n_test, r]
-        M[i] = np.clip(np.einsum("lnr,lnr->ln", P, held_b), -1.0, 1.0).mean(axis=1)
+    for i, side_a in enumerate(prep_a):
+        for j, side_b in enumerate(prep_b):
+            M[i, j] = _aligned_cosine(side_a, side_b)
     return M
+
+
+def _aligned_cosine(side_a: tuple, side_b: tuple) -> float:
+    """Held-out mean cosine after the orthogonal map fitted on the span coordinates."""
+    (ca, ta), (cb, tb) = side_a, side_b
+    width = max(ca.shape[1], cb.shape[1])
+    R = _orthogonal_map(_pad_to(ca, width), _pad_to(cb, width))
+    # Mean row cosine = mean of <unit(a_i) R, unit(b_i)>; R keeps norms.
+    P, T = _unit_rows(_pad_to(ta, width)) @ R, _unit_rows(_pad_to(tb, width))
+    return float(np.clip(np.einsum("ij,ij->i", P, T), -1.0, 1.0).mean())
 
 
 def centred_label_similarity(means) -> np.ndarray:
@@ -422,3 +417,106 @@ def centred_label_similarity(means) -> np.ndarray:
     """
     M = as_float_matrix(means, "means", min_rows=2)
     return cosine_matrix(M - M.mean(axis=0))
+
+
+def best_per_row(M) -> np.ndarray:
+    """For each row i of M: [La, Lb], the column of its largest finite entry: [La] int.
+
+    Ties go to the smaller column; a row with no finite entry gets -1.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.size == 0:
+        raise ValueError(f"M must be a non-empty 2-D matrix, got shape {M.shape}")
+    finite = np.isfinite(M)
+    best = np.argmax(np.where(finite, M, -np.inf), axis=1)
+    return np.where(finite.any(axis=1), best, -1)
+
+
+def shuffled_chance(X, Y, measure, shuffles: int = 5, seed=0) -> np.ndarray:
+    """What a comparison of X: [n, d1] and Y: [n, d2] gives when the rows do not correspond.
+
+    Rows of X and Y are the same n inputs. measure(X, Y) -> float (e.g. ``linear_cka``); it is
+    recomputed on Y's rows reordered by each of ``shuffles`` random permutations (from
+    ``seed``), so both sides keep their own structure and only the pairing of inputs is broken.
+    Returns [shuffles] float64. The real value should stand clear of these: linear CKA of
+    unrelated samples is well above 0 when n is small relative to the widths, and a held-out
+    Procrustes cosine sits near 0.
+    """
+    X = as_float_matrix(X, "X", min_rows=2)
+    Y = as_float_matrix(Y, "Y", min_rows=2)
+    _check_same_rows(X, Y, "X", "Y")
+    shuffles = check_positive_int(shuffles, "shuffles")
+    rng = check_seed(seed)
+    return np.array([float(measure(X, Y[rng.permutation(len(Y))])) for _ in range(shuffles)])
+
+
+def _chance_inputs(layers_a, layers_b, cells, shuffles, seed):
+    """Checked inputs of the *_chance functions: float64 layers, cells, permutations [S, n]."""
+    shuffles = check_positive_int(shuffles, "shuffles")
+    cells = [(int(i), int(j)) for i, j in cells]
+    for i, j in cells:
+        if not (0 <= i < len(layers_a) and 0 <= j < len(layers_b)):
+            raise ValueError(f"cell ({i}, {j}) is outside {len(layers_a)} x {len(layers_b)}")
+    used_a = {i: as_float_matrix(layers_a[i], f"layers_a[{i}]", min_rows=4) for i, _ in cells}
+    used_b = {j: as_float_matrix(layers_b[j], f"layers_b[{j}]", min_rows=4) for _, j in cells}
+    n = {X.shape[0] for X in [*used_a.values(), *used_b.values()]}
+    if len(n) > 1:
+        raise ValueError(f"every layer must have the same rows, got row counts {sorted(n)}")
+    rng = check_seed(seed)
+    rows = n.pop() if n else 0
+    perms = np.stack([rng.permutation(rows) for _ in range(shuffles)]) if cells else None
+    return cells, used_a, used_b, perms
+
+
+def cka_chance(layers_a, layers_b, cells, shuffles: int = 5, seed=0) -> np.ndarray:
+    """``shuffled_chance`` of ``linear_cka`` at some cells of ``cka_matrix``, fast: [C, S].
+
+    layers_a / layers_b as for ``cka_matrix`` (n >= 4 rows); cells: C (i, j) layer-index
+    pairs. The same S permutations of B's rows (from ``seed``) serve every cell; each layer's
+    [n, n] Gram matrix is formed once and permuted, so a shuffle costs O(n^2) per cell.
+    Equals ``shuffled_chance(layers_a[i], layers_b[j], linear_cka, S, seed)`` per cell.
+    """
+    cells, used_a, used_b, perms = _chance_inputs(layers_a, layers_b, cells, shuffles, seed)
+    out = np.zeros((len(cells), shuffles))
+
+    def gram(X):
+        Xc = _center_scaled(X)
+        G = Xc @ Xc.T
+        return G, float(np.linalg.norm(G))
+
+    grams_a = {i: gram(X) for i, X in used_a.items()}
+    grams_b = {j: gram(Y) for j, Y in used_b.items()}
+    for c, (i, j) in enumerate(cells):
+        (Ga, sa), (Gb, sb) = grams_a[i], grams_b[j]
+        if sa == 0.0 or sb == 0.0:
+            continue
+        for s, p in enumerate(perms):
+            out[c, s] = np.clip(np.sum(Ga * Gb[np.ix_(p, p)]) / (sa * sb), 0.0, 1.0)
+    return out
+
+
+def procrustes_chance(
+    layers_a, layers_b, cells, shuffles: int = 5, seed=0, split_seed=0, center: bool = True,
+    rank: int | None = None,
+) -> np.ndarray:  # fmt: skip
+    """``shuffled_chance`` of ``procrustes_cosine_matrix`` at some of its cells, fast: [C, S].
+
+    Same inputs and options as ``procrustes_cosine_matrix`` (``split_seed`` is its ``seed``:
+    the same split into fitting and held-out rows), cells: C (i, j) layer-index pairs, S
+    permutations of B's rows from ``seed``. A's span coordinates are computed once per layer,
+    B's once per layer and shuffle, instead of both for every cell and shuffle.
+    """
+    if rank is not None:
+        rank = check_positive_int(rank, "rank")
+    cells, used_a, used_b, perms = _chance_inputs(layers_a, layers_b, cells, shuffles, seed)
+    out = np.zeros((len(cells), shuffles))
+    if not cells:
+        return out
+    split = check_seed(split_seed).permutation(perms.shape[1])
+    train, test = split[: len(split) // 2], split[len(split) // 2 :]
+    prep_a = {i: _span_coordinates(X, train, test, center, rank) for i, X in used_a.items()}
+    for s, p in enumerate(perms):
+        prep_b = {j: _span_coordinates(Y[p], train, test, center, rank) for j, Y in used_b.items()}
+        for c, (i, j) in enumerate(cells):
+            out[c, s] = _aligned_cosine(prep_a[i], prep_b[j])
+    return out

@@ -1,10 +1,14 @@
 """Cross-model page: do two models represent the same labels alike, and at which depths?
 
 Two or more runs of one dataset on different models. Layers go on a normalised depth axis (0..1)
-so an 18-layer and a 30-layer model line up. For a pair of runs: raw cosine between their label
-directions (only when widths match, and basis-dependent), then basis-free comparisons as
-(layer A, layer B) heatmaps with the best-matching pairs listed: RSA of label similarity, linear
-CKA of the samples, and held-out cosine after an orthogonal Procrustes alignment.
+so an 18-layer and a 30-layer model line up. Each control sits above what it drives: the runs,
+hook and position drive everything; the baseline and "Direction of" drive one label's direction
+(the lines, and the raw-cosine heatmap); Run A and Run B (with a swap) drive the heatmaps. For
+two runs: basis-free comparisons as (layer A, layer B) heatmaps, a ring on the best layer of B
+for each layer of A: RSA of label similarity, linear CKA of the samples and held-out cosine after
+an orthogonal Procrustes alignment, the last two with a chance level from shuffled samples; and
+the raw cosine of the directions (only when widths match; basis-dependent). The same run on both
+sides is allowed and said: it compares a model's layers with each other.
 Computation: ui.compute (see its caveats on subsampling).
 """
 
@@ -13,12 +17,16 @@ import streamlit as st
 from store import StoreError
 from ui import charts, controls, links
 from ui.compute import (
+    CHANCE_SHUFFLES,
     CROSS_MODEL_MAX_ROWS,
     PROCRUSTES_RANK,
     Unsuitable,
-    best_pairs_table,
+    chance_at,
     cross_model,
     directions_for,
+    run_title,
+    with_best,
+    with_chance,
 )
 from ui.context import current_view, plain, short
 
@@ -41,13 +49,13 @@ labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
     st.warning(f"These runs have one label ({plain(short(labels[0]))}): nothing to compare.")
     links.stop()
+hook, position = controls.pick_site(chosen, st.columns(4)[:2])
 
+st.subheader("One label's direction, model by model")
 columns = st.columns(4)
-hook, position = controls.pick_site(chosen, columns[:2])
-baseline = controls.pick_baseline(labels, columns[2])
+baseline = controls.pick_baseline(labels, columns[0])
 targets = [label for label in labels if label != baseline]
-target = controls.pick_one(columns[3], "Direction of", targets, key="label", what="label")
-
+target = controls.pick_one(columns[1], "Direction of", targets, key="label", what="label")
 try:
     directions = directions_for(view, chosen, hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
@@ -77,12 +85,35 @@ right.altair_chart(
 )  # fmt: skip
 
 st.subheader("Layer by layer, two runs")
-pick = st.columns(2)
+st.caption(
+    "RSA, CKA and Procrustes compare whole representations: the label and baseline above "
+    "change only the raw cosine. A ring marks the best layer of B for each layer of A."
+)
+pick = st.columns([4, 1, 4], vertical_alignment="bottom")
 run_a = controls.pick_one(pick[0], "Run A (rows)", readable, key="a", what="run", index=0)
-run_b = controls.pick_one(pick[1], "Run B (columns)", readable, key="b", what="run", index=1)
+run_b = controls.pick_one(pick[2], "Run B (columns)", readable, key="b", what="run", index=1)
+
+
+def swap(a: str, b: str) -> None:
+    links.choose("a", b)
+    links.choose("b", a)
+
+
+pick[1].button(
+    "Swap",
+    icon=":material/swap_horiz:",
+    key="swap",
+    on_click=swap,
+    args=(run_a, run_b),
+    width="stretch",
+)
 if run_a == run_b:
-    st.warning("Run A and run B are the same run: pick two different runs.")
-    links.stop()
+    st.info(
+        f"A and B are the same run, {plain(run_title(runs.loc[run_a]))}: each heatmap compares "
+        "the model's layers with each other. The diagonal is 1 for CKA, RSA and raw cosine by "
+        "definition (Procrustes near 1); off the diagonal, high values mark layers that "
+        "represent the samples alike. Pick another run as B to compare two models."
+    )
 try:
     result = cross_model(view, run_a, run_b, hook, position, target, baseline)
 except (Unsuitable, StoreError) as exc:
@@ -90,40 +121,53 @@ except (Unsuitable, StoreError) as exc:
     links.stop()
 
 name_a, name_b = runs.loc[run_a, "model"], runs.loc[run_b, "model"]
-axes = {"x_title": f"layer of {name_b}", "y_title": f"layer of {name_a}", "x_labels": True}
+axes = {"x_title": f"layer of {name_b} (B)", "y_title": f"layer of {name_a} (A)"}
 
 
-def heatmap_with_pairs(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
+def chance(measure: str):
+    return lambda cells: chance_at(view, run_a, run_b, hook, position, measure, cells)
+
+
+def heatmap(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
     column.altair_chart(
         charts.heatmap(frame, "layer_b", "layer_a", "value", title=title, domain=domain,
-                       legend=legend, **axes)
+                       legend=legend, best="best", best_tooltip=("chance",), **axes)
     )  # fmt: skip
-    column.caption(caption)
-    column.dataframe(best_pairs_table(frame), hide_index=True)
+    best = frame[frame["best"]]
+    low, high = best["value"].min(), best["value"].max()
+    text = f"{caption} Best match per layer of A (rings): {low:.2f} to {high:.2f}"
+    if "chance" in frame:
+        text += (
+            f"; the same layer pairs with B's samples shuffled ({CHANCE_SHUFFLES} shuffles, "
+            f"the chance level): {best['chance'].min():.2f} to {best['chance'].max():.2f} "
+            "(each ring's tooltip has its own)"
+        )
+    column.caption(text + ".")
 
 
 left, right = st.columns(2)
 if result.rsa is None:
     left.info(result.rsa_note)
 else:
-    heatmap_with_pairs(
-        left, result.rsa, "RSA: correlation of label-by-label similarity",
+    heatmap(
+        left, with_best(result.rsa), "RSA: correlation of label-by-label similarity",
         "Pearson correlation between the cosine matrices of the centred label means of layer i "
         f"(A) and layer j (B); {len(labels)} labels give {len(labels) * (len(labels) - 1) // 2} "
-        "numbers per matrix, so it is coarse. Basis-free. Best pairs:", "RSA",
-        domain=(-1.0, 1.0),
+        "numbers per matrix, so it is coarse. Basis-free.", "RSA", domain=(-1.0, 1.0),
     )  # fmt: skip
-heatmap_with_pairs(
-    right, result.cka, "Linear CKA of the sample representations",
+cka = with_chance(with_best(result.cka), chance("cka"))
+heatmap(
+    right, cka, "Linear CKA of the sample representations",
     f"Over {result.n_shared} shared samples of the runs' fixed subsamples (at most "
     f"{CROSS_MODEL_MAX_ROWS}); biased upwards "
-    "when samples are few relative to the width. Basis-free. Best pairs:", "CKA",
+    "when samples are few relative to the width. Basis-free.", "CKA",
 )  # fmt: skip
 left, right = st.columns(2)
-heatmap_with_pairs(
-    left, result.procrustes, "Cosine after orthogonal Procrustes alignment (held out)",
+heatmap(
+    left, with_chance(with_best(result.procrustes), chance("procrustes")),
+    "Cosine after orthogonal Procrustes alignment (held out)",
     f"Map fitted on half of the {result.n_shared} shared samples, in each layer's top "
-    f"{PROCRUSTES_RANK} principal directions; mean cosine on the other half. Best pairs:",
+    f"{PROCRUSTES_RANK} principal directions; mean cosine on the other half.",
     "cosine", domain=(-1.0, 1.0),
 )  # fmt: skip
 if result.raw is None:
@@ -134,9 +178,9 @@ if result.raw is None:
         "Use the basis-free comparisons."
     )
 else:
-    heatmap_with_pairs(
-        right, result.raw, f"Raw cosine of the {target} directions (basis-dependent!)",
-        "Only meaningful if both models share a basis (e.g. one is a fine-tune of the other); "
-        "for unrelated models expect values near 0 whatever they represent. Best pairs:",
-        "cosine", domain=(-1.0, 1.0),
+    heatmap(
+        right, with_best(result.raw), f"Raw cosine of the {target} directions (basis-dependent!)",
+        f"The {plain(target)} vs {plain(baseline)} direction set above. Only meaningful if "
+        "both models share a basis (e.g. one is a fine-tune of the other); for unrelated models "
+        "expect values near 0 whatever they represent.", "cosine", domain=(-1.0, 1.0),
     )  # fmt: skip

@@ -4,9 +4,11 @@ Widgets only. The widgets build a `settings.run.RunSettings` (validated where it
 `jobs.launch` starts it as a separate process (this process never imports torch); it survives
 reloads and closed browsers. The jobs list is a fragment that reruns itself every few seconds,
 with unreadable job records listed apart. The settings are bound to the URL, so a link (the
-Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in. Every error is shown
-as one line of text. In read-only mode (`settings.env.read_only()`) the page is not in the
-navigation, and refuses here too when opened directly; the job layer refuses as well.
+Pairs page makes one, via ui.jobs.prefill_query) opens the page filled in. Before Launch the
+page previews the dataset (samples, labels with counts) and the run's size; a finished job links
+to its run in the analysis pages it fits (ui.jobs). Every error is shown as one line of text.
+In read-only mode (`settings.env.read_only()`) the page is not in the navigation, and refuses
+here too when opened directly; the job layer refuses as well.
 """
 
 import streamlit as st
@@ -15,7 +17,7 @@ from extraction.datasets import DatasetError, builtin_datasets
 from jobs import JobError, cancel, launch, list_jobs, list_uploads, save_upload
 from settings.env import read_only
 from settings.run import HOOKS, LAYERS_HELP, MAX_BATCH_SIZE, POSITIONS, STORAGE_DTYPES, RunSettings
-from ui.context import get_store, plain
+from ui.context import current_view, plain
 from ui.controls import BIND
 from ui.jobs import (
     DATASET_KINDS,
@@ -25,6 +27,8 @@ from ui.jobs import (
     embedded_models,
     job_card,
     max_running,
+    show_preview,
+    store_runs,
     upload_label,
     upload_limit_bytes,
 )
@@ -37,7 +41,7 @@ if read_only():
     st.error("This app is read-only: runs cannot be started, uploaded or cancelled here.")
     st.stop()
 
-root = get_store().root
+root = current_view().store.root  # an error and a stop if the store is refused
 try:
     limit = upload_limit_bytes()
     slots = max_running()
@@ -79,14 +83,13 @@ with right:
         if upload is not None:
             data = upload.getvalue()
             try:
-                parsed = check_upload(upload.name, data, limit)
+                check_upload(upload.name, data, limit)
                 path = save_upload(root, upload.name, data, read_only=read_only(), max_bytes=limit)
             except (DatasetError, JobError) as exc:
                 st.error(plain(f"Not usable: {exc}"))
             else:
                 dataset = str(path)
-                labels = ", ".join(parsed.labels[:12]) + (" ..." if len(parsed.labels) > 12 else "")
-                st.success(plain(f"{len(parsed)} samples, labels: {labels}"))
+                st.success("Checked and saved: what it holds is shown below.")
 
 hooks_col, positions_col, layers_col = st.columns(3)
 hooks = hooks_col.multiselect("Hooks", HOOKS, default=["resid_post"], key="hooks", bind=BIND)
@@ -100,6 +103,9 @@ name = name_col.text_input("Name (optional)", key="name", help="letters, digits,
 batch_size = batch_col.number_input(
     "Batch size", min_value=1, max_value=MAX_BATCH_SIZE, value=16, key="batch_size"
 )
+
+
+show_preview(dataset, model, hooks, positions, layers, dtype, store_runs())
 
 
 def _launch(fields: dict) -> None:
@@ -167,8 +173,9 @@ def jobs_panel() -> None:
     statuses = listing.statuses
     if not statuses:
         st.caption("No jobs yet.")
+    runs = store_runs()
     for status in statuses[:SHOWN_JOBS]:
-        job_card(status, on_cancel=_cancel)
+        job_card(status, on_cancel=_cancel, runs=runs)
     if len(statuses) > SHOWN_JOBS:
         st.caption(f"{len(statuses) - SHOWN_JOBS} older jobs not shown.")
     if listing.broken:

@@ -57,7 +57,7 @@ FIELD_TITLES = {
     "n_pairs": "Pairs", "dimension": "Dimension", "score": "Score", "token": "Token",
     "token_a": "Token (a)", "token_b": "Token (b)", "distance": "‖b - a‖", "value": "Value",
     "layer_a": "Layer of A", "layer_b": "Layer of B", "depth_a": "Depth of A",
-    "depth_b": "Depth of B", "pairs": "Pairs",
+    "depth_b": "Depth of B", "pairs": "Pairs", "chance": "Chance level (shuffled)",
 }  # fmt: skip
 PATTERNS = tuple(pattern for _, pattern in DASHES)
 LAYER_TEXT = {"": "Layer", "_a": "Layer of A", "_b": "Layer of B"}  # suffix -> tooltip title
@@ -245,26 +245,33 @@ def lines(
 def heatmap(
     frame: pd.DataFrame, x: str, y: str, value: str, *, title: str, x_title: str, y_title: str,
     domain: tuple[float, float] | None = None, scheme: str = "viridis", tooltip=(),
-    x_labels: bool = True, legend: str | None = None,
-) -> alt.Chart:  # fmt: skip
-    """Rectangles at (x, y) coloured by `value`; y runs bottom-up like a layer axis."""
+    x_labels: bool = True, legend: str | None = None, best: str | None = None,
+    best_tooltip=(),
+) -> alt.Chart | alt.LayerChart:  # fmt: skip
+    """Rectangles at (x, y) coloured by `value`; y runs bottom-up like a layer axis.
+
+    best: a boolean column; its true cells get a ring on top (e.g. the best match per row),
+    whose tooltip adds the fields `best_tooltip` (e.g. a chance level known only there).
+    """
     scale = alt.Scale(scheme=scheme, domain=list(domain)) if domain else alt.Scale(scheme=scheme)
     x_axis = alt.Axis(labelAngle=0) if x_labels else alt.Axis(labels=False, ticks=False)
     height = max(HEIGHT, 14 * frame[y].nunique())
+    _, ring_tips = _tooltip(frame, [y, x, value, *tooltip, *best_tooltip])
     frame, tips = _tooltip(frame, [y, x, value, *tooltip])
-    return (
-        alt.Chart(frame, title=title)
-        .mark_rect()
-        .encode(
-            x=alt.X(x, type="ordinal", title=x_title, axis=x_axis, sort=None),
-            y=alt.Y(y, type="ordinal", title=y_title, sort="descending"),
-            color=alt.Color(
-                value, type="quantitative", scale=scale, title=legend or title_of(value)
-            ),  # fmt: skip
-            tooltip=tips,
-        )
-        .properties(height=height)
-    )
+    encoding = {
+        "x": alt.X(x, type="ordinal", title=x_title, axis=x_axis, sort=None),
+        "y": alt.Y(y, type="ordinal", title=y_title, sort="descending"),
+    }
+    colour = alt.Color(value, type="quantitative", scale=scale, title=legend or title_of(value))
+    if best is None:
+        chart = alt.Chart(frame, title=title).mark_rect()
+        return chart.encode(**encoding, color=colour, tooltip=tips).properties(height=height)
+    cells = alt.Chart().mark_rect().encode(color=colour, tooltip=tips)
+    ring = alt.Chart().mark_point(shape="circle", filled=False, color="black", strokeWidth=2,
+                                  size=90).transform_filter(alt.datum[best])  # fmt: skip
+    ring = ring.encode(tooltip=ring_tips)
+    chart = alt.layer(cells, ring, data=frame, title=title).encode(**encoding)
+    return chart.properties(height=height)
 
 
 def histogram(frame: pd.DataFrame, value: str, color: str, *, colours: Styles, title: str,

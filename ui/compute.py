@@ -28,8 +28,9 @@ import pandas as pd
 import streamlit as st
 
 from analysis import (
-    best_pairs,
+    best_per_row,
     centred_label_similarity,
+    cka_chance,
     cka_matrix,
     cosine_matrix,
     direction_norms_by_layer,
@@ -37,6 +38,7 @@ from analysis import (
     normalised_depth,
     one_vs_rest_means,
     pca,
+    procrustes_chance,
     procrustes_cosine_matrix,
     projection_separability_layers,
     relative_projection,
@@ -48,6 +50,7 @@ from store.summaries import MAX_SUMMARY_LABELS
 from ui.context import StoreView
 
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
+CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
 PROCRUSTES_RANK = 32  # principal directions per layer the Procrustes map is fitted in
 STABILITY_SPLITS = 20
 NO_LABEL = "(no label)"
@@ -446,11 +449,38 @@ def cross_model(
     return CrossModel(_long(cka, a, b), _long(proc, a, b), rsa, raw, len(ia), note)
 
 
-def best_pairs_table(frame: pd.DataFrame, top: int = 5) -> pd.DataFrame:
-    """The `top` best (layer_a, layer_b) cells of a long comparison frame."""
+@st.cache_data(show_spinner="Measuring the chance level (shuffled samples)...", max_entries=64)
+def chance_at(
+    view: StoreView, run_a: str, run_b: str, hook: str, position: str, measure: str,
+    cells: tuple[tuple[int, int], ...],
+) -> tuple[float, ...]:  # fmt: skip
+    """`measure` ("cka" or "procrustes", as `cross_model` computes it, on the same samples) at
+    each (layer of A, layer of B) cell with B's sample order shuffled: the mean over
+    CHANCE_SHUFFLES shuffles, per cell (analysis.cka_chance / procrustes_chance)."""
+    a = layer_stats(view, run_a, hook, position)
+    b = layer_stats(view, run_b, hook, position)
+    ia, ib = _shared_rows(a, b)
+    index = [(a.layer_index(la), b.layer_index(lb)) for la, lb in cells]
+    XA, XB = list(a.sub_X[:, ia]), list(b.sub_X[:, ib])
+    if measure == "cka":
+        levels = cka_chance(XA, XB, index, CHANCE_SHUFFLES)
+    else:
+        levels = procrustes_chance(XA, XB, index, CHANCE_SHUFFLES, rank=PROCRUSTES_RANK)
+    return tuple(levels.mean(axis=1).tolist())
+
+
+def with_best(frame: pd.DataFrame) -> pd.DataFrame:
+    """A `CrossModel` frame with `best`: true at the best layer of B for each layer of A."""
     M = frame.pivot(index="layer_a", columns="layer_b", values="value")
-    rows = [
-        {"layer A": M.index[i], "layer B": M.columns[j], "value": round(v, 3)}
-        for i, j, v in best_pairs(M.to_numpy(), top=top)
-    ]
-    return pd.DataFrame(rows)
+    cols = best_per_row(M.to_numpy())
+    best = {a: M.columns[c] for a, c in zip(M.index, cols, strict=True) if c >= 0}
+    return frame.assign(best=frame["layer_b"].to_numpy() == frame["layer_a"].map(best).to_numpy())
+
+
+def with_chance(frame: pd.DataFrame, chance) -> pd.DataFrame:
+    """A `with_best` frame with `chance` at its best cells, from chance(cells) -> values
+    (e.g. `chance_at` with its other arguments bound); elsewhere nan."""
+    best = frame[frame["best"]]
+    cells = tuple(zip(best["layer_a"].astype(int), best["layer_b"].astype(int), strict=True))
+    values = pd.Series(chance(cells), index=best.index, dtype=float)
+    return frame.assign(chance=values.reindex(frame.index))

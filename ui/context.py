@@ -30,6 +30,7 @@ from settings.env import read_only, setting
 from store import DamagedRun, Store, StoreError, open_store
 
 __all__ = [
+    "CREATE_KEY",
     "StoreView",
     "current_view",
     "damaged_runs",
@@ -38,6 +39,7 @@ __all__ = [
     "get_store",
     "hide_error_details",
     "manifest_json",
+    "may_create",
     "plain",
     "public_manifest",
     "public_text",
@@ -76,9 +78,21 @@ def _store(path: str, create: bool) -> Store:
     return open_store(path, create=create)
 
 
+CREATE_KEY = "store_create"  # the sidebar's "Create it if missing" checkbox
+
+
+def may_create(path: str) -> bool:
+    """Whether a missing store folder at `path` may be made: never in read-only mode; the
+    configured store (ACTX_STORE) always; a path typed in the sidebar only when its "Create it
+    if missing" box is ticked, so a typo there shows an error instead of an empty store."""
+    if read_only():
+        return False
+    return path == default_store_path() or bool(st.session_state.get(CREATE_KEY, False))
+
+
 def store_at(path: str) -> Store:
-    """The shared store for `path`; a read-only app never creates the folder."""
-    return _store(path, not read_only())
+    """The shared store for `path`, made if missing only where `may_create` allows."""
+    return _store(path, may_create(path))
 
 
 def use_app_navigation() -> None:
@@ -132,11 +146,28 @@ class StoreView:
 def current_view() -> StoreView:
     """This rerun's view of the store; an error and a stop if the store cannot be opened."""
     path = store_path()
+    if not read_only() and not may_create(path) and not _exists(path):
+        st.error(
+            plain(
+                public_text(
+                    f"The store folder {path!r} does not exist. Check the path in the sidebar, "
+                    'or tick "Create it if missing" there to make a new, empty store.'
+                )
+            )
+        )
+        st.stop()
     try:
         return StoreView(path, tuple(store_at(path).run_ids()))
     except (StoreError, OSError) as exc:  # e.g. the sidebar names a file, not a folder
         st.error(plain(public_text(f"Cannot open the store: {exc}")))
         st.stop()
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):  # e.g. a NUL byte: open_store names the path
+        return True
 
 
 def damaged_runs(view: StoreView) -> list[DamagedRun]:

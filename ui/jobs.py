@@ -1,4 +1,5 @@
-"""What the New run page needs beyond widgets: settings, model names, upload checks, job cards.
+"""What the New run page needs beyond widgets: settings, model names, upload checks, job cards
+(a finished run links to the analysis pages it fits), and a preview of what a run will hold.
 
 Light on purpose: it imports `extraction.models` (for the embedded model names: that module
 loads neither torch nor transformers at import time) and `extraction.datasets` (standard library
@@ -9,19 +10,28 @@ that is not a positive number raises ValueError naming it, which the page shows.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
-from extraction.datasets import Dataset, parse_dataset
+from extraction.datasets import Dataset, DatasetError, load_dataset, parse_dataset
 from extraction.models import EMBEDDED
 from jobs import BrokenJob, JobStatus, kind_named, sanitize_filename
 from jobs.uploads import check_size
 from jobs.uploads import upload_label as upload_label  # the pages' import of it stays here
 from settings import env
-from ui.context import plain
+from settings.run import resolve_layers
+from store import StoreError
+from ui import links
+from ui.compute import run_summaries
+from ui.context import current_view, plain
 
 MODEL_KINDS = ("Embedded", "Hugging Face id or local folder")
 DATASET_KINDS = ("Built-in or uploaded", "Upload a file")
@@ -86,9 +96,35 @@ def timing(status: JobStatus) -> str:
     return " · ".join(parts)
 
 
-def job_card(status: JobStatus, on_cancel) -> None:
+def store_runs() -> pd.DataFrame | None:
+    """The store's readable runs (summaries by run id): model shapes for the preview, and a
+    finished job's links; None when the store cannot be read (the cards link to Runs)."""
+    try:
+        return run_summaries(current_view()).frame.set_index("run_id")
+    except (StoreError, KeyError):  # KeyError: an empty frame has no run_id column
+        return None
+
+
+def output_links(job, runs: pd.DataFrame | None) -> None:
+    """Where a finished job's output opens: a run in each analysis page it fits
+    (`links.open_in`), else the page of its job kind (`OUTPUT_PAGES`) with the run chosen."""
+    if job.kind == "run" and runs is not None and job.run_id in runs.index:
+        targets = links.open_in(runs, job.run_id)
+        for target in targets:
+            st.page_link(target.page, label=f"Open run {_md(job.run_id)} in {target.title}",
+                         icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
+        if targets:
+            return
+    if job.kind in OUTPUT_PAGES:
+        page, label = OUTPUT_PAGES[job.kind]
+        query = {"run": job.run_id} if job.kind == "run" else None  # the Runs page's picker
+        st.page_link(page, label=label.format(_md(job.run_id)), query_params=query)
+
+
+def job_card(status: JobStatus, on_cancel, runs: pd.DataFrame | None = None) -> None:
     """One job in the jobs panel: state, times, Cancel (calls `on_cancel(job_id)`), progress,
-    the run once done, the reason once failed, and the log tail."""
+    links that open its output once done (runs: the store's run summaries, indexed by run id,
+    as `links.open_in` takes them), the reason once failed, and the log tail."""
     job = status.job
     with st.container(border=True, key=f"job-{job.job_id}"):
         head, button = st.columns([5, 1])
@@ -102,9 +138,8 @@ def job_card(status: JobStatus, on_cancel) -> None:
             st.progress(done / status.total, text=f"{done} of {status.total} samples")
         elif job.state == "running":
             st.caption("Loading the model ...")
-        if job.state == "done" and job.kind in OUTPUT_PAGES:
-            page, label = OUTPUT_PAGES[job.kind]
-            st.page_link(page, label=label.format(_md(job.run_id)))
+        if job.state == "done":
+            output_links(job, runs)
         if job.error and job.state == "failed":
             st.error(plain(job.error))
         with st.expander("Log", expanded=job.state == "running"):
@@ -128,3 +163,114 @@ def prefill_query(
         "hooks": list(hooks),
         "positions": list(positions),
     }
+
+
+# -- what a run will hold, before it is launched ------------------------------------------------
+DTYPE_BYTES = {"float16": 2, "float32": 4}
+CHARS_PER_TOKEN = 4  # a rough tokenizer-free guess, only for the per-token ("all") position
+MAX_CONFIG_BYTES = 1 << 20  # a model folder's config.json read for its shape
+
+
+@dataclass(frozen=True)
+class DatasetPreview:
+    """What a dataset holds: samples, (label, count) most common first, pairs, characters."""
+
+    n_samples: int
+    labels: tuple[tuple[str, int], ...]
+    n_pairs: int
+    n_chars: int
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _preview(dataset: str, _stamp: tuple) -> DatasetPreview:
+    data = load_dataset(dataset)
+    counts = Counter(sample.label for sample in data.samples)
+    return DatasetPreview(
+        n_samples=len(data), labels=tuple(counts.most_common()),
+        n_pairs=len({s.pair_id for s in data.samples if s.pair_id}),
+        n_chars=sum(len(s.text) for s in data.samples),
+    )  # fmt: skip
+
+
+def preview_dataset(dataset: str) -> DatasetPreview:
+    """The dataset New run would use (a built-in name or a file path); DatasetError if not
+    readable. Cached per file version (its size and time)."""
+    try:
+        stat = os.stat(dataset)
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    except (OSError, ValueError):
+        stamp = ()  # a built-in name
+    return _preview(dataset, stamp)
+
+
+def model_shape(model: str, runs: pd.DataFrame | None) -> tuple[int, int] | None:
+    """(layers, d_model) of a model, without loading it: from a run of it in the store, else
+    the config.json of its folder (an embedded model's converted folder, or a local folder)."""
+    if runs is not None and len(runs) and model in set(runs["model"]):
+        row = runs[runs["model"] == model].iloc[0]
+        return int(row["n_layers"]), int(row["d_model"])
+    folder = env.model_cache_dir() / model if model in EMBEDDED else Path(model).expanduser()
+    try:
+        config = folder / "config.json"
+        if config.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        data = json.loads(config.read_text())
+        data = data.get("text_config", data)  # e.g. Gemma 3's multimodal configs nest it
+        layers = data.get("num_hidden_layers", data.get("n_layer"))  # n_layer: GPT-2 style
+        return int(layers), int(data.get("hidden_size", data.get("n_embd")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def estimate_run_bytes(n_samples: int, n_layers: int, n_hooks: int, positions, d_model: int,
+                       dtype: str, n_tokens: int = 0) -> int:  # fmt: skip
+    """Bytes of the vectors a run stores: one d_model vector per sample, captured layer, hook
+    and pooled position, plus one per token (n_tokens in all) for the position "all"."""
+    pooled = sum(1 for p in positions if p != "all")
+    rows = n_samples * pooled + (n_tokens if "all" in positions else 0)
+    return rows * n_layers * n_hooks * d_model * DTYPE_BYTES[dtype]
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return ""
+
+
+def show_preview(dataset: str | None, model: str, hooks, positions, layers: str, dtype: str,
+                 runs: pd.DataFrame | None) -> None:  # fmt: skip
+    """What the run will hold, before Launch: samples, labels with counts, and its size."""
+    if not dataset:
+        return
+    try:
+        data = preview_dataset(dataset)
+    except DatasetError as exc:
+        st.error(plain(f"Not usable: {exc}"))
+        return
+    labels = ", ".join(f"{plain(label)} ({n})" for label, n in data.labels[:20])
+    more = f" and {len(data.labels) - 20} more" if len(data.labels) > 20 else ""
+    pairs = f", {data.n_pairs} minimal pairs" if data.n_pairs else ""
+    lines = [f"**{data.n_samples} samples**{pairs}; {len(data.labels)} labels: {labels}{more}."]
+    shape = model_shape(model, runs) if model else None
+    if shape is None:
+        lines.append("Size: the model's layers and width are unknown until it loads.")
+    elif hooks and positions:
+        try:
+            n_layers = len(resolve_layers(layers, shape[0]))
+        except ValueError as exc:
+            lines.append(plain(f"Size: {exc}"))
+        else:
+            tokens = data.n_chars // CHARS_PER_TOKEN
+            size = estimate_run_bytes(data.n_samples, n_layers, len(hooks), positions, shape[1],
+                                      dtype, tokens)  # fmt: skip
+            guess = ""
+            if "all" in positions:
+                guess = f" (per-token vectors guessed at {CHARS_PER_TOKEN} characters a token)"
+            lines.append(
+                f"Size: about **{_size(size)}** of vectors = {data.n_samples} samples x "
+                f"{n_layers} of {shape[0]} layers x {len(hooks)} hook(s) x {len(positions)} "
+                f"position(s) x d_model {shape[1]} x {DTYPE_BYTES[dtype]} bytes ({dtype}){guess}."
+            )
+    st.container(border=True, key="run_preview").markdown("  \n".join(lines))

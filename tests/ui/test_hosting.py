@@ -47,6 +47,7 @@ def offers_a_way_to_write(at: AppTest) -> list[str]:
         f"uploader {u.label!r}" for u in at.get("file_uploader")
     ]
     found += [f"button {b.label!r}" for b in at.button if "launch" in b.label.lower()]
+    found += [f"checkbox {c.label!r}" for c in at.checkbox if "create" in c.label.lower()]
     return found
 
 

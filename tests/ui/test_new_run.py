@@ -8,18 +8,21 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from extraction.datasets import load_dataset
 from jobs import JobError, ReadOnlyError, cancel, launch, list_jobs, reconcile, save_upload
 from store import open_store
 from store.writer import list_uncommitted
 from tests.support.synthetic import pair_rows, write_run
 from tests.support.tiny import emotion_rows
-from ui.jobs import check_upload, prefill_query
+from ui.jobs import _size, check_upload, estimate_run_bytes, prefill_query
 from ui.pairs_compute import new_run_prefill
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,6 +93,10 @@ def test_launch_from_the_page_completes_and_appears_in_runs(store_root, tiny_mod
     manifest = open_store(store_root).manifest(run_id)
     assert manifest.name == "from-the-page" and manifest.layers == (0, 3)
     assert manifest.hooks == ("resid_post", "mlp_out")
+    # The finished job's card opens its run in the analysis page it fits.
+    rerun_until(at, lambda a: a.get("page_link"), 30, "the job's links")
+    opens = {b.proto.page: parse_qs(b.proto.query_string) for b in at.get("page_link")}
+    assert opens == {"directions": {"runs": [run_id]}}
 
     # Without restarting the app, the Runs page lists it.
     at.switch_page("pages/runs.py").run()
@@ -110,7 +117,7 @@ def test_upload_errors_are_shown_by_line(store_root):
     good = "".join(json.dumps(r) + "\n" for r in emotion_rows(2)).encode()
     at.file_uploader(key="dataset_upload").set_value(("my data.jsonl", good, "application/json"))
     at.run()
-    assert "6 samples" in shown(at.success[0])
+    assert at.success and "**6 samples**" in preview(at)  # the preview says what it holds
     (saved,) = (store_root / "uploads").iterdir()
     assert saved.name.endswith("-my_data.jsonl")
 
@@ -327,3 +334,48 @@ def test_a_bad_setting_is_one_line_on_the_page(store_root, monkeypatch):
     assert not at.exception
     assert "ACTX_UPLOAD_MB='lots' is not a number" in shown(at.error[0])
     assert not at.button
+
+
+# -- before launch: what the run will hold; the store box --------------------------------------
+def preview(at: AppTest) -> str:
+    return shown(next(m for m in at.markdown if "samples" in m.value))
+
+
+@pytest.mark.slow
+def test_the_page_previews_the_dataset_and_the_runs_size(store_root, tiny_models):
+    at = new_run_page()
+    at.selectbox(key="dataset_pick").set_value("emotions").run()
+    data = load_dataset("emotions")
+    text = preview(at)
+    assert f"{len(data)} samples" in text
+    counts = Counter(sample.label for sample in data.samples)
+    assert all(f"{label} ({n})" in text for label, n in counts.items())
+    pick_model_folder(at, tiny_models["llama"])
+    config = json.loads((tiny_models["llama"] / "config.json").read_text())
+    n_layers, width = config["num_hidden_layers"], config["hidden_size"]
+    at.text_input(key="layers").input("0,-1").run()  # 2 layers, resid_post, last and mean
+    size = estimate_run_bytes(len(data), 2, 1, ("last", "mean"), width, "float16")
+    assert size == len(data) * 2 * 2 * width * 2
+    assert f"about **{_size(size)}** of vectors" in preview(at)
+    assert f"2 of {n_layers} layers" in preview(at)
+    # A hostile layers value from a link is named as text; nothing breaks.
+    at.text_input(key="layers").input("[x](http://evil.example)").run()
+    assert not at.exception and "Size: bad layer" in preview(at)
+    assert "\\[x\\](http" in " ".join(m.value for m in at.markdown)  # escaped: no link
+
+
+@pytest.mark.slow
+def test_the_store_box_refuses_a_missing_folder_unless_asked_to_create_it(store_root, tmp_path):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/runs.py").run()  # AppTest keeps a sidebar value only on a named page
+    typo = tmp_path / "stor"
+    at.text_input(key="store_box").input(str(typo)).run()
+    assert not at.exception
+    assert f"'{typo}' does not exist" in shown(at.error[0]) and "Create it" in shown(at.error[0])
+    assert not typo.exists()  # nothing was created
+    at.switch_page("pages/new_run.py").run()
+    assert f"'{typo}' does not exist" in shown(at.error[0]) and not at.button
+    assert not typo.exists()
+    at.sidebar.checkbox(key="store_create").check().run()
+    assert typo.is_dir() and not at.error
+    assert "Launch" in [b.label for b in at.button]

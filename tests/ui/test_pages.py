@@ -131,6 +131,13 @@ def test_every_analysis_page_handles_an_empty_store(synthetic_env):
 
 
 # -- cross-model -------------------------------------------------------------------------------
+def best_is_the_row_maximum(frame) -> None:
+    """One ring per layer of A, on the largest value of its row."""
+    rings = frame[frame["best"]].set_index("layer_a")["value"]
+    assert sorted(rings.index) == sorted(frame["layer_a"].unique())
+    assert (rings == frame.groupby("layer_a")["value"].max()).all()
+
+
 def test_cross_model_default_view_and_widgets(tiny_env):
     at = open_page("pages/cross_model.py")
     assert len(at.multiselect(key="runs").value) == 3
@@ -139,20 +146,64 @@ def test_cross_model_default_view_and_widgets(tiny_env):
     for title in ("RSA", "Linear CKA", "Cosine after orthogonal Procrustes", "Raw cosine"):
         frame = chart(at, title)
         assert {"layer_a", "layer_b", "value"} <= set(frame.columns), title
+        best_is_the_row_maximum(frame)
+        assert "best" in chart_spec(at, title)["layer"][1]["transform"][0]["filter"]
     cka = chart(at, "Linear CKA")
     assert cka["value"].between(0, 1).all()
-    assert len(at.dataframe) == 4  # best pairs under each heatmap
+    assert not at.dataframe  # no top-5 tables: the best matches are drawn on the heatmaps
+    # A chance level at every ring of CKA and Procrustes, below the real value, and said.
+    for title in ("Linear CKA", "Cosine after orthogonal Procrustes"):
+        rings = chart(at, title).query("best")
+        assert rings["chance"].notna().all() and (rings["chance"] < rings["value"]).all()
+    assert "shuffles, the chance level" in " ".join(c.value for c in at.caption)
+    spec = chart_spec(at, "Linear CKA")
+    name_a = at.selectbox(key="a").value.split("-")[1]
+    assert name_a in spec["encoding"]["y"]["title"]  # model names on the axes
+    # "Direction of" changes the lines (and raw cosine), not CKA.
+    at.selectbox(key="label").set_value("gratitude").run()
+    assert "gratitude" in next(t for t in charts(at) if t.startswith("Strength"))
+    assert chart(at, "Linear CKA")["value"].equals(cka["value"])
     # A = llama (4 layers), B = the 3-layer gpt2 run: the heatmaps go from 4x4 to 4x3.
     llama, gpt2 = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "emo-gpt2")
     at.selectbox(key="a").set_value(llama)
-    at.selectbox(key="b").set_value(llama).run()
-    assert "same run" in messages(at)
     at.selectbox(key="b").set_value(gpt2).run()
     assert sorted(chart(at, "Linear CKA")["layer_b"].unique()) == [0, 1, 2]
     assert sorted(chart(at, "Linear CKA")["layer_a"].unique()) == [0, 1, 2, 3]
-    at.selectbox(key="label").set_value("gratitude").run()
-    assert "gratitude" in next(t for t in charts(at) if t.startswith("Strength"))
+    at.button(key="swap").click().run()
+    assert at.selectbox(key="a").value == gpt2 and at.selectbox(key="b").value == llama
+    assert at.query_params["a"] == gpt2 and at.query_params["b"] == llama
+    assert sorted(chart(at, "Linear CKA")["layer_a"].unique()) == [0, 1, 2]
     assert not at.exception
+
+
+@pytest.mark.slow
+def test_cross_model_same_run_on_both_sides_is_explained(tiny_env):
+    llama = run_id_named(tiny_env, "emo-llama")
+    at = open_page("pages/cross_model.py", {"a": llama, "b": llama})
+    assert "same run" in messages(at) and "with each other" in messages(at)
+    cka = chart(at, "Linear CKA")
+    diagonal = cka[cka["layer_a"] == cka["layer_b"]]
+    assert len(diagonal) == 4 and (diagonal["value"] > 0.999).all()
+    best_is_the_row_maximum(cka)
+
+
+@pytest.mark.slow
+def test_cross_model_chance_level_on_structured_and_unstructured_samples(synthetic_env):
+    rows = label_rows(["neutral", "joy", "fear"], 12)
+    write_run(synthetic_env, "m1", rows, d_model=16, model="m-one", seed=1, signal=3.0)
+    write_run(synthetic_env, "m2", rows, d_model=20, model="m-two", seed=2, signal=3.0)
+    at = open_page("pages/cross_model.py", {"a": "m1", "b": "m2"})
+    rings = chart(at, "Linear CKA").query("best")
+    assert (rings["value"] > rings["chance"] + 0.2).all()  # shared label structure
+    flat = label_rows(["neutral", "joy", "fear"], 12, dataset="flat")
+    write_run(synthetic_env, "f1", flat, d_model=16, model="m-one", seed=3, signal=0.0,
+              dataset_name="flat")  # fmt: skip
+    write_run(synthetic_env, "f2", flat, d_model=20, model="m-two", seed=4, signal=0.0,
+              dataset_name="flat")  # fmt: skip
+    at = open_page("pages/cross_model.py", {"runs": ["f1", "f2"], "a": "f1", "b": "f2"})
+    cka = chart(at, "Linear CKA")
+    # Independent noise: every cell is a chance value, so the rings sit near their chance level.
+    assert (cka["value"] - cka["chance"].mean()).abs().max() < 0.15
 
 
 def test_cross_model_view_comes_from_the_url(tiny_env):
@@ -173,7 +224,7 @@ def test_cross_model_messages(tiny_env):
     assert "different datasets" in messages(at)
     gemma = run_id_named(tiny_env, "emo-gemma3")
     at = open_page("pages/cross_model.py", {"runs": [llama, gemma], "a": gemma})
-    assert "same run" in messages(at)
+    assert "same run" in messages(at) and chart(at, "Linear CKA") is not None
 
 
 def test_cross_model_different_widths_and_two_labels(synthetic_env):
