@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,16 @@ def app() -> AppTest:
 
 
 def offers_a_way_to_write(at: AppTest) -> list[str]:
-    """Widgets a visitor could use to start a run, upload, or point the app elsewhere."""
-    found = [f"text box {t.label!r}" for t in at.text_input] + [
-        f"uploader {u.label!r}" for u in at.get("file_uploader")
-    ]
-    found += [f"button {b.label!r}" for b in at.button if "launch" in b.label.lower()]
+    """Widgets a visitor could use to start a run, upload, or point the app elsewhere.
+
+    A text box that only filters what a page shows (Pairs' search) is not one; a text box in the
+    sidebar (the store box) or one that names a store, folder or path is."""
+    found = [f"text box {t.label!r}" for t in at.sidebar.text_input]
+    found += [f"text box {t.label!r}" for t in at.text_input
+              if re.search(r"store|folder|path|directory", t.label, re.I)]  # fmt: skip
+    found += [f"uploader {u.label!r}" for u in at.get("file_uploader")]
+    starts_work = re.compile(r"launch|start|compute|train|steer|generate", re.I)
+    found += [f"button {b.label!r}" for b in at.button if starts_work.search(b.label)]
     found += [f"checkbox {c.label!r}" for c in at.checkbox if "create" in c.label.lower()]
     return found
 
