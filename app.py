@@ -45,6 +45,7 @@ PAGES = [
     st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
     st.Page("pages/propositions.py", title="Propositions", icon=":material/forum:"),
     st.Page("pages/features.py", title="Features", icon=":material/scatter_plot:"),
+    st.Page("pages/query.py", title="Query", icon=":material/database:"),
     st.Page("pages/vectors.py", title="Vectors", icon=":material/trending_flat:"),
     # In read-only mode the page shows the command instead: it starts no worker there.
     st.Page("pages/steering.py", title="Steering", icon=":material/tune:"),

@@ -46,7 +46,9 @@ from .directions import (
     one_vs_rest_means,
     project,
     projection_separability,
+    projection_separability_layers,
     split_half_stability,
+    split_half_stability_layers,
     typical_norm,
 )
 from .pairs import (
@@ -134,6 +136,7 @@ __all__ = [
     "procrustes_fit",
     "project",
     "projection_separability",
+    "projection_separability_layers",
     "rank_dimensions",
     "relative_difference",
     "relative_projection",
@@ -142,6 +145,7 @@ __all__ = [
     "rsa_matrix",
     "shuffled_chance",
     "split_half_stability",
+    "split_half_stability_layers",
     "token_difference_map",
     "typical_norm",
 ]

@@ -57,7 +57,9 @@ __all__ = [
     "one_vs_rest_means",
     "project",
     "projection_separability",
+    "projection_separability_layers",
     "split_half_stability",
+    "split_half_stability_layers",
     "typical_norm",
 ]
 
@@ -417,7 +419,18 @@ def auc(scores_pos, scores_neg) -> float:
 def _two_label_rows(X, labels, target, baseline, min_per_label: int):
     """Validated float64 rows of target and baseline only, split by label."""
     X = as_matrix(X, "X")
-    labels = as_labels(labels, X.shape[0])
+    Xt, Xb = _two_label_layers(X[None], labels, target, baseline, min_per_label)
+    return Xt[0], Xb[0]
+
+
+def _two_label_layers(X, labels, target, baseline, min_per_label: int):
+    """Validated float64 rows of target and baseline, every layer: X [L, n, d] ->
+    ([L, n_target, d], [L, n_baseline, d])."""
+    X = np.asarray(X)
+    check_numeric(X, "X")
+    if X.ndim != 3 or 0 in X.shape:
+        raise ValueError(f"X must be [layers, n, d] with none of them 0, got shape {X.shape}")
+    labels = as_labels(labels, X.shape[1])
     present = np.unique(labels).tolist()
     _check_target_baseline(target, baseline, present)
     idx_t = np.flatnonzero(labels == target)
@@ -428,11 +441,20 @@ def _two_label_rows(X, labels, target, baseline, min_per_label: int):
                 f"{role} label {label!r} has {idx.shape[0]} sample(s), "
                 f"need at least {min_per_label}"
             )
-    Xt = np.asarray(X[idx_t], dtype=np.float64)
-    Xb = np.asarray(X[idx_b], dtype=np.float64)
+    Xt = np.asarray(X[:, idx_t], dtype=np.float64)
+    Xb = np.asarray(X[:, idx_b], dtype=np.float64)
     require_finite(Xt, "X")
     require_finite(Xb, "X")
     return Xt, Xb
+
+
+def _cosines_by_row(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosine of each row of A [s, d] with the same row of B; 0 where a row is zero. [s]"""
+    na, nb = np.sqrt(np.einsum("ij,ij->i", A, A)), np.sqrt(np.einsum("ij,ij->i", B, B))
+    dots = np.einsum("ij,ij->i", A, B)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosines = np.clip(dots / (na * nb), -1.0, 1.0)
+    return np.where((na == 0.0) | (nb == 0.0), 0.0, cosines)
 
 
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> float:
@@ -455,21 +477,36 @@ def split_half_stability(
     noise. Each half sees half the data, so this is a pessimistic estimate for the full-data
     direction. Needs at least 2 samples per label.
     """
+    X = as_matrix(X, "X")
+    means, stds = split_half_stability_layers(X[None], labels, target, baseline, n_splits, seed)
+    return float(means[0]), float(stds[0])
+
+
+def split_half_stability_layers(
+    X, labels, target, baseline, n_splits: int = 20, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``split_half_stability`` of every layer at once: X [L, n, d], labels [n] ->
+    (mean cosines [L], stds [L]). Every layer gets the same splits, so entry l equals
+    ``split_half_stability(X[l], labels, target, baseline, n_splits, seed)``; one matrix
+    product per label and layer covers every split, which is what makes it fast."""
     n_splits = check_positive_int(n_splits, "n_splits")
     rng = check_seed(seed)
-    Xt, Xb = _two_label_rows(X, labels, target, baseline, min_per_label=2)
-    nt, nb = Xt.shape[0], Xb.shape[0]
+    Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
+    L, nt, d = Xt.shape
+    nb = Xb.shape[1]
     ht, hb = nt // 2, nb // 2
-    # The second half's sum is total minus the first half's, so only half the rows get copied.
-    total_t, total_b = Xt.sum(axis=0), Xb.sum(axis=0)
-    cosines = np.empty(n_splits)
+    # Every split's first-half sums in one matrix product per label and layer (a 0/1 selection
+    # matrix [s, n] times the rows); the second half's sum is the total minus the first.
+    pick_t, pick_b = np.zeros((n_splits, nt)), np.zeros((n_splits, nb))
     for s in range(n_splits):
-        st = Xt[rng.permutation(nt)[:ht]].sum(axis=0)
-        sb = Xb[rng.permutation(nb)[:hb]].sum(axis=0)
-        d1 = st / ht - sb / hb
-        d2 = (total_t - st) / (nt - ht) - (total_b - sb) / (nb - hb)
-        cosines[s] = _cosine_rows(d1, d2)
-    return float(cosines.mean()), float(cosines.std())
+        pick_t[s, rng.permutation(nt)[:ht]] = 1.0
+        pick_b[s, rng.permutation(nb)[:hb]] = 1.0
+    st, sb = pick_t @ Xt, pick_b @ Xb  # [L, s, d]: one matrix product per layer, no copies
+    total_t, total_b = Xt.sum(axis=1)[:, None], Xb.sum(axis=1)[:, None]  # [L, 1, d]
+    d1 = st / ht - sb / hb
+    d2 = (total_t - st) / (nt - ht) - (total_b - sb) / (nb - hb)
+    cosines = _cosines_by_row(d1.reshape(-1, d), d2.reshape(-1, d)).reshape(L, n_splits)
+    return cosines.mean(axis=1), cosines.std(axis=1)
 
 
 def bootstrap_stability(
@@ -506,16 +543,31 @@ def projection_separability(X, labels, target, baseline, seed=0) -> tuple[float,
     Needs at least 2 samples per label. If the fitted direction is exactly zero all projections
     tie, giving AUC 0.5 and accuracy equal to the baseline share of the held-out half.
     """
+    X = as_matrix(X, "X")
+    aucs, accuracies = projection_separability_layers(X[None], labels, target, baseline, seed)
+    return float(aucs[0]), float(accuracies[0])
+
+
+def projection_separability_layers(
+    X, labels, target, baseline, seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``projection_separability`` of every layer at once: X [L, n, d], labels [n] ->
+    (AUC [L], accuracy [L]). Every layer gets the same split, so entry l equals
+    ``projection_separability(X[l], labels, target, baseline, seed)``."""
     rng = check_seed(seed)
-    Xt, Xb = _two_label_rows(X, labels, target, baseline, min_per_label=2)
-    pt, pb = rng.permutation(Xt.shape[0]), rng.permutation(Xb.shape[0])
-    ht, hb = Xt.shape[0] // 2, Xb.shape[0] // 2
-    mt, mb = Xt[pt[:ht]].mean(axis=0), Xb[pb[:hb]].mean(axis=0)
+    Xt, Xb = _two_label_layers(X, labels, target, baseline, min_per_label=2)
+    pt, pb = rng.permutation(Xt.shape[1]), rng.permutation(Xb.shape[1])
+    ht, hb = Xt.shape[1] // 2, Xb.shape[1] // 2
+    # Means and projections as matrix products over all rows (no copies of row subsets).
+    fit_t, fit_b = np.zeros(Xt.shape[1]), np.zeros(Xb.shape[1])
+    fit_t[pt[:ht]], fit_b[pb[:hb]] = 1.0 / ht, 1.0 / hb
+    mt, mb = fit_t @ Xt, fit_b @ Xb  # [L, d]
     direction = mt - mb
-    norm = np.sqrt(direction @ direction)
-    unit = direction / norm if norm > 0.0 else direction
-    st, sb = Xt[pt[ht:]] @ unit, Xb[pb[hb:]] @ unit
-    threshold = 0.5 * (mt @ unit + mb @ unit)
-    correct = np.count_nonzero(st > threshold) + np.count_nonzero(sb <= threshold)
-    accuracy = correct / (st.shape[0] + sb.shape[0])
-    return auc(st, sb), float(accuracy)
+    norm = np.sqrt(np.einsum("ld,ld->l", direction, direction))[:, None]
+    unit = np.divide(direction, norm, out=direction.copy(), where=norm > 0.0)
+    st = (Xt @ unit[:, :, None])[:, pt[ht:], 0]  # [L, held-out target rows]
+    sb = (Xb @ unit[:, :, None])[:, pb[hb:], 0]
+    threshold = 0.5 * np.einsum("ld,ld->l", mt + mb, unit)[:, None]
+    correct = np.count_nonzero(st > threshold, axis=1) + np.count_nonzero(sb <= threshold, axis=1)
+    accuracy = correct / (st.shape[1] + sb.shape[1])
+    return np.array([auc(a, b) for a, b in zip(st, sb, strict=True)]), accuracy.astype(float)

@@ -1,25 +1,27 @@
-"""Analysis-page benchmark: per-page timings, and the directions path at 100,000 samples.
+"""Analysis-page benchmark: each page's compute path at 1,000 and 100,000 samples, and the store.
 
-    .venv/bin/python bench/bench_pages.py                       # store_data + 100k synthetic
-    .venv/bin/python bench/bench_pages.py --store /data/acts    # another store
-    .venv/bin/python bench/bench_pages.py --skip-synthetic      # pages only
-    .venv/bin/python bench/bench_pages.py --samples 20000       # a smaller synthetic store
+    .venv/bin/python bench/bench_pages.py                       # store_data + both synthetic sizes
+    .venv/bin/python bench/bench_pages.py --skip-synthetic      # the default store's pages only
+    .venv/bin/python bench/bench_pages.py --skip-pages --samples 20000   # a smaller big store
 
-Part 1, pages (default store: both embedded models, every layer). Each page's script runs through
-Streamlit's AppTest with its default view: once cold (empty caches, so every statistic is
-computed) and then REPEATS times warm (what a user waits for after the first visit, or after
-changing a widget back). A run covers the widgets, the cached compute calls and building and
-serialising every chart, but not the browser drawing them. Then a breakdown for the same default
-views: the compute calls cold and warm, and the chart builds (altair -> Vega-Lite dict).
+Part 1, the default store (both embedded models, every layer). Each page's script runs through
+Streamlit's AppTest with its default view, once cold (empty caches) and then REPEATS times warm;
+then the same views' compute paths, cold and warm, and their chart builds, on their own.
 
-Part 2, a synthetic single-model store of N samples (default 100,000; 4 labels; d=576; float16;
-written once with store.RunWriter and kept in --synthetic-dir). The directions page's compute
-path (stream every layer, directions, stability, AUC, one layer's PCA) runs in a child process,
-and so does the baseline of loading every layer's vectors at once (`Store.layer_vectors`), so
-each peak RSS is its own (Linux VmHWM, reset after the imports). tracemalloc peaks count
-numpy/Python allocations only (Arrow and DuckDB allocate outside it), so RSS is the figure to
-compare. Figures are printed; no
-thresholds are asserted (timings on a shared machine are noisy).
+Part 2, synthetic stores written with store.RunWriter (d=576, every one of SmolLM2's 30 layers,
+resid_post / last, float16, 4 labels, samples in minimal pairs of 2 categories; two runs of one
+dataset on two "models", so every page has something to show), at --small (1,000) and --samples
+(100,000) samples, kept in --synthetic-dir. Each page's compute path (what the page calls before
+drawing: ui.compute / ui.pairs_compute) runs in its own child process, cold and then warm (the
+st.cache_data hit a second visitor gets), with the child's peak RSS (Linux VmHWM, reset after the
+imports). The commit-time cost of summaries is the same 100,000-sample run written with and
+without them (same data, same process kind); the real extraction's share comes from the
+`summaries_s` and `extract_s` timings of runs in --store made by this code.
+
+Goals (issue 13), printed beside the figures: every page under 1 s warm and under 3 s cold at
+100,000 samples, cold no more than 1.5x its 1,000-sample time, peak RSS under 1 GB, summaries
+adding under 5% to extraction time. Timings on a shared machine are noisy: the load average is
+printed with them. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -29,19 +31,28 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PAGES = ("pages/runs.py", "pages/directions.py", "pages/cross_model.py", "pages/pairs.py")
+COMPUTE_PAGES = ("runs", "directions", "cross_model", "pairs")
 REPEATS = 5
 SYN_LABELS = ("gratitude", "anger", "apology", "neutral")
-SYN_D, SYN_LAYERS, SYN_HOOK, SYN_POSITION = 576, 6, "resid_post", "last"
+SYN_D, SYN_LAYERS, SYN_HOOK, SYN_POSITION = 576, 30, "resid_post", "last"
+GOAL_WARM_S, GOAL_COLD_S, GOAL_GROWTH, GOAL_RSS_MB, GOAL_SUMMARY_SHARE = 1.0, 3.0, 1.5, 1024, 0.05
+
+
+def load_average() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def _quiet_streamlit() -> None:
@@ -62,7 +73,87 @@ def _quiet_streamlit() -> None:
         logger.get_logger(name).addFilter(lambda record: record.levelno >= logging.ERROR)
 
 
-# -- part 1: pages -----------------------------------------------------------------------------
+# -- what each page computes -------------------------------------------------------------------
+def page_compute(page: str, view, hook: str = SYN_HOOK, position: str = SYN_POSITION):
+    """The cached compute calls a page makes for its default view; returns what it draws from."""
+    from ui import compute as c
+    from ui import controls
+    from ui import pairs_compute as pc
+    from ui.context import runs_frame
+
+    runs = c.run_summaries(view).frame.set_index("run_id")
+    if page == "runs":
+        return runs_frame(view)
+    if page == "pairs":
+        pair_run = next(r for r in runs.index if runs.loc[r, "has_pairs"])
+        profile = pc.pair_profile(view, pair_run, hook, position)
+        table = pc.dimension_table(profile, profile.layers[len(profile.layers) // 2], 10, True)
+        return profile, pc.dimension_layers(profile, table["dimension"].tolist())
+    ids = controls.default_runs_by_labels(runs)
+    if len(ids) < 2:  # the synthetic dataset is pairs: every run of the first one's dataset
+        ids = list(runs.index[runs["dataset_sha256"] == runs.loc[ids[0], "dataset_sha256"]])
+    chosen = runs.loc[ids]
+    run_a = chosen.index[0]
+    labels = list(chosen["labels"].iloc[0])
+    baseline = "neutral" if "neutral" in labels else labels[0]
+    target = next(label for label in labels if label != baseline)
+    profile = c.directions_for(view, chosen, hook, position, baseline)
+    if page == "directions":
+        layers = chosen.loc[run_a, "layers"]
+        detail = c.layer_detail(view, run_a, hook, position, layers[len(layers) // 2], baseline,
+                                target)  # fmt: skip
+        return profile, detail
+    run_b = chosen.index[1]
+    return profile, c.cross_model(view, run_a, run_b, hook, position, target, baseline)
+
+
+def chart_builds(page: str, result) -> list:
+    """The page's main charts built from its compute result (altair charts or specs)."""
+    from ui import charts
+
+    if page == "runs":
+        return []
+    if page == "pairs":
+        profile, dims = result
+        return [
+            charts.lines(profile.per_layer, "layer", "mean_abs", "category", title="",
+                         x_title="", y_title="",
+                         colours=charts.category_colours(profile.per_layer["category"])),
+            charts.heatmap(dims, "dimension", "layer", "score", title="", x_title="", y_title=""),
+        ]  # fmt: skip
+    profile, second = result
+    labels = charts.label_colours(sorted(set(profile.per_label["label"])))
+    built = [charts.lines(profile.per_label, "depth", "l2_rel", "label", dash="model", title="",
+                          x_title="", y_title="", colours=labels,
+                          dashes=charts.series_dashes(profile.per_label, "model"))]  # fmt: skip
+    if page == "directions":
+        built += [
+            charts.heatmap(second.cosines, "label_b", "label_a", "cosine", title="", x_title="",
+                           y_title=""),
+            charts.histogram(second.projections, "projection", "label", title="",
+                             colours=labels),
+            charts.scatter(second.scores, "pc1", "pc2", "label", title="", x_title="",
+                           y_title="", colours=labels),
+        ]  # fmt: skip
+    else:
+        built += [charts.heatmap(f, "layer_b", "layer_a", "value", title="", x_title="",
+                                 y_title="") for f in (second.cka, second.procrustes)]  # fmt: skip
+    return built
+
+
+def _serialise(chart) -> None:
+    import altair as alt
+
+    chart.to_dict() if isinstance(chart, alt.TopLevelMixin) else json.dumps(chart, default=str)
+
+
+def _timed(fn, *args):
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
+
+
+# -- part 1: the default store -----------------------------------------------------------------
 def _time_page(page: str) -> tuple[float, list[float], int]:
     from streamlit.testing.v1 import AppTest
 
@@ -79,96 +170,16 @@ def _time_page(page: str) -> tuple[float, list[float], int]:
     return times[0], times[1:], charts
 
 
-def _timed(fn, *args):
-    started = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - started
-
-
-def _breakdown(store_path: str) -> list[tuple[str, float, float, float]]:
-    """(page, compute cold s, compute warm s, chart build s) for each page's default view."""
-    import altair as alt
+def bench_pages(store_path: str) -> None:
+    os.environ["ACTX_STORE"] = store_path
+    from streamlit import cache_data
 
     from store import open_store
-    from ui import charts, controls
-    from ui import compute as c
-    from ui import pairs_compute as pc
     from ui.context import StoreView
 
     store = open_store(store_path)
-    key = StoreView(store_path, tuple(store.run_ids()))
-    runs = c.run_summaries(key).frame.set_index("run_id")
-    chosen = runs.loc[controls.default_runs_by_labels(runs)]
-    run_a, run_b = list(chosen.index[:2])
-    pair_run = next(r for r in runs.index if runs.loc[r, "has_pairs"])
-    layer = chosen.loc[run_a, "layers"][len(chosen.loc[run_a, "layers"]) // 2]
-
-    def directions():
-        profile = c.directions_for(key, chosen, "resid_post", "last", "neutral")
-        detail = c.layer_detail(key, run_a, "resid_post", "last", layer,
-                                "neutral", "anger")  # fmt: skip
-        return profile, detail
-
-    def cross():
-        return c.cross_model(key, run_a, run_b, "resid_post", "last", "anger",
-                             "neutral")  # fmt: skip
-
-    def pairs():
-        return pc.pair_profile(key, pair_run, "resid_post", "last")
-
-    def direction_charts(result):
-        profile, detail = result
-        labels = charts.label_colours(chosen.loc[run_a, "labels"])
-        return [
-            charts.lines(profile.per_label, "depth", "l2_rel", "label", dash="model", title="",
-                         x_title="", y_title="", colours=labels,
-                         dashes=charts.series_dashes(runs, "model")),
-            charts.lines(profile.cosines, "depth", "cosine", "pair", title="", x_title="",
-                         y_title="", colours=charts.pair_colours(chosen.loc[run_a, "labels"])),
-            charts.heatmap(detail.cosines, "label_b", "label_a", "cosine", title="",
-                           x_title="", y_title=""),
-            charts.histogram(detail.projections, "projection", "label", title="", colours=labels),
-            charts.scatter(detail.scores, "pc1", "pc2", "label", title="", x_title="",
-                           y_title="", colours=labels),
-        ]  # fmt: skip
-
-    def cross_charts(result):
-        frames = (result.cka, result.rsa, result.procrustes)
-        return [charts.heatmap(f, "layer_b", "layer_a", "value", title="", x_title="",
-                               y_title="") for f in frames]  # fmt: skip
-
-    def pair_charts(result):
-        table = pc.dimension_table(result, result.layers[0], 10, True)
-        return [
-            charts.lines(result.per_layer, "layer", "mean_abs", "category", title="",
-                         x_title="", y_title="",
-                         colours=charts.category_colours(result.per_layer["category"])),
-            charts.heatmap(pc.dimension_layers(result, table["dimension"].tolist()),
-                           "dimension", "layer", "score", title="", x_title="", y_title=""),
-        ]  # fmt: skip
-
-    rows = []
-    for name, compute, build in (
-        ("directions", directions, direction_charts),
-        ("cross_model", cross, cross_charts),
-        ("pairs", pairs, pair_charts),
-    ):
-        result, cold = _timed(compute)
-        _, warm = _timed(compute)
-        built, _ = _timed(build, result)
-        started = time.perf_counter()
-        for chart in built:
-            (chart.to_dict() if isinstance(chart, alt.TopLevelMixin) else chart)
-        rows.append((name, cold, warm, time.perf_counter() - started))
-    return rows
-
-
-def bench_pages(store_path: str) -> None:
-    os.environ["ACTX_STORE"] = store_path
-    from store import open_store
-
-    runs = open_store(store_path).runs()
-    print(f"== pages over {store_path}: {len(runs)} runs")
+    runs = store.runs()
+    print(f"== pages over {store_path}: {len(runs)} runs (load average {load_average()})")
     for m in runs:
         print(f"   {m.name}: {m.n_samples} samples, {len(m.layers)} layers, d={m.d_model}")
     print(f"{'page':<22}{'cold run s':>12}{'warm run s (best / median)':>30}{'charts':>8}")
@@ -179,33 +190,89 @@ def bench_pages(store_path: str) -> None:
         print(f"{page:<22}{cold:>12.2f}{warm_sorted[0]:>18.3f} / {median:<9.3f}{n_charts:>8}")
     print("breakdown (default views; a fresh cache, so cold recomputes):")
     print(f"{'page':<22}{'compute cold s':>16}{'compute warm s':>16}{'chart build s':>15}")
-    from streamlit import cache_data
-
     cache_data.clear()
-    for name, cold, warm, build in _breakdown(store_path):
-        print(f"{name:<22}{cold:>16.3f}{warm:>16.4f}{build:>15.3f}")
+    view = StoreView(store_path, tuple(store.run_ids()))
+    for page in COMPUTE_PAGES:
+        result, cold = _timed(page_compute, page, view, "resid_post", "last")
+        _, warm = _timed(page_compute, page, view, "resid_post", "last")
+        started = time.perf_counter()
+        for chart in chart_builds(page, result):
+            _serialise(chart)
+        print(f"{page:<22}{cold:>16.3f}{warm:>16.4f}{time.perf_counter() - started:>15.3f}")
+    extraction_share(runs)
 
 
-# -- part 2: 100,000 samples -------------------------------------------------------------------
-def build_synthetic(folder: Path, samples: int) -> tuple[Path, str]:
-    from store import open_store
+def extraction_share(runs) -> None:
+    """What summaries cost inside real extractions (runs committed by this code)."""
+    timed = [m for m in runs if "summaries_s" in m.timings and m.timings.get("extract_s")]
+    if not timed:
+        print("   (no run in this store records summaries_s: made before summaries)")
+        return
+    print("summaries inside real extractions (manifest timings):")
+    for m in timed:
+        share = m.timings["summaries_s"] / (m.timings["extract_s"] + m.timings["summaries_s"])
+        seconds = m.timings["summaries_s"]
+        print(f"   {m.name:<40} summaries {seconds:7.2f} s of extract {m.timings['extract_s']:8.1f}"
+              f" s: {share:6.2%} (goal < {GOAL_SUMMARY_SHARE:.0%})")  # fmt: skip
+
+
+# -- part 2: synthetic stores ----------------------------------------------------------------
+def synthetic_rows(samples: int) -> list[dict]:
+    """Minimal pairs (sides a/b, 2 categories) that also carry one of 4 labels."""
+    rows = []
+    for i in range(samples // 2):
+        label, category = SYN_LABELS[i % len(SYN_LABELS)], ("meaning", "grammar")[i % 2]
+        for side in ("a", "b"):
+            rows.append({"id": f"s{i}{side}", "text": f"{label} pair {i} side {side}",
+                         "label": label, "pair_id": f"p{i}", "side": side,
+                         "category": category})  # fmt: skip
+    return rows
+
+
+def _write(root: Path, run_id: str, rows: list[dict], model: str, seed: int,
+           summaries: bool = True) -> float:  # fmt: skip
     from tests.support.synthetic import write_run
 
-    run_id = f"synthetic-{samples}"
-    root = folder / f"store-{samples}"
-    if run_id in open_store(root, create=True).run_ids():
-        return root, run_id
-    per_label = samples // len(SYN_LABELS)
-    rows = [{"id": f"s{label[:3]}{i}", "text": f"{label} {i}", "label": label}
-            for label in SYN_LABELS for i in range(per_label)]  # fmt: skip
     started = time.perf_counter()
     write_run(
         root, run_id, rows, d_model=SYN_D, n_layers=SYN_LAYERS, hooks=(SYN_HOOK,),
-        positions=(SYN_POSITION,), dtype="float16", model="synthetic-576", signal=0.3,
-        batch_rows=8192,
+        positions=(SYN_POSITION,), dtype="float16", model=model, signal=0.3, seed=seed,
+        batch_rows=8192, dataset_name="synthetic-pairs", summaries=summaries,
     )  # fmt: skip
-    print(f"   built {run_id} in {time.perf_counter() - started:.1f} s")
-    return root, run_id
+    return time.perf_counter() - started
+
+
+def build_synthetic(folder: Path, samples: int) -> Path:
+    """A store with two runs (models a and b) of one synthetic dataset; reused when there."""
+    from store import open_store
+
+    root = folder / f"store-{samples}"
+    have = set(open_store(root, create=True).run_ids())
+    rows = synthetic_rows(samples)
+    for model, seed in (("a", 1), ("b", 2)):
+        run_id = f"synthetic-{model}-{samples}"
+        if run_id not in have:
+            shutil.rmtree(root / "runs" / run_id, ignore_errors=True)  # an interrupted build
+            seconds = _write(root, run_id, rows, f"synthetic-{model}", seed)
+            print(f"   built {run_id} in {seconds:.1f} s (load average {load_average()})")
+    return root
+
+
+def commit_cost(folder: Path, samples: int) -> None:
+    """The same run written with and without summaries, one after the other."""
+    rows = synthetic_rows(samples)
+    root = folder / "commit-cost"
+    shutil.rmtree(root, ignore_errors=True)
+    timings = {}
+    for summaries in (False, True):
+        name = "with" if summaries else "without"
+        timings[name] = _write(root, f"cost-{name}", rows, "synthetic-a", 1, summaries)
+        shutil.rmtree(root / "runs" / f"cost-{name}")  # 3.5 GB each at 100,000 samples
+    extra = timings["with"] - timings["without"]
+    print(f"commit-time cost of summaries, {samples:,} samples x {SYN_LAYERS} layers x {SYN_D} "
+          f"(writing only, no model: the worst case; load average {load_average()}):")  # fmt: skip
+    print(f"   without {timings['without']:7.1f} s, with {timings['with']:7.1f} s: "
+          f"+{extra:.1f} s = {extra / timings['without']:+.1%} of writing the run")  # fmt: skip
 
 
 def _status_mb(field: str) -> float | None:
@@ -240,68 +307,68 @@ def _peak_rss_mb() -> float:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(kind: str, root: str, run_id: str) -> dict:
-    """Child process: one way of getting the directions page's numbers; time and memory."""
+def measure(page: str, root: str) -> dict:
+    """Child process: one page's compute path on `root`, cold then warm; time and memory."""
+    import ui.compute  # noqa: F401 - imports before the RSS floor, like a running server
+    import ui.pairs_compute  # noqa: F401
     from store import open_store
-    from ui import compute as c
     from ui.context import StoreView
 
-    floor_mb = _reset_peak_rss()
-    tracemalloc.start()
     store = open_store(root)
-    key = StoreView(root, tuple(store.run_ids()))
-    started = time.perf_counter()
-    if kind == "stream":
-        stats = c.layer_stats(key, run_id, SYN_HOOK, SYN_POSITION)
-        profile = c.direction_profile(key, run_id, SYN_HOOK, SYN_POSITION, "neutral")
-        c.layer_detail(key, run_id, SYN_HOOK, SYN_POSITION, stats.layers[-1], "neutral",
-                       "anger")  # fmt: skip
-        extra = {"kept_per_label": int(profile.per_label["n_target"].iloc[0]),
-                 "auc_last_layer": round(float(profile.per_label["auc"].iloc[-1]), 3)}  # fmt: skip
-    else:  # what a page would do without streaming: every layer's vectors in memory at once
-        X, samples, layers = store.layer_vectors(run_id, SYN_HOOK, SYN_POSITION)
-        extra = {"array_mb": round(X.nbytes / 1e6, 1)}
-    seconds = time.perf_counter() - started
-    _, traced_peak = tracemalloc.get_traced_memory()
-    return {"seconds": seconds, "floor_mb": floor_mb, "rss_mb": _peak_rss_mb(),
-            "traced_mb": traced_peak / 1e6, **extra}  # fmt: skip
+    view = StoreView(root, tuple(store.run_ids()))
+    floor_mb = _reset_peak_rss()
+    _, cold = _timed(page_compute, page, view)
+    _, warm = _timed(page_compute, page, view)
+    return {"cold": cold, "warm": warm, "floor_mb": floor_mb, "rss_mb": _peak_rss_mb()}
 
 
-def _child(kind: str, root: Path, run_id: str) -> dict:
-    command = [sys.executable, __file__, "--measure", kind, str(root), run_id]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+def _child(page: str, root: Path) -> dict:
+    command = [sys.executable, __file__, "--measure", page, str(root)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{page} on {root} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_synthetic(folder: Path, samples: int) -> None:
-    print(f"\n== directions page on a synthetic store: {samples:,} samples, {SYN_LAYERS} layers, "
-          f"d={SYN_D}, float16, {len(SYN_LABELS)} labels")  # fmt: skip
-    root, run_id = build_synthetic(folder, samples)
-    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
-    print(f"   store {root} ({size:,.0f} MB on disk)")
-    stream = _child("stream", root, run_id)
-    load_all = _child("load-all", root, run_id)
-    print(f"{'':<42}{'time s':>8}{'RSS start':>11}{'RSS peak':>10}{'growth':>8}{'traced':>8}")
-    for name, r in (("directions path, streamed (ui.compute)", stream),
-                    ("baseline: all layers loaded at once", load_all)):  # fmt: skip
-        print(f"{name:<42}{r['seconds']:>8.1f}{r['floor_mb']:>11.0f}{r['rss_mb']:>10.0f}"
-              f"{r['rss_mb'] - r['floor_mb']:>8.0f}{r['traced_mb']:>8.0f}")  # fmt: skip
-    print("   (MB, each in its own process; RSS start = after imports; growth = peak - start;"
-          " traced = tracemalloc peak, numpy/Python allocations only)")  # fmt: skip
-    print(f"   streamed path kept {stream['kept_per_label']} samples per label for stability/AUC/"
-          f"PCA (last-layer AUC {stream['auc_last_layer']}); the baseline's array alone is "
-          f"{load_all['array_mb']:,.0f} MB and grows with the sample count")  # fmt: skip
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def bench_synthetic(folder: Path, small: int, samples: int, cost: bool) -> None:
+    print(f"\n== synthetic stores: {SYN_LAYERS} layers x d={SYN_D}, float16, two runs of one "
+          f"dataset, {small:,} and {samples:,} samples (load {load_average()})")  # fmt: skip
+    roots = {n: build_synthetic(folder, n) for n in (small, samples)}
+    for n, root in roots.items():
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+        print(f"   {n:>7,} samples: {root} ({size:,.0f} MB on disk)")
+    print(f"{'page':<13}{f'{small:,} cold/warm s':>20}{f'{samples:,} cold/warm s':>22}"
+          f"{'cold growth':>13}{'peak RSS MB':>13}  goals (warm < {GOAL_WARM_S:g} s, cold < "
+          f"{GOAL_COLD_S:g} s, growth < {GOAL_GROWTH:g}x, RSS < {GOAL_RSS_MB} MB)")  # fmt: skip
+    for page in COMPUTE_PAGES:
+        a, b = _child(page, roots[small]), _child(page, roots[samples])
+        growth = b["cold"] / a["cold"] if a["cold"] else float("nan")
+        rss = max(a["rss_mb"], b["rss_mb"])
+        verdict = " ".join([_mark(b["warm"] < GOAL_WARM_S), _mark(b["cold"] < GOAL_COLD_S),
+                            _mark(growth < GOAL_GROWTH), _mark(rss < GOAL_RSS_MB)])  # fmt: skip
+        print(f"{page:<13}{a['cold']:>11.2f} / {a['warm']:<6.3f}{b['cold']:>13.2f} / "
+              f"{b['warm']:<6.3f}{growth:>12.2f}x{rss:>13.0f}  {verdict}  "
+              f"(load {load_average()})")  # fmt: skip
+    print("   (each cell: its own process; cold = empty caches, warm = the st.cache_data hit; "
+          "RSS = the child's peak, imports included)")  # fmt: skip
+    if cost:
+        commit_cost(folder, samples)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=str(ROOT / "store_data"))
     parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--synthetic-dir", type=Path, default=Path("/tmp/actx-bench-pages"))
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
-    parser.add_argument("--measure", nargs=3, metavar=("KIND", "ROOT", "RUN_ID"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument("--skip-commit-cost", action="store_true")
+    parser.add_argument("--measure", nargs=2, metavar=("PAGE", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     _quiet_streamlit()
     if args.measure:
@@ -310,7 +377,7 @@ def main() -> None:
     if not args.skip_pages:
         bench_pages(args.store)
     if not args.skip_synthetic:
-        bench_synthetic(args.synthetic_dir, args.samples)
+        bench_synthetic(args.synthetic_dir, args.small, args.samples, not args.skip_commit_cost)
 
 
 if __name__ == "__main__":

@@ -538,10 +538,12 @@ def execute(
             opened, loaded.backend, loaded.tokenizer, plan, tokens, progress
         )
     writer = opened.writer
+    writer.write_summaries()  # before the manifest, so their cost is in its timings
     timings = {
         "load_s": round(load_seconds, 3),
         "extract_s": round(extract_seconds, 3),
         "write_s": round(writer.write_seconds, 3),
+        "summaries_s": round(writer.summary_seconds, 3),
         "total_s": round(time.perf_counter() - started, 3),
         "samples_per_s": round(
             (len(plan.dataset) - opened.resumed) / max(extract_seconds, 1e-9), 3

@@ -158,7 +158,8 @@ else:
 cka = with_chance(with_best(result.cka), chance("cka"))
 heatmap(
     right, cka, "Linear CKA of the sample representations",
-    f"Over {result.n_shared} shared samples (at most {CROSS_MODEL_MAX_ROWS}); biased upwards "
+    f"Over {result.n_shared} shared samples of the runs' fixed subsamples (at most "
+    f"{CROSS_MODEL_MAX_ROWS}); biased upwards "
     "when samples are few relative to the width. Basis-free.", "CKA",
 )  # fmt: skip
 left, right = st.columns(2)

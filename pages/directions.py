@@ -11,14 +11,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import charts, controls, downloads, links
-from ui.compute import (
-    REST,
-    SUBSAMPLE_PER_LABEL,
-    Unsuitable,
-    directions_for,
-    layer_detail,
-    run_title,
-)
+from ui.compute import REST, Unsuitable, directions_for, layer_detail, run_title
 from ui.context import current_view, plain, short
 
 st.title("Concept directions")
@@ -111,8 +104,8 @@ right.altair_chart(
 )  # fmt: skip
 counts = per_label.drop_duplicates(["run", "label"])
 st.caption(
-    "Stability (20 random half splits) and AUC (fit on one half, score the other) use up to "
-    f"{SUBSAMPLE_PER_LABEL:,} samples per label: "
+    "Stability (20 random half splits) and AUC (fit on one half, score the other) use each "
+    f"run's fixed subsample ({controls.subsample_text(counts)}): "
     + plain(
         "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
         + ("" if rest else f"; {baseline} {counts['n_baseline'].iloc[0]}")
@@ -169,6 +162,7 @@ right.caption(
     f"In units of the direction's length: a sample at 0 sits at the mean of {plain(versus)}, "
     f"at 1 at the mean of {plain(target)} (means over every sample)."
 )
+controls.subsample_note(len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA")
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:

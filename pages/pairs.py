@@ -85,6 +85,7 @@ right.altair_chart(
     )
 )  # fmt: skip
 
+controls.subsample_note(len(profile.pairs), profile.n_pairs_total, "Pair statistics", "pairs")
 st.subheader("Dimensions")
 columns = st.columns([3, 1])
 layer = controls.pick_layer(profile.layers, columns[0])

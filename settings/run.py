@@ -40,6 +40,9 @@ ANSWER_STATES = ("producing", "own")
 # `python -m extraction defaults` makes these, and the Propositions page suggests them.
 ANSWERING_MODELS = ("smollm2-135m",)
 ANSWER_TOKENS_POOLED = 3
+# Positions stored with one row per token; every other position has one row per sample (and so
+# gets per-label summaries at commit, see store.summaries).
+TOKEN_POSITIONS = ("all",)
 STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "transformer_lens")

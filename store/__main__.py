@@ -1,11 +1,15 @@
-"""Command line for the store: `python -m store snapshot|export ...`.
+"""Command line for the store: `python -m store snapshot|export|summarize ...`.
 
     python -m store snapshot --store store_data --runs ID[,ID] --layers 0,5,10 --out snapshot
     python -m store export --store store_data --run ID --hook resid_post --layer 12 \
         --position answer_mean --label id,label --out vectors.csv     # or .npy, .parquet
+    python -m store summarize --store store_data [--runs all|ID[,ID]] [--force]
 
 Export writes one run's vectors of one hook, layer and position (see `store.export`); it never
 replaces an existing file unless `--force`, and prints what it wrote.
+`summarize` writes the summaries (per-label sums, a fixed subsample) of runs committed before
+runs had them, one pass over each run's vectors with a progress bar on stderr; runs whose
+summaries are up to date are left alone unless `--force`. One line per run on stdout.
 
 Layers take the grammar of `extraction run` (`all`, `5`, `0,4,8`, `10-20`, `-1`; `--layers -1,0`
 works too). Damaged runs are skipped with a `skipped runs/<folder>: <reason>` line on stderr.
@@ -32,6 +36,7 @@ from store.export import (
 )
 from store.reader import open_store
 from store.snapshot import snapshot
+from store.summarize import summarize_run
 
 VALUE_FLAGS = ("--layers", "--layer")  # values that may start with '-' (a negative layer)
 
@@ -69,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="csv, npy or parquet [from the --out suffix]")  # fmt: skip
     export.add_argument("--out", required=True, type=Path, help="the file to write")
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    summ = sub.add_parser("summarize", help="write the summaries of runs committed without them")
+    summ.add_argument("--store", required=True, type=Path, help="the store")
+    summ.add_argument(
+        "--runs", default="all", help="run ids or unambiguous prefixes, comma-separated, or all"
+    )
+    summ.add_argument("--force", action="store_true", help="rewrite summaries that look fine")
     return parser
 
 
@@ -109,11 +121,53 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(run_id: str):
+    """A tqdm bar on stderr when tqdm is installed (the hosted app's install lacks it)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(desc=f"summarize {run_id}", unit="row", unit_scale=True, file=sys.stderr,
+               leave=False, disable=None)  # fmt: skip
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _summarize(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    runs = args.runs.strip()
+    if runs == "all":
+        run_ids = [m.run_id for m in store.runs()]
+        for damaged in store.damaged_runs():
+            _skipped(damaged)
+    else:
+        run_ids = [store.resolve_run_id(r.strip()) for r in runs.split(",") if r.strip()]
+    if not run_ids:
+        raise StoreError("no runs to summarize")
+    for run_id in dict.fromkeys(run_ids):
+        update, close = _progress_bar(run_id)
+        try:
+            done = summarize_run(args.store, run_id, force=args.force, progress=update)
+        finally:
+            close()
+        if done.written:
+            print(f"summarized {run_id}: {done.sites} sites, subsample of {done.subsample} "
+                  f"samples, {done.seconds:.1f} s")  # fmt: skip
+        else:
+            print(f"up to date {run_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = join_option_values(sys.argv[1:] if argv is None else argv, VALUE_FLAGS)
     args = build_parser().parse_args(argv)
     try:
-        return {"snapshot": _snapshot, "export": _export}[args.command](args)
+        verbs = {"snapshot": _snapshot, "export": _export, "summarize": _summarize}
+        return verbs[args.command](args)
     except (StoreError, ValueError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

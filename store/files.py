@@ -61,8 +61,11 @@ def _vector_problem(schema: pa.Schema, d_model: int) -> str | None:
     return None
 
 
-def vectors_to_numpy(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.ndarray:
-    """list<float> column -> float32 array [n, d_model]; ValueError if a row has another width."""
+def vectors_to_numpy(
+    column: pa.ChunkedArray | pa.Array, d_model: int, float32: bool = True
+) -> np.ndarray:
+    """list<float> column -> float32 array [n, d_model] (or, `float32=False`, the stored float
+    type as it is); ValueError if a row has another width."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if len(array) == 0:
         return np.zeros((0, d_model), np.float32)
@@ -76,7 +79,9 @@ def vectors_to_numpy(column: pa.ChunkedArray | pa.Array, d_model: int) -> np.nda
     if len(wrong):
         raise ValueError(f"vectors of width {int(wrong[0])}; the manifest says d_model {d_model}")
     values = array.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.float32, copy=False).reshape(-1, d_model)
+    if float32:
+        values = values.astype(np.float32, copy=False)
+    return values.reshape(-1, d_model)
 
 
 def as_damaged(run_id: str, error: StoreError) -> DamagedRun:

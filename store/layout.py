@@ -9,6 +9,8 @@
                              samples.parquet at commit, kept as the record --resume reads)
         vectors/part-*.parquet one row per (sample, hook, layer, position[, token])
         progress.json        samples done so far (for live progress; not part of the result)
+        summaries/           label sums and a fixed subsample, written at commit (store.summaries)
+          labels.parquet  subsample.parquet  summary.json (written last)
         manifest.json        provenance, written at commit
         _COMMITTED           commit marker, written last: a run without it is invisible
       saes/<sae_id>/         an SAE this tool trained, in sae-lens's on-disk format
@@ -38,7 +40,7 @@ Readers take only names of the exact form `part-NNNNN.parquet`: a sync tool's co
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from settings.run import validate_run_id
 
@@ -87,6 +89,22 @@ def tokens_dir(run: Path) -> Path:
 
 def answers_dir(run: Path) -> Path:
     return run / "answers"
+
+
+def summaries_dir(run: Path) -> Path:
+    return run / "summaries"
+
+
+def summary_path(run: Path) -> Path:
+    return summaries_dir(run) / "summary.json"
+
+
+def label_sums_path(run: Path) -> Path:
+    return summaries_dir(run) / "labels.parquet"
+
+
+def subsample_path(run: Path) -> Path:
+    return summaries_dir(run) / "subsample.parquet"
 
 
 def part_name(index: int) -> str:
@@ -140,6 +158,19 @@ def topk_dir(feature_run: Path) -> Path:
 
 def source_path(feature_run: Path, suffix: str) -> Path:
     return feature_run / f"source{suffix}"
+
+
+def is_absolute(text: str) -> bool:
+    return text.startswith(("/", "~")) or PureWindowsPath(text).is_absolute()
+
+
+def public_path(text: str) -> str:
+    """An absolute path cut to its last component (`/srv/data/x.jsonl` -> `x.jsonl`): how a
+    published store (a snapshot, the query views) names a model folder or a dataset file."""
+    if not is_absolute(text):
+        return text
+    name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
+    return name or text.strip("/\\~") or "?"
 
 
 # -- vector sets and model readouts: folders with a manifest and a commit marker, like runs -------

@@ -56,6 +56,13 @@ from store.sql import (
     check_query,
     clean_message,
 )
+from store.summaries import (
+    LabelSums,
+    RunSummary,
+    SummaryFiles,
+    SummaryUnavailable,
+    choose_subsample,
+)
 from store.vectorsets import VectorSet, VectorSetManifest, VectorSets
 
 __all__ = [
@@ -63,8 +70,11 @@ __all__ = [
     "MAX_QUERY_ROWS",
     "MAX_REASON_CHARS",
     "DamagedRun",
+    "LabelSums",
     "QueryResult",
+    "RunSummary",
     "Store",
+    "SummaryUnavailable",
     "open_store",
 ]
 
@@ -81,6 +91,8 @@ class Store:
         self._sql = ConfinedConnection(self.root)
         self.saes = SaeShelf(self.root)  # STORE/saes/: SAEs this tool trained (store.saes)
         self.features = FeatureShelf(self.root)  # STORE/features/: SAE feature runs
+
+        self._summaries = SummaryFiles(self.root)
         self._vector_sets = VectorSets(self.root)
         self._readouts = Readouts(self.root)
 
@@ -156,9 +168,11 @@ class Store:
         reported in `QueryResult.skipped_runs`), so one damaged file does not break every query.
         """
         manifests, _, key = self._catalog.scan()
+        summarized = [m.run_id for m in manifests if self._summaries.status(m) is None]
+        key = (key, tuple(summarized))
         if self._sql.has_views(key):
             return
-        usable, skipped, samples, vectors = [], [], [], []
+        usable, skipped, samples, vectors, sums = [], [], [], [], []
         for m in sorted(manifests, key=lambda m: m.run_id):
             problem = self._files.damage(m)
             if problem is not None:
@@ -167,7 +181,9 @@ class Store:
             usable.append(m)
             samples.append(self._files.samples_file(m))
             vectors.extend(self._files.vector_files(m))
-        self._sql.build_views(key, usable, samples, vectors, skipped)
+            if m.run_id in summarized:
+                sums.append(str(layout.label_sums_path(layout.run_dir(self.root, m.run_id))))
+        self._sql.build_views(key, usable, samples, vectors, skipped, sums)
 
     def query(
         self,
@@ -175,16 +191,23 @@ class Store:
         params: Sequence[Any] | Mapping[str, Any] | None = None,
         max_rows: int = DEFAULT_MAX_ROWS,
         timeout_s: float | None = None,
+        *,
+        public: bool = False,
+        max_values: int | None = None,
     ) -> QueryResult:
-        """Run one SELECT over the views `runs`, `samples`, `vectors`, with parameters.
+        """Run one SELECT over the views `runs`, `samples`, `vectors`, `label_means` and
+        `site_norms` (from the runs' summaries), with parameters.
 
         Safe for user SQL: a single SELECT only, reading nothing outside the store's runs. At
         most `max_rows` rows come back; `truncated` says whether there were more. With
         `timeout_s`, a query still running after that many seconds is stopped (StoreError).
+        `public` (SQL from a hosted page's visitor) allows only the views and no function that
+        reveals the server; `max_values` also cuts the rows at that many values, a list cell
+        counting its length (see `store.sql`).
         """
-        check_query(sql, max_rows, timeout_s)
+        check_query(sql, max_rows, timeout_s, max_values)
         self.refresh()
-        return self._sql.select(sql, params, max_rows, timeout_s)
+        return self._sql.select(sql, params, max_rows, timeout_s, public, max_values)
 
     # -- reading one run's files -----------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -208,18 +231,24 @@ class Store:
             raise StoreError(f"run {run_id!r}: cannot read vectors ({one_line(exc)})") from None
 
     # -- samples and vectors ---------------------------------------------------------------
-    def samples(self, run_id: str) -> pd.DataFrame:
-        """The run's sample table, ordered by `sample_idx` (the row order of vectors)."""
+    def samples(self, run_id: str, sample_idx: Sequence[int] | None = None) -> pd.DataFrame:
+        """The run's sample table, ordered by `sample_idx` (the row order of vectors); with
+        `sample_idx`, only those samples (each must be there), read without the others."""
         manifest = self.manifest(run_id)
         path = self._files.samples_file(manifest)
-        frame = self._read(
-            run_id, "samples", "SELECT * FROM read_parquet($path) ORDER BY sample_idx",
-            {"path": path}, lambda relation: relation.df(),
-        )  # fmt: skip
-        if len(frame) != manifest.n_samples:
+        if sample_idx is None:
+            sql, params = "SELECT * FROM read_parquet($path) ORDER BY sample_idx", {"path": path}
+        else:
+            wanted = sorted({int(i) for i in sample_idx})
+            sql = ("SELECT * FROM read_parquet($path) WHERE sample_idx IN "
+                   "(SELECT unnest($idx)) ORDER BY sample_idx")  # fmt: skip
+            params = {"path": path, "idx": wanted}
+        frame = self._read(run_id, "samples", sql, params, lambda relation: relation.df())
+        expected = manifest.n_samples if sample_idx is None else len(wanted)
+        if len(frame) != expected:
+            what = "the manifest says" if sample_idx is None else "asked for"
             raise StoreError(
-                f"run {run_id!r}: samples.parquet has {len(frame)} rows; the manifest says "
-                f"{manifest.n_samples} samples"
+                f"run {run_id!r}: samples.parquet has {len(frame)} rows; {what} {expected} samples"
             )
         if not frame["sample_idx"].is_unique:
             raise StoreError(f"run {run_id!r}: samples.parquet names a sample_idx twice")
@@ -361,6 +390,81 @@ class Store:
                 batch.column(1).to_numpy(),
                 self._numpy(run_id, batch.column(2), manifest.d_model),
             )
+
+    # -- summaries ---------------------------------------------------------------------------
+    def summary(self, run_id: str) -> RunSummary:
+        """The run's summary (subsample indices, labels, sites, seed). Raises
+        SummaryUnavailable (a StoreError with `.kind` and `.command`) when the run has none,
+        they are damaged or out of date: nothing falls back to scanning the vectors."""
+        return self._summaries.summary(self.manifest(run_id))
+
+    def summary_status(self, run_id: str) -> SummaryUnavailable | None:
+        """None when the run's summaries are usable, else why not (with the command to fix it)."""
+        return self._summaries.status(self.manifest(run_id))
+
+    def label_sums(
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None
+    ) -> LabelSums:
+        """Per-label count, sum, sum of squared norms and sum of norms at every (or the given)
+        layer of one site, from the summaries: a few KB per layer, whatever the run's size."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, None, position)
+        for layer in manifest.layers if layers is None else layers:
+            self._check_site(manifest, hook, int(layer), position)
+        return self._summaries.label_sums(manifest, hook, position, layers)
+
+    def subsample_samples(
+        self, run_id: str, size: int | None = None, sample_idx: Sequence[int] | None = None
+    ) -> pd.DataFrame:
+        """The samples of the summaries' fixed subsample, ordered by sample_idx (read without
+        the others). `size` takes at most that many, chosen the same stratified way with the
+        same seed (a page that needs fewer gets the same ones on every call); `sample_idx`
+        takes those of them (one the subsample lacks is an error)."""
+        summary = self.summary(run_id)
+        samples = self.samples(run_id, summary.subsample)
+        rows = None
+        if sample_idx is not None:
+            rows = np.unique(np.asarray(sample_idx, np.int64))
+            outside = np.setdiff1d(rows, samples["sample_idx"].to_numpy())
+            if len(outside):
+                raise StoreError(
+                    f"run {run_id!r}: sample {int(outside[0])} is not in its subsample"
+                )
+        elif size is not None and size < len(samples):
+            rows = choose_subsample(samples, max(int(size), 0), summary.seed)
+        if rows is not None:
+            samples = samples[samples["sample_idx"].isin(rows)]
+        return samples.reset_index(drop=True)
+
+    def subsample_vectors(
+        self, run_id: str, hook: str, position: str, sample_idx: Sequence[int],
+        layers: Sequence[int] | None = None, dtype=np.float32,
+    ) -> tuple[np.ndarray, list[int]]:  # fmt: skip
+        """Vectors of some of the subsample's samples (sorted sample_idx, as
+        `subsample_samples` gives them) at one site: (X [L, m, d] of `dtype`, layers). Reads
+        the subsample's own file, only those layers' row groups, never the run's vectors."""
+        manifest = self.manifest(run_id)
+        self._check_site(manifest, hook, None, position)
+        for layer in manifest.layers if layers is None else layers:
+            self._check_site(manifest, hook, int(layer), position)
+        rows = np.asarray(sample_idx, np.int64)
+        if len(rows) and (np.diff(rows) <= 0).any():
+            raise StoreError("sample_idx must be sorted and without repeats")
+        idx, X, layers = self._summaries.subsample(manifest, hook, position, layers, rows, dtype)
+        if not np.array_equal(idx, rows):
+            raise StoreError(f"run {run_id!r}: its subsample does not have those samples")
+        return X, layers
+
+    def subsample(
+        self, run_id: str, hook: str, position: str, layers: Sequence[int] | None = None,
+        size: int | None = None, sample_idx: Sequence[int] | None = None, dtype=np.float32,
+    ) -> tuple[np.ndarray, pd.DataFrame, list[int]]:  # fmt: skip
+        """The summaries' fixed subsample at one site: (X [L, m, d] float32, its m samples
+        ordered by sample_idx, layers): `subsample_samples` and `subsample_vectors` in one."""
+        samples = self.subsample_samples(run_id, size, sample_idx)
+        rows = samples["sample_idx"].to_numpy()
+        X, layers = self.subsample_vectors(run_id, hook, position, rows, layers, dtype)
+        return X, samples, layers
 
     def token_vectors(
         self, run_id: str, hook: str, sample_idx: int, layers: Sequence[int] | None = None

@@ -13,7 +13,9 @@ are tens to hundreds of MB (57 MB for SmolLM2, 336 MB for Gemma-3-270M).
 Layers use the one layer grammar of `settings.run` (`all`, `5`, `0,4,8`, `10-20`, `-1`), resolved
 per run against its model and checked against the layers the run has. A damaged run (see
 `Store.damaged_runs`, or a run whose files do not open) is skipped and reported, never fatal to
-the others. A snapshot is meant to be published, so it carries no absolute server path: the
+the others. Summaries are computed again while the vectors are copied (the same subsample: it
+depends on the samples and the seed only), so they match the snapshot's layers and float16
+values. A snapshot is meant to be published, so it carries no absolute server path: the
 source store is recorded by its folder name, and absolute paths in the model source, `extra`
 (e.g. `dataset_path`) and config.json are cut to their last component.
 """
@@ -25,7 +27,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,9 +41,12 @@ from store.atomic import atomic_write_text, fsync_dir
 from store.catalog import DamagedRun
 from store.errors import StoreError, one_line
 from store.files import as_damaged, vectors_to_numpy
+from store.layout import is_absolute as _is_absolute
+from store.layout import public_path
 from store.manifest import RunManifest
 from store.reader import open_store
 from store.readouts import copy_readouts
+from store.summarize import Summarizer
 from store.vectorsets import copy_vector_sets
 from store.writer import DEFAULT_ROW_GROUP_BYTES, vector_schema
 
@@ -58,18 +63,6 @@ class SnapshotResult:
 
 class _SourceDamage(Exception):
     """A source file failed while being copied (its footer opened, its data did not)."""
-
-
-def _is_absolute(text: str) -> bool:
-    return text.startswith(("/", "~")) or PureWindowsPath(text).is_absolute()
-
-
-def public_path(text: str) -> str:
-    """An absolute path cut to its last component (`/srv/data/x.jsonl` -> `x.jsonl`)."""
-    if not _is_absolute(text):
-        return text
-    name = (PureWindowsPath if "\\" in text else PurePosixPath)(text).name
-    return name or text.strip("/\\~") or "?"
 
 
 def _public(value: Any) -> Any:
@@ -96,8 +89,10 @@ def _chosen_layers(manifest: RunManifest, wanted: tuple[int, ...] | None) -> lis
     return list(resolve_layers(wanted, manifest.n_layers))
 
 
-def _copy_vectors(source: Path, target: Path, layers: list[int], d_model: int) -> tuple[int, int]:
-    """Filter one part file to `layers`, cast to float16; returns (rows, overflow values).
+def _copy_vectors(source: Path, target: Path, layers: list[int], d_model: int,
+                  summarizer: Summarizer) -> tuple[int, int]:  # fmt: skip
+    """Filter one part file to `layers`, cast to float16, summarize; returns (rows, overflow
+    values).
 
     A failure reading `source` raises _SourceDamage; a failure writing `target` is an OSError.
     """
@@ -131,6 +126,7 @@ def _copy_vectors(source: Path, target: Path, layers: list[int], d_model: int) -
             overflow += int(np.count_nonzero(~np.isfinite(half))) - int(
                 np.count_nonzero(~np.isfinite(values))
             )
+            summarizer.add_rows(*(c.to_numpy(zero_copy_only=False) for c in columns[:4]), half)
             vectors = pa.FixedSizeListArray.from_arrays(pa.array(half.reshape(-1)), d_model)
             table = pa.Table.from_arrays([*columns, vectors], schema=schema)
             if writer is None:
@@ -159,7 +155,7 @@ def _copy_config(src: Path, dst: Path) -> None:
 
 
 def _copy_run(source_root: Path, out_root: Path, manifest: RunManifest, chosen: list[int],
-              source_name: str) -> None:  # fmt: skip
+              source_name: str, samples) -> None:  # fmt: skip
     src = layout.run_dir(source_root, manifest.run_id)
     dst = layout.run_dir(out_root, manifest.run_id)
     layout.vectors_dir(dst).mkdir(parents=True)
@@ -169,9 +165,16 @@ def _copy_run(source_root: Path, out_root: Path, manifest: RunManifest, chosen: 
     for part in layout.part_files(layout.tokens_dir(src)):
         shutil.copyfile(part, layout.tokens_dir(dst) / part.name)
     rows = overflow = 0
-    for part in layout.part_files(layout.vectors_dir(src)):
-        r, o = _copy_vectors(part, layout.vectors_dir(dst) / part.name, chosen, manifest.d_model)
-        rows, overflow = rows + r, overflow + o
+    summarizer = Summarizer(dst, manifest.d_model, "float16", samples, made_by="snapshot")
+    try:
+        for part in layout.part_files(layout.vectors_dir(src)):
+            r, o = _copy_vectors(part, layout.vectors_dir(dst) / part.name, chosen,
+                                 manifest.d_model, summarizer)  # fmt: skip
+            rows, overflow = rows + r, overflow + o
+        summarizer.finish()
+    except StoreError as exc:  # the source's vectors do not fit its samples
+        summarizer.discard()
+        raise _SourceDamage(str(exc).removeprefix(f"run {manifest.run_id!r}: ")) from None
     info = {
         "source_store": source_name,
         "source_layers": list(manifest.layers),
@@ -253,19 +256,24 @@ def snapshot(
             except StoreError as exc:
                 skip(as_damaged(run_id, exc))
                 continue
+            try:
+                samples = source.samples(run_id)
+            except StoreError as exc:
+                skip(as_damaged(run_id, exc))
+                continue
             chosen = _chosen_layers(manifest, wanted)
             if layout.run_dir(out_root, run_id).exists():
                 raise StoreError(f"run {run_id!r} already exists in {out_root}")
-            plans.append((manifest, chosen))
+            plans.append((manifest, chosen, samples))
         if not plans:
             raise StoreError(f"no healthy runs to copy ({len(skipped)} skipped)")
         existed = out_root.exists()
         open_store(out_root, create=True)
         source_name = source.root.resolve().name
         copied: list[str] = []
-        for manifest, chosen in plans:
+        for manifest, chosen, samples in plans:
             try:
-                _copy_run(source.root, out_root, manifest, chosen, source_name)
+                _copy_run(source.root, out_root, manifest, chosen, source_name, samples)
             except _SourceDamage as exc:
                 shutil.rmtree(layout.run_dir(out_root, manifest.run_id), ignore_errors=True)
                 skip(DamagedRun(f"runs/{manifest.run_id}", one_line(exc)))

@@ -5,8 +5,14 @@ are buffered per batch and written as a part file once the buffer is full. A par
 temporary name and renamed, and only whole batches go into a part, so after a SIGKILL every part on
 disk holds complete samples. `resume` reads which samples those are and the caller skips them.
 
-Commit order: remaining part, manifest.json, then the `_COMMITTED` marker, each fsynced. Readers
-ignore any run without the marker, so a killed run is never half-visible.
+Summaries (`store.summarize`): once `write_samples` has named the samples, every flushed part is
+also fed to a `Summarizer` (per-label sums and the subsample's rows) in the same pass; a resumed
+run feeds the parts its earlier attempt left. `summaries=False` writes a run without them (what
+the benchmark compares against); so does a caller that adds vectors before `write_samples`.
+
+Commit order: remaining part, summaries/ (summary.json last), manifest.json, then the `_COMMITTED`
+marker, each fsynced. Readers ignore any run without the marker, so a killed run is never
+half-visible.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.errors import StoreError
 from store.manifest import RunManifest
+from store.summarize import Summarizer, remove_leftovers
 
 DEFAULT_FLUSH_BYTES = 64 * 1024 * 1024
 # Vectors are wide (a row is 1-2 KiB), so row groups are sized by bytes: a few MiB keeps DuckDB's
@@ -91,6 +98,7 @@ class RunWriter:
         done: set[int] | None = None,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+        summaries: bool = True,
     ) -> None:
         check_choice("dtype", dtype, STORAGE_DTYPES)
         self.run_path = run_path
@@ -109,6 +117,11 @@ class RunWriter:
         self.rows_written = 0
         self.overflow_values = 0
         self.write_seconds = 0.0
+        self._summaries = summaries
+        self._summarizer: Summarizer | None = None
+        self._unsummarized_rows = False  # rows flushed before the samples were known
+        self._earlier_parts: list[Path] = []  # parts a resumed run's earlier attempt left
+        self._summaries_written = False
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -145,6 +158,7 @@ class RunWriter:
         ans_dir = layout.answers_dir(run_path)
         for stale in list(vec_dir.glob(".*")) + list(tok_dir.glob(".*")) + list(ans_dir.glob(".*")):
             stale.unlink()
+        remove_leftovers(run_path)
         vector_parts = sorted(vec_dir.glob(layout.PART_GLOB))
         # Tokens and answers parts are written before their vectors part; without the vectors
         # part they are orphaned.
@@ -158,6 +172,7 @@ class RunWriter:
             done.update(np.unique(column.to_numpy()).tolist())
             writer.rows_written += len(column)
         writer._done = done
+        writer._earlier_parts = vector_parts
         writer._next_part = (int(vector_parts[-1].stem.split("-")[1]) + 1) if vector_parts else 0
         return writer
 
@@ -181,10 +196,19 @@ class RunWriter:
         return frozenset(self._done)
 
     def write_samples(self, table: pa.Table) -> None:
-        """Write the sample table (one row per sample, `sample_idx` first). Idempotent on resume."""
+        """Write the sample table (one row per sample, `sample_idx` first). Idempotent on resume.
+
+        From here on, flushed rows are summarized too (see the module doc)."""
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, compression="zstd")
         atomic_write_bytes(layout.samples_path(self.run_path), buffer.getvalue().to_pybytes())
+        if self._summaries and self._summarizer is None and not self._unsummarized_rows:
+            wanted = [c for c in ("sample_idx", "id", "label", "pair_id", "category")
+                      if c in table.column_names]  # fmt: skip
+            self._summarizer = Summarizer(
+                self.run_path, self.d_model, self.dtype, table.select(wanted).to_pandas()
+            )
+            self._summarizer.add_parts(self._earlier_parts)
 
     def add(
         self,
@@ -232,7 +256,7 @@ class RunWriter:
     def flush(self) -> None:
         if not self._buffer.rows:
             return
-        started = time.perf_counter()
+        started, summarizing = time.perf_counter(), self.summary_seconds
         name = layout.part_name(self._next_part)
         if self._buffer.tokens:
             self._write_part(layout.tokens_dir(self.run_path) / name, self._token_table())
@@ -247,7 +271,8 @@ class RunWriter:
         self._buffered_samples.clear()
         self._buffer.clear()
         self._next_part += 1
-        self.write_seconds += time.perf_counter() - started
+        # Summaries are timed on their own (summary_seconds), so write_s stays the writing.
+        self.write_seconds += time.perf_counter() - started - (self.summary_seconds - summarizing)
 
     def _vector_table(self) -> pa.Table:
         columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
@@ -261,7 +286,12 @@ class RunWriter:
             columns["layer"].append(pa.array(np.full(count, layer, np.int16)))
             columns["sample_idx"].append(pa.array(sample_idx[order]))
             columns["token_idx"].append(pa.array(np.concatenate([c[1] for c in chunks])[order]))
-            flat = np.concatenate([c[2] for c in chunks])[order].reshape(-1)
+            stored = np.concatenate([c[2] for c in chunks])[order]
+            if self._summarizer is not None:
+                self._summarizer.add(hook, position, layer, sample_idx[order], stored)
+            else:
+                self._unsummarized_rows = True
+            flat = stored.reshape(-1)
             columns["vector"].append(
                 pa.FixedSizeListArray.from_arrays(pa.array(flat), self.d_model)
             )
@@ -320,10 +350,28 @@ class RunWriter:
     def write_progress(self, done: int, total: int, **extra: Any) -> None:
         write_progress_file(self.run_path, done, total, **extra)
 
+    @property
+    def summary_seconds(self) -> float:
+        """Time spent on summaries so far (accumulating while flushing, and writing them)."""
+        return self._summarizer.seconds if self._summarizer is not None else 0.0
+
+    def write_summaries(self) -> bool:
+        """Flush what is left and write the run's summaries (`commit` does it if not done).
+        Returns whether there were any to write (see the module doc for when there are not)."""
+        self.flush()
+        if self._summarizer is None or self._unsummarized_rows:
+            return False
+        self._summarizer.finish()
+        self._summaries_written = True
+        return True
+
     def commit(self, manifest: RunManifest) -> None:
-        """Flush what is left, write the manifest, then the marker: the run becomes visible."""
+        """Flush what is left, write the summaries and the manifest, then the marker: the run
+        becomes visible with all three."""
         if manifest.run_id != self.run_id:
             raise ValueError(f"manifest run id {manifest.run_id!r} != writer's {self.run_id!r}")
+        if not self._summaries_written:
+            self.write_summaries()
         self.flush()
         self.merge_answers()
         atomic_write_text(layout.manifest_path(self.run_path), manifest.to_json())

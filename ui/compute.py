@@ -5,12 +5,13 @@ function takes the rerun's `StoreView` (ui.context) as its first argument, then 
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
 
-Memory: `layer_stats` streams each layer through `Store.iter_vectors` into a
-`MeanAccumulator`, so label means and typical norms cover every sample whatever the run's size,
-while only a deterministic subsample of at most `SUBSAMPLE_PER_LABEL` samples per label is kept
-for the statistics that need single samples (stability, separability, PCA, CKA, Procrustes).
-The pages say how many samples those used. Subsamples are chosen by a hash of the sample id, so
-two runs over the same dataset keep the same samples and line up for cross-model comparisons.
+Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors: label means
+and typical norms from the per-label sums, which cover every sample, and the statistics that
+need single samples (stability, separability, PCA, CKA, Procrustes) from the summaries' fixed
+stratified subsample (at most `store.summaries.SUBSAMPLE_SIZE` samples, the same seed for every
+run, so two runs over the same dataset hold the same samples and line up for cross-model
+comparisons). The pages say how many samples those used. A run without usable summaries raises
+`SummaryUnavailable` (a StoreError carrying the command that makes them): nothing scans.
 
 Selections the analysis cannot use (one label, a missing baseline or layer, ...) raise
 `Unsuitable` with a message written for the page; store problems raise `StoreError`. A damaged
@@ -27,7 +28,6 @@ import pandas as pd
 import streamlit as st
 
 from analysis import (
-    MeanAccumulator,
     best_per_row,
     centred_label_similarity,
     cka_chance,
@@ -40,20 +40,19 @@ from analysis import (
     pca,
     procrustes_chance,
     procrustes_cosine_matrix,
-    projection_separability,
+    projection_separability_layers,
     relative_projection,
     rsa_matrix,
-    split_half_stability,
+    split_half_stability_layers,
 )
 from store import RunManifest, StoreError
+from store.summaries import MAX_SUMMARY_LABELS
 from ui.context import StoreView
 
-SUBSAMPLE_PER_LABEL = 1000  # samples per label kept in memory for per-sample statistics
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
 CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
 PROCRUSTES_RANK = 32  # principal directions per layer the Procrustes map is fitted in
 STABILITY_SPLITS = 20
-STREAM_BATCH_ROWS = 8192
 NO_LABEL = "(no label)"
 REST = "(every other label)"  # the one-vs-rest baseline: each label against all the others
 
@@ -89,6 +88,7 @@ class RunSummaries:
 
     frame: pd.DataFrame
     unreadable: tuple[tuple[str, str], ...]
+    unsummarized: tuple[tuple[str, str, str], ...] = ()  # (run id, kind, reason): see ui.summaries
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -96,7 +96,7 @@ def run_summaries(view: StoreView) -> RunSummaries:
     """Healthy runs whose files open (`Store.check_run`: footers, schemas, widths) and whose
     samples read; the others go to `unreadable`, so no picker offers a run that cannot load."""
     store = view.store
-    rows, unreadable = [], []
+    rows, unreadable, unsummarized = [], [], []
     for m in store.runs():
         try:
             store.check_run(m.run_id)
@@ -104,6 +104,9 @@ def run_summaries(view: StoreView) -> RunSummaries:
         except StoreError as exc:
             unreadable.append((m.run_id, str(exc)))
             continue
+        problem = store.summary_status(m.run_id)
+        if problem is not None:  # kept: its vectors are fine, and a link may name it
+            unsummarized.append((m.run_id, problem.kind, problem.reason))
         labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
         has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
         rows.append(
@@ -115,7 +118,7 @@ def run_summaries(view: StoreView) -> RunSummaries:
                 "layers": tuple(m.layers), "n_layers": m.n_layers, "d_model": m.d_model,
             }
         )  # fmt: skip
-    return RunSummaries(pd.DataFrame(rows), tuple(unreadable))
+    return RunSummaries(pd.DataFrame(rows), tuple(unreadable), tuple(unsummarized))
 
 
 def run_title(summary: pd.Series) -> str:
@@ -135,8 +138,9 @@ def complete_first(runs: pd.DataFrame) -> pd.DataFrame:
 class LayerStats:
     """Per-layer label statistics of one run at one (hook, position).
 
-    means [L, k, d] and counts [k] cover every sample; sub_* is the kept subsample (m rows):
-    sub_X [L, m, d] float32, sub_labels / sub_ids / sub_text [m].
+    means [L, k, d] and counts [k] cover every sample; sub_* is the summaries' fixed subsample
+    (m rows, ordered by sample_idx): sub_X [L, m, d] in the run's dtype (`run_dtype`),
+    sub_labels / sub_ids / sub_text [m].
     """
 
     run_id: str
@@ -150,6 +154,7 @@ class LayerStats:
     sub_labels: np.ndarray
     sub_text: np.ndarray
     sub_X: np.ndarray
+    n_samples: int = 0  # samples of the run (the subsample has len(sub_ids))
 
     def depths(self) -> np.ndarray:
         """Normalised depth (0..1) of each kept layer in the model: [L]."""
@@ -167,11 +172,11 @@ def _layer_ranges(layers) -> str:
     return f"{layers[0]}..{layers[-1]}" if len(layers) > 1 else str(layers[0])
 
 
-def subsample_mask(samples: pd.DataFrame, per_label: int) -> np.ndarray:
-    """Rows to keep: the `per_label` samples of each label with the smallest id hash. [n] bool."""
-    hashes = pd.util.hash_pandas_object(samples["id"].astype(str), index=False)
-    ranks = hashes.groupby(samples["label"].to_numpy()).rank(method="first")
-    return (ranks <= per_label).to_numpy()
+def run_dtype(manifest: RunManifest) -> type:
+    """The numpy type a run's vectors are stored in: subsamples are kept in it, not widened
+    (half the memory and cache of float32 for a float16 run; the analysis computes in float64,
+    so the results are the same)."""
+    return np.float16 if manifest.dtype == "float16" else np.float32
 
 
 def check_site(manifest: RunManifest, hook: str, position: str) -> None:
@@ -182,45 +187,30 @@ def check_site(manifest: RunManifest, hook: str, position: str) -> None:
         )
 
 
-@st.cache_data(show_spinner="Reading activations layer by layer...", max_entries=32)
+@st.cache_data(show_spinner="Reading the run's summaries...", max_entries=32)
 def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> LayerStats:
-    """Stream every layer of one site once: label means, typical norms and a kept subsample."""
+    """One site of a run from its summaries: label means and typical norms over every sample
+    (`Store.label_sums`), and the summaries' fixed subsample (`Store.subsample`). Never reads
+    the run's vectors: a run without usable summaries raises `SummaryUnavailable`."""
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
-    samples = store.samples(run_id)
-    samples = samples.assign(label=samples["label"].fillna(NO_LABEL).astype(str))
-    labels = sorted(samples["label"].unique().tolist())
-    size = int(samples["sample_idx"].max()) + 1
-    idx = samples["sample_idx"].to_numpy()
-    codes = np.full(size, -1, np.int64)
-    codes[idx] = samples["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
-    keep = subsample_mask(samples, SUBSAMPLE_PER_LABEL)
-    slot = np.full(size, -1, np.int64)
-    slot[idx[keep]] = np.arange(int(keep.sum()))
-    L, k, d = len(manifest.layers), len(labels), manifest.d_model
-    means, norms = np.full((L, k, d), np.nan), np.zeros(L)
-    counts = np.zeros(k, np.int64)
-    sub_X = np.zeros((L, int(keep.sum()), d), np.float32)
-    for li, layer in enumerate(manifest.layers):
-        acc = MeanAccumulator(d)
-        for sample_idx, X in store.iter_vectors(run_id, hook, layer, position, STREAM_BATCH_ROWS):
-            acc.update(X, codes[sample_idx])
-            rows = slot[sample_idx]
-            sub_X[li, rows[rows >= 0]] = X[rows >= 0]
-        if acc.n_samples == 0:  # the manifest lists a layer the vector files do not hold
-            raise StoreError(f"run {run_id!r} has no {hook} / {position} vectors at layer {layer}")
-        present, layer_means, layer_counts = acc.means()
-        means[li, present] = layer_means
-        counts[present] = layer_counts
-        norms[li] = acc.typical_norm()
-    kept = samples[keep]
+    if not store.summary(run_id).per_label:
+        raise Unsuitable(
+            f"Run `{manifest.name}` has more than {MAX_SUMMARY_LABELS} labels: its summaries keep "
+            "one mean over all samples, so it has no label directions."
+        )
+    sums = store.label_sums(run_id, hook, position)
+    names = [NO_LABEL if label is None else str(label) for label in sums.labels]
+    order = sorted(range(len(names)), key=names.__getitem__)
+    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     return LayerStats(
-        run_id=run_id, n_layers=manifest.n_layers, layers=list(manifest.layers), labels=labels,
-        counts=counts, means=means,
-        typical_norms=norms, sub_ids=kept["id"].astype(str).to_numpy(),
-        sub_labels=kept["label"].to_numpy(), sub_text=kept["text"].astype(str).to_numpy(),
-        sub_X=sub_X,
+        run_id=run_id, n_layers=manifest.n_layers, layers=list(layers),
+        labels=[names[i] for i in order], counts=sums.counts[-1, order],
+        means=sums.means[:, order], typical_norms=sums.typical_norms,
+        sub_ids=samples["id"].astype(str).to_numpy(),
+        sub_labels=samples["label"].fillna(NO_LABEL).astype(str).to_numpy(),
+        sub_text=samples["text"].astype(str).to_numpy(), sub_X=X, n_samples=manifest.n_samples,
     )  # fmt: skip
 
 
@@ -262,16 +252,18 @@ def label_directions_of(
     return targets, directions, np.broadcast_to(origin, directions.shape)
 
 
-def _held_out(X, labels, target, baseline) -> tuple[float, float, float, float]:
-    """(stability mean, std, AUC, accuracy); nan where a label has under 2 kept samples."""
+def _held_out(X, labels, target, baseline) -> np.ndarray:
+    """(stability mean, std, AUC, accuracy) per layer of X [L, m, d]: [L, 4], every layer at
+    once (entry l equals the one-layer statistics); nan where a label has under 2 samples."""
     if baseline == REST:
         labels = np.where(labels == target, target, REST)
     try:
-        mean, std = split_half_stability(X, labels, target, baseline, STABILITY_SPLITS, seed=0)
-        auc, accuracy = projection_separability(X, labels, target, baseline, seed=0)
+        mean, std = split_half_stability_layers(X, labels, target, baseline, STABILITY_SPLITS,
+                                                seed=0)  # fmt: skip
+        auc, accuracy = projection_separability_layers(X, labels, target, baseline, seed=0)
     except ValueError:
-        return (np.nan,) * 4
-    return mean, std, auc, accuracy
+        return np.full((X.shape[0], 4), np.nan)
+    return np.stack([mean, std, auc, accuracy], axis=1)
 
 
 @st.cache_data(show_spinner="Computing directions...", max_entries=64)
@@ -286,11 +278,12 @@ def direction_profile(
     n_kept[REST] = len(stats.sub_labels)  # less the target's, below
     depth = stats.depths()
     rows, cos_rows = [], []
+    held_out = {t: _held_out(stats.sub_X, stats.sub_labels, t, baseline) for t in targets}
     for li, layer in enumerate(stats.layers):
         D = directions[li]
         l1, l2 = direction_norms_by_layer(D)
         for j, target in enumerate(targets):
-            held = _held_out(stats.sub_X[li], stats.sub_labels, target, baseline)
+            held = held_out[target][li]
             rows.append(
                 {
                     "layer": layer, "n_layers": stats.n_layers, "depth": depth[li], "label": target,
@@ -299,6 +292,7 @@ def direction_profile(
                     "stability": held[0], "stability_std": held[1], "auc": held[2],
                     "accuracy": held[3], "n_target": n_kept[target],
                     "n_baseline": n_kept[baseline] - (n_kept[target] if baseline == REST else 0),
+                    "n_subsample": len(stats.sub_ids), "n_samples": stats.n_samples,
                 }
             )  # fmt: skip
         C = cosine_matrix(D)

@@ -28,6 +28,7 @@ from store import StoreError
 from ui import links
 from ui.compute import REST, Unsuitable, complete_first, run_summaries, run_title
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
+from ui.summaries import show_unavailable
 
 BIND = "query-params"
 
@@ -64,7 +65,8 @@ def runs_or_stop(view: StoreView) -> pd.DataFrame:
     """Summaries of the readable committed runs, indexed by run_id; a message and stop if none.
 
     Runs the store lists as damaged, or whose samples cannot be read, are left out with a note:
-    the Runs page lists them with their reasons.
+    the Runs page lists them with their reasons. Runs without usable summaries stay, named in
+    one warning with the command (and, writable, a button) that makes them (ui.summaries).
     """
     try:
         summaries = run_summaries(view)
@@ -74,6 +76,7 @@ def runs_or_stop(view: StoreView) -> pd.DataFrame:
     left_out = len(summaries.unreadable) + len(_damaged(view))
     if left_out:
         st.caption(f"{left_out} damaged run(s) left out; the Runs page lists them and why.")
+    show_unavailable(view, summaries.unsummarized)  # named once, with the command; never scanned
     if summaries.frame.empty:
         stop_empty_store(view)
     runs = summaries.frame.set_index("run_id")
@@ -222,3 +225,21 @@ def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> lis
     best = best.sort_values("k", ascending=False, kind="stable")
     chosen = labelled[labelled["dataset_sha256"] == best["dataset_sha256"].iloc[0]]
     return list(chosen.drop_duplicates("model").index[:models])
+
+
+def subsample_text(per_label: pd.DataFrame) -> str:
+    """ "all 240 samples" or "4,096 of 100,000 samples" (per run when they differ), from
+    `DirectionProfile.per_label` rows (n_subsample, n_samples)."""
+    sizes = per_label.drop_duplicates(["n_subsample", "n_samples"])
+    parts = [f"all {n:,} samples" if m >= n else f"{m:,} of {n:,} samples"
+             for m, n in zip(sizes["n_subsample"], sizes["n_samples"], strict=True)]  # fmt: skip
+    return ", ".join(parts)
+
+
+def subsample_note(shown: int, total: int, what: str, unit: str = "samples") -> None:
+    """A caption saying `what` shows a subsample of `shown` of `total` (nothing if all)."""
+    if shown < total:
+        st.caption(
+            f"{what} come from the run's fixed random subsample: {shown:,} of its {total:,} "
+            f"{unit} (stratified, the same on every visit)."
+        )

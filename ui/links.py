@@ -219,6 +219,31 @@ def pinned_toggle(column, label: str, *, key: str, default: bool, help: str | No
     return value
 
 
+def pinned_text(widget: Callable, label: str, *, key: str, default: str, max_chars: int,
+                what: str, **kwargs) -> str:  # fmt: skip
+    """A free-text widget (`st.text_area`, `st.text_input`) pinned in the URL; returns its text.
+
+    The text is whatever the visitor typed, else the URL's, else `default`. A URL value longer
+    than `max_chars` is dropped with one warning (its length, never its text); anything shorter
+    reaches the widget as text, so the page must treat it as untrusted input.
+    """
+    touched = st.session_state.get(_TOUCHED, set())
+    if key in touched and key in st.session_state:
+        touched.discard(key)
+        value = str(st.session_state[key])
+    else:
+        raw = st.query_params.get_all(key)
+        value = raw[-1] if raw else default
+        if len(value) > max_chars:
+            st.warning(f"The link's {what} is {len(value):,} characters long, over the "
+                       f"{max_chars:,} this page reads. Showing the default instead.")  # fmt: skip
+            value = default
+    st.session_state[key] = value
+    value = widget(label, key=key, max_chars=max_chars, on_change=_touch, args=(key,), **kwargs)
+    _pin(key, value, False)
+    return value
+
+
 # -- open a run in a page ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpenIn:

@@ -1,8 +1,10 @@
 """Cached results behind the Pairs page: minimal-pair differences from the store, via `analysis`.
 
 A minimal-pairs run has samples with a `pair_id` and sides "a" and "b"; differences are b - a.
-`pair_profile` loads a whole run at once (`Store.layer_vectors`): pair datasets are hundreds of
-sentences, not the 100,000-sample scale the Directions page streams for. The per-token view needs
+`pair_profile` reads the run's summaries, never its vectors: the fixed subsample
+(`Store.subsample`) takes pairs whole, so every pair of a run of up to a few thousand samples,
+and a stratified random set of pairs (by category) of a bigger one; `PairProfile.n_pairs_total`
+says how many pairs the run has, so the page can say what it shows. The per-token view needs
 a run captured with position `all`; `all_positions_run` finds one of the same model and dataset,
 and `extraction_command` says how to make one when there is none.
 
@@ -36,7 +38,7 @@ from analysis import (
 from extraction.datasets import builtin_dir
 from jobs import list_uploads
 from store import RunManifest, Store
-from ui.compute import Unsuitable, check_site
+from ui.compute import Unsuitable, check_site, run_dtype
 from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
 
@@ -63,6 +65,7 @@ class PairProfile:
     mean_abs: np.ndarray
     std: np.ndarray
     pairs: pd.DataFrame
+    n_pairs_total: int = 0  # complete pairs in the run (`pairs` holds those of the subsample)
     categories: tuple[str, ...] = ()
     sums: PairSums | None = None
     distance: np.ndarray | None = None
@@ -115,11 +118,14 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
-    X, samples, layers = store.layer_vectors(run_id, hook, position)
+    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     pairs = pair_table(samples)
+    total = len(pairs)
+    if not store.summary(run_id).subsample_is_everything:
+        total = len(pair_table(store.samples(run_id)))
     if len(pairs) < 2:
         raise Unsuitable(f"This run has {len(pairs)} complete pair; the statistics need 2.")
-    # layer_vectors rows follow samples order; map sample_idx to row position.
+    # subsample rows follow samples order; map sample_idx to row position.
     row_of = pd.Series(np.arange(len(samples)), index=samples["sample_idx"].to_numpy())
     ia, ib = row_of[pairs["sample_a"]].to_numpy(), row_of[pairs["sample_b"]].to_numpy()
     categories = pairs["category"].to_numpy()
@@ -140,6 +146,7 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
         mean_abs=np.stack([s.mean_abs for s in stats]),
         std=np.stack([s.std for s in stats]),
         pairs=pairs,
+        n_pairs_total=total,
         categories=tuple(names),
         sums=PairSums.stack(sums),
         distance=np.stack([d for d, _, _ in per_pair]),

@@ -19,7 +19,9 @@ from analysis import (
     one_vs_rest_means,
     project,
     projection_separability,
+    projection_separability_layers,
     split_half_stability,
+    split_half_stability_layers,
     typical_norm,
 )
 
@@ -270,6 +272,26 @@ def test_split_half_stability_signal_vs_noise():
     b_sig, _ = bootstrap_stability(X, labels, "joy", "neutral", n_boot=30, seed=0)
     b_noise, _ = bootstrap_stability(noise, nl, "a", "b", n_boot=30, seed=0)
     assert b_sig > 0.95 and b_noise < 0.85
+
+
+def test_layer_batched_statistics_equal_one_layer_at_a_time():
+    rng = np.random.default_rng(11)
+    labels = np.repeat(["a", "b", "c"], [9, 12, 7])
+    X = rng.normal(size=(4, len(labels), 6)).astype(np.float16)  # any dtype; layers differ
+    X[:, labels == "b"] += np.arange(4)[:, None, None].astype(np.float16)
+    means, stds = split_half_stability_layers(X, labels, "b", "a", n_splits=7, seed=3)
+    aucs, accuracies = projection_separability_layers(X, labels, "c", "a", seed=4)
+    for layer in range(4):
+        assert (means[layer], stds[layer]) == pytest.approx(
+            split_half_stability(X[layer], labels, "b", "a", n_splits=7, seed=3), abs=1e-12
+        )
+        assert (aucs[layer], accuracies[layer]) == pytest.approx(
+            projection_separability(X[layer], labels, "c", "a", seed=4), abs=1e-12
+        )
+    with pytest.raises(ValueError, match="layers, n, d"):
+        split_half_stability_layers(X[0], labels, "b", "a")
+    with pytest.raises(ValueError, match="target label 'c' has 1 sample"):
+        projection_separability_layers(X[:, :22], labels[:22], "c", "a")
 
 
 def test_stability_validation():

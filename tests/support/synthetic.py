@@ -68,11 +68,13 @@ def write_run(
     positions=("last", "mean"), model: str = "synthetic-model", dataset_name: str = "synth",
     dataset_sha256: str | None = None, dtype: str = "float32", seed: int = 0,
     signal: float = 2.0, n_tokens: Sequence[int] | None = None, batch_rows: int = 4096,
+    summaries: bool = True,
 ) -> str:  # fmt: skip
     """Write and commit one run; returns its run id.
 
     n_tokens: token count per sample (default 3 each); used by position `all`, which writes one
-    row per token plus a tokens table ("t0", "t1", ...).
+    row per token plus a tokens table ("t0", "t1", ...). summaries: False writes none (as runs
+    committed before summaries existed).
     """
     root = Path(root)
     layers = list(range(n_layers) if layers is None else layers)
@@ -81,7 +83,8 @@ def write_run(
     labels = sorted({str(row.get("label")) for row in rows})
     rng = np.random.default_rng(seed)
     offsets = {label: signal * rng.normal(size=d_model) for label in labels}
-    writer = RunWriter.create(root, run_id, {"synthetic": True}, d_model=d_model, dtype=dtype)
+    writer = RunWriter.create(root, run_id, {"synthetic": True}, d_model=d_model, dtype=dtype,
+                              summaries=summaries)  # fmt: skip
     writer.write_samples(_samples_table(run_id, rows, lengths))
     for start in range(0, n, batch_rows):
         idx = np.arange(start, min(start + batch_rows, n))

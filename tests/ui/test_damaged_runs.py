@@ -52,16 +52,23 @@ def layers_beyond_the_data(run: Path) -> None:
 
 
 def flipped_bytes_inside(run: Path) -> None:
-    """Data pages scrambled, footer intact: only found when the vectors are read."""
-    part = _part(run)
+    """Data pages of the summaries' label sums (what the analysis pages read) scrambled, footer
+    and size intact: only found when they are read."""
+    part = run / "summaries" / "labels.parquet"
     data = bytearray(part.read_bytes())
     middle = slice(len(data) // 4, len(data) // 2)
     data[middle] = bytes(b ^ 0x5A for b in data[middle])
     part.write_bytes(bytes(data))
 
 
+def no_summaries(run: Path) -> None:
+    """As a run committed before summaries: named with the command that makes them."""
+    shutil.rmtree(run / "summaries")
+
+
 DAMAGE = {f.__name__: f for f in (garbage_manifest, scrambled_vectors, wrong_d_model,
-                                  layers_beyond_the_data, flipped_bytes_inside)}  # fmt: skip
+                                  layers_beyond_the_data, flipped_bytes_inside,
+                                  no_summaries)}  # fmt: skip
 
 
 @pytest.fixture

@@ -1,0 +1,124 @@
+"""The analysis pages read summaries and the subsample only (issue 13, point 2).
+
+On the tiny store (a few dozen samples per run, so the subsample is every sample) what the pages
+compute equals what a full scan of the vectors gives, as the pages computed before summaries. A
+bigger run is drawn from its subsample and the page says how many samples that is. No page reads
+a run's vectors (the store's vector readers are made to fail). A run without summaries is named
+with the command that makes them; the writable app runs it on a button press, read-only only
+shows it, naming the store by its folder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import MeanAccumulator, dimension_consistency
+from store import SummaryUnavailable, open_store
+from store import summarize as summarize_module
+from store.reader import Store
+from tests.support.synthetic import label_rows, write_run
+from tests.ui.apptest import REPO, TIMEOUT, chart, messages, open_page, page_text, run_id_named
+from ui import compute
+from ui import pairs_compute as pc
+from ui.context import StoreView
+
+SITE = ("resid_post", "last")
+
+
+def test_compute_from_summaries_equals_a_full_scan(tiny_store):
+    store = open_store(tiny_store["root"])
+    view = StoreView(str(tiny_store["root"]), tuple(sorted(store.run_ids())))
+    run_id = run_id_named(tiny_store, "emo-llama")
+    stats = compute.layer_stats(view, run_id, *SITE)
+    X, samples, layers = store.layer_vectors(run_id, *SITE)
+    labels = samples["label"].fillna(compute.NO_LABEL).astype(str).to_numpy()
+    assert stats.layers == layers and stats.labels == sorted(set(labels))
+    for li in range(len(layers)):  # what layer_stats streamed before summaries
+        acc = MeanAccumulator(X.shape[2]).update(X[li], labels)
+        present, means, counts = acc.means()
+        order = [present.index(label) for label in stats.labels]
+        np.testing.assert_allclose(stats.means[li], means[order], rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(stats.counts, counts[order])
+        np.testing.assert_allclose(stats.typical_norms[li], acc.typical_norm(), rtol=1e-9)
+    np.testing.assert_array_equal(stats.sub_X, X.astype(np.float32))  # every sample, in order
+    assert list(stats.sub_ids) == samples["id"].astype(str).tolist()
+    profile = compute.direction_profile(view, run_id, *SITE, "neutral")
+    assert (profile.per_label["n_subsample"] == len(samples)).all()
+    assert (profile.per_label["n_samples"] == len(samples)).all()
+
+    pairs_run = run_id_named(tiny_store, "pairs-llama")
+    result = pc.pair_profile(view, pairs_run, *SITE)
+    X, samples, _ = store.layer_vectors(pairs_run, *SITE)
+    table = pc.pair_table(samples)
+    assert result.n_pairs_total == len(result.pairs) == len(table)
+    row = {s: i for i, s in enumerate(samples["sample_idx"])}
+    A = X[:, [row[s] for s in table["sample_a"]]].astype(np.float64)
+    B = X[:, [row[s] for s in table["sample_b"]]].astype(np.float64)
+    for li in range(len(result.layers)):
+        expected = dimension_consistency(A[li], B[li])
+        np.testing.assert_allclose(result.score[li], expected.score, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(result.mean_abs[li], expected.mean_abs, rtol=1e-9)
+
+
+@pytest.fixture
+def big_and_old(tmp_path, monkeypatch):
+    """A run bigger than its subsample (30 of 120 samples) and one without summaries."""
+    monkeypatch.setattr(summarize_module, "SUBSAMPLE_SIZE", 30)
+    root = tmp_path / "store"
+    rows = label_rows(("anger", "gratitude", "neutral"), 40)
+    write_run(root, "big", rows, d_model=16, dtype="float16", seed=1)
+    write_run(root, "old", rows, d_model=16, seed=2, summaries=False, model="other-model")
+    monkeypatch.setenv("ACTX_STORE", str(root))
+    monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
+
+    def no_scan(*_args, **_kwargs):
+        raise AssertionError("a page read a run's vectors")
+
+    for name in ("iter_vectors", "layer_vectors", "vectors"):  # pages never scan
+        monkeypatch.setattr(Store, name, no_scan)
+    return root
+
+
+@pytest.mark.slow
+def test_a_big_run_is_drawn_from_its_subsample_and_says_so(big_and_old):
+    at = open_page("pages/directions.py", {"runs": ["big"]})
+    assert "fixed subsample (30 of 120 samples)" in page_text(at)
+    assert "30 of its 120 samples" in page_text(at)  # the layer view's histogram and PCA
+    assert len(chart(at, "PCA of the samples")) == 30
+    assert len(chart(at, "L2 norm")) == 2 * 3  # the norms cover every sample: 3 layers x 2
+
+
+@pytest.mark.slow
+def test_a_run_without_summaries_offers_the_command_then_draws(big_and_old):
+    at = open_page("pages/directions.py", {"runs": ["old"]})
+    assert "old: has no summaries (it was committed before" in messages(at).replace("\\", "")
+    command = [c.value for c in at.code if "store summarize" in c.value]
+    assert command == [f"python -m store summarize --store {big_and_old} --runs old"]
+    assert any("old" in e.value and "no summaries" in e.value for e in at.error)
+    with pytest.raises(SummaryUnavailable):
+        open_store(big_and_old).summary("old")
+    (button,) = [b for b in at.button if b.label.startswith("Summarize")]
+    button.click().run()
+    assert not at.exception, at.exception
+    assert "no summaries" not in messages(at)
+    assert set(chart(at, "L2 norm")["model"]) == {"other-model"}
+    open_store(big_and_old).summary("old")  # written to the store
+
+
+@pytest.mark.slow
+def test_read_only_names_the_command_only(big_and_old, monkeypatch):
+    monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    for page in ("pages/directions.py", "pages/cross_model.py"):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT)
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, at.exception
+        assert [c.value for c in at.code if "summarize" in c.value] == [
+            "python -m store summarize --store store --runs old"
+        ]
+        assert not [b for b in at.button if b.label.startswith("Summarize")]
+        assert str(big_and_old) not in page_text(at)
+    with pytest.raises(SummaryUnavailable):
+        open_store(big_and_old).summary("old")  # nothing written
