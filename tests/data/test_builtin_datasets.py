@@ -90,6 +90,7 @@ STATED = {
     "propositions.jsonl": "12 contrasting pairs (24 rows)",
     "minimal_pairs.jsonl": "176 pairs (352 rows)",
     "style_pairs.jsonl": "60 pairs (120 rows)",
+    "prompt_responses.jsonl": "120 prompt + response records, 30 per label",
 }
 
 
@@ -160,6 +161,8 @@ def test_prompt_responses():
     rows = load_rows("prompt_responses.jsonl")
     counts = collections.Counter(r["label"] for r in rows)
     assert counts == {"cooking": 30, "programming": 30, "health": 30, "travel": 30}, counts
+    assert [r["id"] for r in rows] == _ids("pr-", 120, 3)
+    assert _interleaved([r["label"] for r in rows])
     # Responses start with a space, so prompt + response reads as one text.
     assert all(r["response"].startswith(" ") and not r["prompt"].endswith(" ") for r in rows)
     assert len({r["response"] for r in rows}) == len(rows)
