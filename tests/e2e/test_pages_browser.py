@@ -95,7 +95,7 @@ def test_view_changed_in_the_browser_is_a_shareable_link(browser, app_url):
     assert_page_ok(browser, "Minimal pairs")
     browser.find_element(By.CSS_SELECTOR, ".st-key-pair input[role='combobox']").click()
     options = wait_for_css(browser, "[role='option']")
-    next(o for o in options if o.text.strip() == "p3").click()
+    next(o for o in options if o.text.strip().startswith("p3:")).click()  # "p3: <its text>"
     wait_for_idle(browser)
     assert "pair=p3" in browser.current_url
     link = browser.current_url
