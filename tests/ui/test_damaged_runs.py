@@ -51,14 +51,23 @@ def layers_beyond_the_data(run: Path) -> None:
     _edit_manifest(run, n_layers=n, layers=list(range(n)))
 
 
-def flipped_bytes_inside(run: Path) -> None:
-    """Data pages of the summaries' label sums (what the analysis pages read) scrambled, footer
-    and size intact: only found when they are read."""
-    part = run / "summaries" / "labels.parquet"
+def flipped_vector_bytes(run: Path) -> None:
+    """Data pages of a vectors file scrambled, footer intact: only found when the vectors are
+    read (by pages that read vectors: Propositions, downloads)."""
+    _flip_middle(_part(run))
+
+
+def _flip_middle(part: Path) -> None:
     data = bytearray(part.read_bytes())
     middle = slice(len(data) // 4, len(data) // 2)
     data[middle] = bytes(b ^ 0x5A for b in data[middle])
     part.write_bytes(bytes(data))
+
+
+def flipped_bytes_inside(run: Path) -> None:
+    """Data pages of the summaries' label sums (what the analysis pages read) scrambled, footer
+    and size intact: only found when they are read."""
+    _flip_middle(run / "summaries" / "labels.parquet")
 
 
 def no_summaries(run: Path) -> None:

@@ -27,7 +27,7 @@ from tests.ui.apptest import (
     record_downloads,
     shown,
 )
-from tests.ui.test_damaged_runs import flipped_bytes_inside, garbage_manifest
+from tests.ui.test_damaged_runs import flipped_vector_bytes, garbage_manifest
 from tests.ui.test_hostile_urls import HOSTILE
 
 PAGE = "pages/propositions.py"
@@ -121,7 +121,7 @@ def test_a_planted_answer_is_text_and_a_damaged_run_is_one_message(
     assert [t.value for t in at.text][0].startswith(BAIT)  # shown as is, as plain text
     assert "evil.example" not in "".join(m.value for m in at.markdown)
     store_copy = use_copy(answers_store, tmp_path / "flipped", monkeypatch)
-    flipped_bytes_inside(store_copy["run"])
+    flipped_vector_bytes(store_copy["run"])
     at = open_page(PAGE)
     assert at.error and store_copy["run_id"] in at.error[0].value
     assert "Traceback" not in page_text(at)
