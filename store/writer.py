@@ -122,6 +122,7 @@ class RunWriter:
         self._unsummarized_rows = False  # rows flushed before the samples were known
         self._earlier_parts: list[Path] = []  # parts a resumed run's earlier attempt left
         self._summaries_written = False
+        self._answers_merged = False
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -328,7 +329,7 @@ class RunWriter:
         """Join the answers parts (if any) onto samples.parquet by sample_idx, so readers find
         each sample's answer in the sample table. Run before the commit marker; idempotent."""
         parts = layout.part_files(layout.answers_dir(self.run_path))
-        if not parts:
+        if not parts or self._answers_merged:
             return
         answers = pa.concat_tables([pq.read_table(part) for part in parts])
         samples = pq.read_table(layout.samples_path(self.run_path))
@@ -346,6 +347,7 @@ class RunWriter:
         for name in answers.column_names[1:]:
             samples = samples.append_column(answers.schema.field(name), answers.column(name))
         self.write_samples(samples)
+        self._answers_merged = True
 
     def write_progress(self, done: int, total: int, **extra: Any) -> None:
         write_progress_file(self.run_path, done, total, **extra)
@@ -359,6 +361,9 @@ class RunWriter:
         """Flush what is left and write the run's summaries (`commit` does it if not done).
         Returns whether there were any to write (see the module doc for when there are not)."""
         self.flush()
+        # Answers join samples.parquet first: the summaries stamp the files they were made from,
+        # and a sample table rewritten after them would read as out of date.
+        self.merge_answers()
         if self._summarizer is None or self._unsummarized_rows:
             return False
         self._summarizer.finish()

@@ -293,3 +293,13 @@ def test_resumed_generation_run_equals_a_whole_one(tmp_path, tiny_models, prompt
     x, _ = a.vectors(whole.run_id, "resid_post", 1, "answer_mean")
     y, _ = b.vectors(resumed.run_id, "resid_post", 1, "answer_mean")
     np.testing.assert_array_equal(x, y)
+
+
+def test_a_generation_run_commits_summaries_that_are_up_to_date(answers_store):
+    """The answers join the sample table before the summaries stamp it, so the pages can read a
+    fresh generation run (they once called its summaries out of date)."""
+    from store import open_store
+
+    store = open_store(answers_store["root"])
+    assert store.summary_status(answers_store["run_id"]) is None
+    assert store.samples(answers_store["run_id"])["answer"].str.len().min() > 0
