@@ -141,7 +141,7 @@ def saes_dir(root: Path) -> Path:
 
 
 def sae_dir(root: Path, sae_id: str) -> Path:
-    return saes_dir(root) / validate_run_id(sae_id)
+    return entry_dir(root, "saes", sae_id)
 
 
 def features_dir(root: Path) -> Path:
@@ -149,7 +149,7 @@ def features_dir(root: Path) -> Path:
 
 
 def feature_run_dir(root: Path, feature_run_id: str) -> Path:
-    return features_dir(root) / validate_run_id(feature_run_id)
+    return entry_dir(root, "features", feature_run_id)
 
 
 def topk_dir(feature_run: Path) -> Path:
