@@ -24,6 +24,7 @@ from settings.run import LAYERS_HELP, describe_layers
 from settings.vectors import METHOD_HELP, METHODS, VECTOR_HOOKS, SteerSettings, VectorSettings
 from store import RunManifest, StoreError
 from store.control_files import gguf_bytes, layer_arrays, pt_bytes
+from store.readouts import MissingReadout
 from store.vectorsets import VectorSetManifest
 from ui import charts, links
 from ui.compute import Unsuitable, layer_stats
@@ -112,7 +113,14 @@ def set_words(view: StoreView, set_id: str, layers: list[int], top: int = 8) -> 
     index = [vs.layers.index(layer) for layer in layers if layer in vs.layers]
     if not index:
         return pd.DataFrame(columns=["direction", "promotes", "suppresses"])
-    words = direction_words(view, vs.manifest.weights_sha256, vs.vectors[index], top)
+    try:
+        words = direction_words(view, vs.manifest.weights_sha256, vs.vectors[index], top)
+    except MissingReadout:
+        raise StoreError(
+            f"No words: this store has no readout of {vs.manifest.model}'s weights (its final "
+            "norm and unembedding). `python -m extraction readout --model "
+            f"{shlex.quote(vs.manifest.model)} --store {shlex.quote(view.shown())}` saves it."
+        ) from None
     return words_table(words, [f"layer {vs.layers[i]}" for i in index])
 
 

@@ -144,9 +144,14 @@ def test_a_store_without_sets_says_how_to_make_one(paired_env):
 
 def test_read_only_offers_no_form_and_starts_no_worker(paired_env, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    shutil.rmtree(paired_env["root"] / "readouts")  # a store made without the model's readout
     at = open_page(VECTORS)
     assert not at.text_input and "Compute" not in _buttons(at)
     assert not chart(at, "Explained variance").empty and "Download .pt" in _buttons(at)
+    assert "`python -m extraction readout --model model-llama --store store` saves it" in (
+        shown(messages(at))
+    )
+    assert str(paired_env["root"].parent) not in page_text(at)
     at = open_page(STEERING, {"strength": "0.5", "steer_layers": ["1", "2"]})
     assert "read-only: it starts no steering worker" in messages(at)
     assert not at.button and not (paired_env["root"] / "steering").exists()
