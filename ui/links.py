@@ -41,6 +41,7 @@ import pandas as pd
 import streamlit as st
 
 from settings.run import ANSWER_POSITION
+from settings.vectors import VECTOR_HOOKS
 from ui.compute import complete_first
 from ui.context import plain, short
 
@@ -268,10 +269,22 @@ def has_answers(run: pd.Series) -> bool:
     return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
 
 
+def makes_vectors(run: pd.Series) -> bool:
+    """Whether control vectors can be made from a run (a row of `ui.compute.run_summaries`):
+    pairs, the last token, a residual hook. The Vectors page opens it (`vec_run`)."""
+    hooks = run.get("hooks", ())
+    return (
+        bool(run["has_pairs"])
+        and "last" in run["positions"]
+        and any(h in VECTOR_HOOKS for h in hooks)
+    )
+
+
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
     """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
-    Cross-model (beside the newest complete run of the same dataset on another model) and
-    Propositions (answers to paired prompts: a `--generate N` run of pairs).
+    Cross-model (beside the newest complete run of the same dataset on another model),
+    Propositions (answers to paired prompts: a `--generate N` run of pairs) and Vectors (its
+    newest vector set, or the form to compute one: `makes_vectors`).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -289,6 +302,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         targets.append(OpenIn("pages/cross_model.py", "Cross-model", query))
     if has_answers(run):
         targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
+    if makes_vectors(run):
+        targets.append(OpenIn("pages/vectors.py", "Vectors", {"vec_run": run_id}))
     return targets
 
 
@@ -301,7 +316,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Vectors")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

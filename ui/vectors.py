@@ -213,10 +213,19 @@ def _launch(root: str, fields: dict) -> None:
         st.session_state["vectors_message"] = ("info", f"Already {job.state}: `{job.job_id}`.")
 
 
-def compute_form(view: StoreView) -> None:
-    """An expander to compute a vector set from a paired run as a job, and the recent jobs."""
+def opened_run(view: StoreView) -> str | None:
+    """The run a link opened the page with (`?vec_run=`, see `links.open_in`), when the store
+    has it; anything else in that key is ignored (it only picks defaults)."""
+    value = st.query_params.get("vec_run")
+    return value if value in view.run_ids else None
+
+
+def compute_form(view: StoreView, opened: str | None = None) -> None:
+    """An expander to compute a vector set from a paired run as a job, and the recent jobs;
+    `opened` (a run without a set yet) opens it with that run chosen."""
     runs = paired_runs(view)
-    with st.expander("Compute a vector set", expanded=not view.store.vector_sets()):
+    fresh = not view.store.vector_sets() or opened is not None
+    with st.expander("Compute a vector set", expanded=fresh):
         if not runs:
             st.caption(
                 "No paired run with last-token residual states yet: run a dataset with pair_id and "
@@ -225,7 +234,9 @@ def compute_form(view: StoreView) -> None:
         else:
             titles = {m.run_id: f"{m.name} · {m.model} · {m.dataset_name}" for m in runs}
             left, middle, right = st.columns([3, 2, 2])
-            run = left.selectbox("Paired run", list(titles), format_func=titles.get, key="vec_run")
+            ids = list(titles)
+            run = left.selectbox("Paired run", ids, format_func=titles.get, key="vec_run",
+                                 index=ids.index(opened) if opened in ids else 0)  # fmt: skip
             method = middle.selectbox("Method", METHODS, key="vec_method",
                                       format_func=lambda m: f"{m}: {METHOD_HELP[m]}")  # fmt: skip
             hook = right.selectbox("Hook", VECTOR_HOOKS, key="vec_hook")

@@ -24,7 +24,7 @@ from tests.ui.test_hostile_urls import HOSTILE
 
 VECTORS, STEERING = "pages/vectors.py", "pages/steering.py"
 KEYS = {
-    VECTORS: ("set", "words", "scaled"),
+    VECTORS: ("set", "words", "scaled", "vec_run"),
     STEERING: ("set", "steer_layers", "strength", "tokens"),
 }
 
@@ -134,6 +134,23 @@ def test_a_damaged_readout_costs_only_the_words(paired_env):
     at = open_page(VECTORS)
     assert "not Parquet" in messages(at) and not at.dataframe
     assert not chart(at, "Explained variance").empty and "Download .pt" in _buttons(at)
+
+
+def test_open_in_vectors_opens_the_runs_newest_set_or_the_form(paired_env):
+    from ui import links
+    from ui.compute import run_summaries
+    from ui.context import StoreView
+
+    run_id = paired_env["run_id"]
+    view = StoreView(str(paired_env["root"]), (run_id,))
+    runs = run_summaries(view).frame.set_index("run_id")
+    (target,) = [t for t in links.open_in(runs, run_id) if t.title == "Vectors"]
+    at = open_page(VECTORS, target.query)
+    assert at.query_params["set"] == paired_env["set_id"] and "no vector set" not in messages(at)
+    shutil.rmtree(paired_env["root"] / "vector_sets")
+    at = open_page(VECTORS, target.query)
+    assert "has no vector set yet: compute one below" in shown(messages(at))
+    assert at.selectbox(key="vec_run").value == run_id
 
 
 def test_a_store_without_sets_says_how_to_make_one(paired_env):
