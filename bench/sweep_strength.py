@@ -19,11 +19,15 @@ each prompt in one batched greedy generation (one batch row per strength, the ad
             prompt (fluency: the greedy baseline is the floor; gibberish is several nats more)
   distinct  distinct token bigrams / bigrams in the answer (repetition loops fall towards 0)
 
-Rule printed at the end: the smallest strength whose answers all change, whose style rises by
-at least 0.5 over the baseline's (half of the plain-to-slangy gap), and that stays fluent (nll
-at most 1 nat per token above the baseline's, distinct at least 0.6). The answers are printed
-too: the numbers are a guide, reading them is the check. Figures are relative to the baseline
-measured in the same run.
+Rule printed at the end: the smallest strength whose answers all change and that stays fluent
+(nll at most 1 nat per token above the baseline's, distinct at least 0.6). The style score is
+printed but not in the rule: on chat answers it lies outside the pairs' 0..1 scale even for
+the baseline (2.05 measured) and does not grow steadily with strength, so it cannot be a
+threshold. The answers are printed too: the numbers are a guide, reading them is the check.
+Figures are relative to the baseline measured in the same run.
+
+Measured 2026-12-02 (2-core CPU): changed 1.00 from 0.05 on; nll +0.40 at 0.05, +1.48 at 0.1,
++2.14 at 0.2; distinct 0.96 up to 0.1, 0.49 at 0.2. Rule: 0.05, the page's default.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ PROMPTS = (
     "Describe your favourite food.",
 )
 CHANGED_WITHIN = 8
-STYLE_RISE, NLL_RISE, MIN_DISTINCT = 0.5, 1.0, 0.6
+NLL_RISE, MIN_DISTINCT = 1.0, 0.6
 
 
 def last_states(model, tokenizer, texts: list[str], layers: list[int]) -> np.ndarray:
@@ -152,12 +156,12 @@ def main() -> int:
         rise, worse = m["style"] - base["style"], m["nll"] - base["nll"]
         print(f"{s:8g} {m['changed']:8.2f} {m['style']:6.2f} {rise:+7.2f} {m['nll']:6.2f} "
               f"{worse:+6.2f} {m['distinct']:8.2f}")  # fmt: skip
-        clear = s > 0 and m["changed"] == 1.0 and rise >= STYLE_RISE
+        clear = s > 0 and m["changed"] == 1.0
         fluent = worse <= NLL_RISE and m["distinct"] >= MIN_DISTINCT
         if chosen is None and clear and fluent:
             chosen = s
-    print(f"\nfirst strength that changes every answer, raises style by >= {STYLE_RISE} and "
-          f"stays fluent (nll +<= {NLL_RISE}, distinct >= {MIN_DISTINCT}): {chosen}")  # fmt: skip
+    print(f"\nfirst strength that changes every answer and stays fluent (nll +<= {NLL_RISE}, "
+          f"distinct >= {MIN_DISTINCT}): {chosen}")  # fmt: skip
     for s in STRENGTHS:
         print(f"\n--- strength {s:g}")
         for prompt, text in zip(PROMPTS, answers[s], strict=False):
