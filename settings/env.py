@@ -55,6 +55,8 @@ ENV_SETTINGS = (
                "a queued job whose worker never started expires after this many hours"),
     EnvSetting("ACTX_MODEL_CACHE", "~/.cache/activation-explorer/models",
                "where the embedded models are converted to, once"),
+    EnvSetting("ACTX_STORE_CACHE", "~/.cache/activation-explorer/stores",
+               "local copies of stores on object storage (s3://...): mirrors and staging"),
     EnvSetting("ACTX_STEER_IDLE_S", "300",
                "seconds the steering worker keeps its model loaded after its last request",
                "steer_idle_s"),
