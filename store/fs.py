@@ -447,8 +447,22 @@ class Pusher:
         _remove(self.run)
 
 
-def open_remote(uri: str) -> RemoteStore:
-    return RemoteStore(uri)
+def put_run_file(root: Path | str, run_id: str, rel: str, data: bytes) -> None:
+    """Write one whole file into an uncommitted run's folder, on whatever filesystem the store
+    is: for processes that write parts of a run a driver commits (see the writer's module doc).
+
+    `rel` is relative to the run (`vectors/part-01000001.parquet`); a local store gets it by
+    temporary name, fsync and rename, an object store as one PUT under its final key."""
+    if not _safe_relative(rel) or rel == layout.COMMIT_MARKER:
+        raise ValueError(f"run file {rel!r:.80} is not a plain name inside a run")
+    if is_uri(root):
+        RemoteStore(str(root)).put_bytes(f"runs/{validate_run_id(run_id)}/{rel}", data)
+        return
+    from store.atomic import atomic_write_bytes
+
+    target = layout.run_dir(Path(root), run_id) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
 
 
 def _local_files(folder: Path) -> Iterator[Path]:

@@ -146,10 +146,12 @@ class Store:
         return sorted(m.run_id for m in self.runs())
 
     def manifest(self, run_id: str) -> RunManifest:
+        self._sync()
         return self._catalog.get(run_id)
 
     def resolve_run_id(self, name: str) -> str:
         """A healthy run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
+        self._sync()
         return self._catalog.resolve(name)
 
     def run_size_bytes(self, run_id: str) -> int:

@@ -13,6 +13,15 @@ the benchmark compares against); so does a caller that adds vectors before `writ
 Commit order: remaining part, summaries/ (summary.json last), manifest.json, then the `_COMMITTED`
 marker, each fsynced. Readers ignore any run without the marker, so a killed run is never
 half-visible.
+
+The store may be a folder or a URI (`s3://...`): on object storage the writer stages the run in a
+local folder and pushes each whole file, the marker last (store.fs says what is weaker there).
+
+Parts written by other processes (workers of one run): each writes whole part files into the
+run's folder with `store.fs.put_run_file(root, run_id, "vectors/part-NNNNN.parquet", bytes)`
+(tokens and answers parts under the same name, before their vectors part), names unique across
+workers; the driver then opens the run with `RunWriter.resume` (which reads every part, finds the
+done samples and feeds the parts to the summaries), calls `write_samples` and `commit`.
 """
 
 from __future__ import annotations

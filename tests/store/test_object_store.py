@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,47 @@ def test_clean_and_summarize_refuse_on_an_object_store(s3_server, s3_store, caps
 
     assert store_main(["summarize", "--store", s3_store]) == 2
     assert "object store keeps" in capsys.readouterr().err
+
+
+def _part_bytes(sample_idx: np.ndarray, d_model: int = 4) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.writer import vector_schema
+
+    n = len(sample_idx)
+    vectors = np.arange(n * d_model, dtype=np.float32).reshape(n, d_model) + sample_idx[:, None]
+    table = pa.table(
+        {"hook": ["resid_post"] * n, "position": ["last"] * n, "layer": np.zeros(n, np.int16),
+         "sample_idx": sample_idx.astype(np.int32), "token_idx": np.full(n, -1, np.int32),
+         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d_model)},
+        schema=vector_schema(d_model, "float32"),
+    )  # fmt: skip
+    out = pa.BufferOutputStream()
+    pq.write_table(table, out)
+    return out.getvalue().to_pybytes()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_parts_from_other_processes_commit_through_resume(s3_server, s3_store, tmp_path, where):
+    """The flow for runs split across workers: parts put by each, then one driver commits."""
+    import pyarrow as pa
+
+    from store.fs import put_run_file
+
+    root = s3_store if where == "s3" else str(tmp_path / "store")
+    _writer(root, "split").close()  # the driver makes the run (config.json) and lets go
+    for worker, samples in enumerate(([0, 2], [1, 3])):
+        put_run_file(root, "split", f"vectors/part-{worker:02d}000000.parquet",
+                     _part_bytes(np.asarray(samples)))  # fmt: skip
+    with pytest.raises(ValueError, match="plain name"):
+        put_run_file(root, "split", "../escape.parquet", b"x")
+    driver = RunWriter.resume(root, "split", d_model=4, dtype="float32")
+    assert driver.done_samples == {0, 1, 2, 3}
+    driver.write_samples(pa.table({"sample_idx": pa.array(range(4), pa.int32()),
+                                   "label": ["a", "b", "a", "b"]}))  # fmt: skip
+    driver.commit(replace(_manifest("split"), n_samples=4))
+    store = open_store(root)
+    X, samples = store.vectors("split", "resid_post", 0, "last")
+    np.testing.assert_array_equal(X[:, 0], [0, 1, 6, 7])  # row r of a part: 4r + its sample
+    assert store.summary_status("split") is None
