@@ -76,3 +76,10 @@ def test_a_planted_run_on_the_server_is_listed_as_damaged(hosted, s3_server):
     finally:
         s3_server.delete(hosted["uri"], "runs/planted/_COMMITTED")
         s3_server.delete(hosted["uri"], "runs/planted/manifest.json")
+
+
+def test_new_run_on_an_s3_store_points_to_the_command_line(s3_app_store, secrets_file, monkeypatch):
+    monkeypatch.setenv("ACTX_STORE", s3_app_store["uri"])
+    at = open_page("pages/new_run.py")
+    assert "command line" in at.info[0].value
+    assert not at.button and not at.get("file_uploader")  # nothing that would start a job
