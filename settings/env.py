@@ -41,7 +41,8 @@ class EnvSetting:
 
 
 ENV_SETTINGS = (
-    EnvSetting("ACTX_STORE", "store_data", "the store directory the app opens and run.sh fills"),
+    EnvSetting("ACTX_STORE", "store_data",
+               "the store the app opens and run.sh fills: a folder, or a URI (s3://bucket/prefix)"),
     EnvSetting(
         "ACTX_READ_ONLY", "0",
         "hosted mode: no runs, uploads, cancels or store box; on unless 0, false, no or off",
