@@ -170,6 +170,8 @@ def current_view() -> StoreView:
 
 
 def _exists(path: str) -> bool:
+    if is_uri(path):
+        return True  # open_store asks the server, and names what is wrong
     try:
         return Path(path).expanduser().exists()
     except (OSError, ValueError):  # e.g. a NUL byte: open_store names the path
