@@ -72,6 +72,7 @@ def growing_store(tiny_store, tmp_path, monkeypatch):
     return {"root": root, "run_ids": tiny_store["run_ids"]}
 
 
+@pytest.mark.slow  # seconds: every page, twice
 def test_every_page_pins_what_it_resolved_and_copy_link_gives_it(tiny_env):
     for page, keys in PINNED.items():
         at = open_page(page)
@@ -91,6 +92,7 @@ def test_every_page_pins_what_it_resolved_and_copy_link_gives_it(tiny_env):
     assert at.query_params["baseline"] == "neutral"
 
 
+@pytest.mark.slow  # seconds: real runs committed between page loads
 def test_a_link_reopens_its_view_after_newer_runs_are_committed(growing_store):
     pages = ("pages/directions.py", "pages/cross_model.py")
     before = {page: open_page(page).query_params for page in pages}
