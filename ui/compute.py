@@ -328,6 +328,17 @@ def directions_for(
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_directions(
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
+) -> tuple[list[str], np.ndarray]:
+    """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
+    KB, where a cached `layer_stats` is every layer's subsample (each cache hit unpickles it)."""
+    stats = layer_stats(view, run_id, hook, position)
+    targets, directions, _ = label_directions_of(stats, baseline)
+    return targets, np.array(directions[stats.layer_index(layer)])
+
+
 @dataclass(frozen=True)
 class LayerDetail:
     """One layer of one run: label-direction cosines, sample projections and PCA scores."""
