@@ -35,15 +35,14 @@ from analysis import (
     cosine_matrix,
     direction_norms_by_layer,
     directions_from_means,
+    held_out_layers,
     normalised_depth,
     one_vs_rest_means,
     pca,
     procrustes_chance,
     procrustes_cosine_matrix,
-    projection_separability_layers,
     relative_projection,
     rsa_matrix,
-    split_half_stability_layers,
 )
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS
@@ -252,20 +251,6 @@ def label_directions_of(
     return targets, directions, np.broadcast_to(origin, directions.shape)
 
 
-def _held_out(X, labels, target, baseline) -> np.ndarray:
-    """(stability mean, std, AUC, accuracy) per layer of X [L, m, d]: [L, 4], every layer at
-    once (entry l equals the one-layer statistics); nan where a label has under 2 samples."""
-    if baseline == REST:
-        labels = np.where(labels == target, target, REST)
-    try:
-        mean, std = split_half_stability_layers(X, labels, target, baseline, STABILITY_SPLITS,
-                                                seed=0)  # fmt: skip
-        auc, accuracy = projection_separability_layers(X, labels, target, baseline, seed=0)
-    except ValueError:
-        return np.full((X.shape[0], 4), np.nan)
-    return np.stack([mean, std, auc, accuracy], axis=1)
-
-
 @st.cache_data(show_spinner="Computing directions...", max_entries=64)
 def direction_profile(
     view: StoreView, run_id: str, hook: str, position: str, baseline: str
@@ -278,12 +263,14 @@ def direction_profile(
     n_kept[REST] = len(stats.sub_labels)  # less the target's, below
     depth = stats.depths()
     rows, cos_rows = [], []
-    held_out = {t: _held_out(stats.sub_X, stats.sub_labels, t, baseline) for t in targets}
+    # [targets, L, 4]: stability mean, std, AUC, accuracy (nan where a side has < 2 samples)
+    versus = None if baseline == REST else baseline
+    held_out = held_out_layers(stats.sub_X, stats.sub_labels, targets, versus, STABILITY_SPLITS)
     for li, layer in enumerate(stats.layers):
         D = directions[li]
         l1, l2 = direction_norms_by_layer(D)
         for j, target in enumerate(targets):
-            held = held_out[target][li]
+            held = held_out[j, li]
             rows.append(
                 {
                     "layer": layer, "n_layers": stats.n_layers, "depth": depth[li], "label": target,
