@@ -99,15 +99,13 @@ def run_summaries(view: StoreView) -> RunSummaries:
     for m in store.runs():
         try:
             store.check_run(m.run_id)
-            samples = store.samples(m.run_id)
+            problem = store.summary_status(m.run_id)
+            labels, has_pairs = _labels_and_pairs(store, m.run_id, problem is None)
         except StoreError as exc:
             unreadable.append((m.run_id, str(exc)))
             continue
-        problem = store.summary_status(m.run_id)
         if problem is not None:  # kept: its vectors are fine, and a link may name it
             unsummarized.append((m.run_id, problem.kind, problem.reason))
-        labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
-        has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
         rows.append(
             {
                 "run_id": m.run_id, "name": m.name, "model": m.model,
@@ -118,6 +116,20 @@ def run_summaries(view: StoreView) -> RunSummaries:
             }
         )  # fmt: skip
     return RunSummaries(pd.DataFrame(rows), tuple(unreadable), tuple(unsummarized))
+
+
+def _labels_and_pairs(store, run_id: str, summarized: bool) -> tuple[list[str], bool]:
+    """(sorted labels, whether any sample has a pair id) of a run: from its summary.json when
+    its summaries are usable and keep every label, else from its samples table (at 100,000
+    samples a run's table took a second to read, on every page after any commit)."""
+    summary = store.summary(run_id) if summarized else None
+    if summary is not None and summary.per_label:
+        labels = {NO_LABEL if label is None else str(label) for label in summary.labels}
+        return sorted(labels), summary.has_pairs
+    samples = store.samples(run_id)
+    labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
+    has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
+    return labels, has_pairs
 
 
 def run_title(summary: pd.Series) -> str:

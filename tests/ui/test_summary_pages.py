@@ -62,6 +62,17 @@ def test_compute_from_summaries_equals_a_full_scan(tiny_store):
         np.testing.assert_allclose(result.mean_abs[li], expected.mean_abs, rtol=1e-9)
 
 
+def test_run_labels_and_pairs_come_from_summaries_as_from_the_samples(tiny_store):
+    """The pickers' labels and pairs flag come from summary.json: the same as the samples say."""
+    store = open_store(tiny_store["root"])
+    flags = []
+    for run_id in store.run_ids():
+        found = compute._labels_and_pairs(store, run_id, summarized=True)
+        assert found == compute._labels_and_pairs(store, run_id, summarized=False)
+        flags.append(found[1])
+    assert any(flags) and not all(flags)  # runs of pairs and runs without
+
+
 @pytest.fixture
 def big_and_old(tmp_path, monkeypatch):
     """A run bigger than its subsample (30 of 120 samples) and one without summaries."""
