@@ -16,6 +16,9 @@ Conventions every chart follows (new pages too: draw through these builders):
   gets a colour (after the listed ones), but only the list makes it the same on every chart.
 * **Line styles say what they mean.** `lines(..., dash=field, dashes=series_dashes(runs, ...))`
   gives each value one dash pattern; the legend draws the pattern and names it ("gemma (dashed)").
+* **Draw with `draw(container, builder, *args, **kwargs)`**, not `container.altair_chart(...)`:
+  the same chart, built and converted once per distinct input in this process (a hosted page's
+  charts repeat from visitor to visitor; converting them was most of a served view's time).
 * **Readable tooltips with the layer.** Fields are titled by `FIELD_TITLES`; a frame with `layer`
   and `n_layers` (the model's depth; `layer_a`/`n_layers_a` for run A, ...) gets one tooltip line
   "12 of 30 (depth 0.41)". The ui compute functions attach `n_layers` to every per-layer frame.
