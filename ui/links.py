@@ -253,6 +253,7 @@ class OpenIn:
     page: str
     title: str
     query: dict[str, str | list[str]] = field(hash=False)
+    analysis: bool = True  # an analysis of the run (False: Query, which every run opens in)
 
     @property
     def url_path(self) -> str:
@@ -283,8 +284,8 @@ def makes_vectors(run: pd.Series) -> bool:
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
     """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
     Cross-model (beside the newest complete run of the same dataset on another model),
-    Propositions (answers to paired prompts: a `--generate N` run of pairs) and Vectors (its
-    newest vector set, or the form to compute one: `makes_vectors`).
+    Propositions (answers to paired prompts: a `--generate N` run of pairs), Vectors (its
+    newest vector set, or the form to compute one: `makes_vectors`) and Query (any run).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -304,6 +305,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
     if makes_vectors(run):
         targets.append(OpenIn("pages/vectors.py", "Vectors", {"vec_run": run_id}))
+    # Every run: its samples per label, the Query page's default query, with the run as $run.
+    targets.append(OpenIn("pages/query.py", "Query", {"run": run_id}, analysis=False))
     return targets
 
 
@@ -316,7 +319,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Vectors")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Vectors", "Query")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:
