@@ -177,6 +177,23 @@ class RunWriter:
         writer._next_part = (int(vector_parts[-1].stem.split("-")[1]) + 1) if vector_parts else 0
         return writer
 
+    @classmethod
+    def parts_only(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
+        """A writer of part files only, for one of several processes writing one run (a Ray
+        run's workers): no lock, no config, no sample table, no summaries, no size flushes (the
+        caller sizes its parts). Each `flush(part=N)` writes part N, which must be unique in the
+        run. Once every such writer is done, the process that created the run closes its writer
+        and commits through `resume`, which takes every part in (rows, done samples, summaries)."""
+        run_path = layout.run_dir(Path(root), run_id)
+        if layout.is_committed(run_path) or not layout.config_path(run_path).is_file():
+            raise StoreError(f"run {run_id!r} is not an uncommitted run in {root}")
+        return cls(run_path, summaries=False, **{**kwargs, "flush_bytes": 2**62})
+
+    @property
+    def next_part(self) -> int:
+        """The number this writer's next part gets; every part on disk has a lower one."""
+        return self._next_part
+
     def _acquire_lock(self) -> None:
         handle = open(self.run_path / ".lock", "a+")  # noqa: SIM115 - held for the writer's life
         try:
@@ -254,7 +271,10 @@ class RunWriter:
         if self._buffer.nbytes >= self.flush_bytes:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, part: int | None = None) -> None:
+        """Write the buffered batches as the next part (or as part number `part`)."""
+        if part is not None:
+            self._next_part = part
         if not self._buffer.rows:
             return
         started, summarizing = time.perf_counter(), self.summary_seconds
