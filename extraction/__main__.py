@@ -29,6 +29,7 @@ from settings.vectors import (
 )
 from store import StoreError, open_store
 from store.atomic import atomic_write_text
+from store.fs import is_uri, store_location
 from store.json_records import dump_json
 
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="extract activations of one model over one dataset")
     add_run_arguments(run)  # one option per RunSettings field (settings/run.py)
-    run.add_argument("--store", required=True, type=Path)
+    run.add_argument("--store", required=True, type=store_location)  # a folder or s3://...
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run with the same settings")  # fmt: skip
     run.add_argument("--no-progress", action="store_true")
@@ -67,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     listing = sub.add_parser("list", help="list committed runs (or SAEs, feature runs)")
-    listing.add_argument("--store", required=True, type=Path)
+    listing.add_argument("--store", required=True, type=store_location)
     listing.add_argument("--kind", choices=("runs", "saes", "features"), default="runs")
 
     clean = sub.add_parser("clean", help="delete interrupted (uncommitted) runs")
-    clean.add_argument("--store", required=True, type=Path)
+    clean.add_argument("--store", required=True, type=store_location)
 
     defaults = sub.add_parser("defaults", help="fill a store with the default runs")
     defaults.add_argument("--store", required=True, type=Path)
@@ -187,7 +188,8 @@ def _list_sae_kinds(store, kind: str) -> int:
 def _clean(args: argparse.Namespace) -> int:
     from store.writer import remove_uncommitted
 
-    root = open_store(args.store).root
+    store = open_store(args.store)
+    root = store.location if is_uri(store.location) else store.root
     for folder in ("runs", "saes", "features"):
         for name in remove_uncommitted(root, folder):
             print(f"removed {name}" if folder == "runs" else f"removed {folder}/{name}")

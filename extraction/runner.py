@@ -42,6 +42,7 @@ from settings.run import (
     validate_run_id,
 )
 from store import RunManifest, RunWriter, open_store
+from store.fs import is_uri
 from store.writer import list_uncommitted
 
 POSITION_POLICY = (
@@ -482,6 +483,8 @@ def _save_readout(store_root, plan: Plan, loaded) -> list[str]:
     from extraction.readout import save_readout
     from store import StoreError
 
+    if is_uri(store_root):
+        return []  # readouts are kept in local stores only (store.readouts writes by rename)
     started = time.perf_counter()
     try:
         if save_readout(store_root, plan.model, loaded.hf_model, loaded.tokenizer):
@@ -548,7 +551,7 @@ def execute(
     load_seconds = time.perf_counter() - started
 
     opened = open_run(
-        Path(store_root), plan, loaded.backend.d_model,
+        store_root if is_uri(store_root) else Path(store_root), plan, loaded.backend.d_model,
         resume=resume, run_id=run_id, flush_bytes=flush_bytes,
     )  # fmt: skip
     opened.writer.write_samples(samples_table(opened.run_id, plan.dataset, tokens))

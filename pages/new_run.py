@@ -41,7 +41,14 @@ if read_only():
     st.error("This app is read-only: runs cannot be started, uploaded or cancelled here.")
     st.stop()
 
-root = current_view().store.root  # an error and a stop if the store is refused
+view = current_view()  # an error and a stop if the store is refused
+if view.on_object_storage:  # jobs and uploads live in a local store's folder (jobs.paths)
+    st.info(
+        "This store is on object storage: start runs into it from the command line, "
+        "`python -m extraction run ... --store <the store's URI>`, and they show up here."
+    )
+    st.stop()
+root = view.store.root
 try:
     limit = upload_limit_bytes()
     slots = max_running()

@@ -41,7 +41,8 @@ class EnvSetting:
 
 
 ENV_SETTINGS = (
-    EnvSetting("ACTX_STORE", "store_data", "the store directory the app opens and run.sh fills"),
+    EnvSetting("ACTX_STORE", "store_data",
+               "the store the app opens and run.sh fills: a folder, or a URI (s3://bucket/prefix)"),
     EnvSetting(
         "ACTX_READ_ONLY", "0",
         "hosted mode: no runs, uploads, cancels or store box; on unless 0, false, no or off",
@@ -55,6 +56,8 @@ ENV_SETTINGS = (
                "a queued job whose worker never started expires after this many hours"),
     EnvSetting("ACTX_MODEL_CACHE", "~/.cache/activation-explorer/models",
                "where the embedded models are converted to, once"),
+    EnvSetting("ACTX_STORE_CACHE", "~/.cache/activation-explorer/stores",
+               "local copies of stores on object storage (s3://...): mirrors and staging"),
     EnvSetting("ACTX_STEER_IDLE_S", "300",
                "seconds the steering worker keeps its model loaded after its last request",
                "steer_idle_s"),

@@ -34,6 +34,7 @@ from store.export import (
     parse_label_columns,
     write_new_file,
 )
+from store.fs import is_uri, store_location
 from store.reader import open_store
 from store.snapshot import snapshot
 from store.summarize import summarize_run
@@ -51,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m store", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     snap = sub.add_parser("snapshot", help="copy chosen runs and layers into a small new store")
-    snap.add_argument("--store", required=True, type=Path, help="the source store")
+    snap.add_argument(
+        "--store",
+        required=True,
+        type=store_location,
+        help="the source store: a folder or s3://bucket/prefix",
+    )
     snap.add_argument(
         "--runs", required=True, help="run ids or unambiguous prefixes, comma-separated, or all"
     )
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(57 MB for SmolLM2, 336 MB for Gemma-3-270M)")  # fmt: skip
 
     export = sub.add_parser("export", help="write one run's vectors as CSV, .npy or Parquet")
-    export.add_argument("--store", required=True, type=Path)
+    export.add_argument("--store", required=True, type=store_location)
     export.add_argument("--run", required=True, help="a run id or an unambiguous prefix")
     export.add_argument("--hook", required=True, help="e.g. resid_post")
     export.add_argument("--layer", required=True, type=int, help="a layer; -1 is the last")
@@ -76,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     summ = sub.add_parser("summarize", help="write the summaries of runs committed without them")
-    summ.add_argument("--store", required=True, type=Path, help="the store")
+    summ.add_argument("--store", required=True, type=store_location, help="the store")
     summ.add_argument(
         "--runs", default="all", help="run ids or unambiguous prefixes, comma-separated, or all"
     )
@@ -138,6 +144,9 @@ def _progress_bar(run_id: str):
 
 
 def _summarize(args: argparse.Namespace) -> int:
+    if is_uri(args.store):  # summaries would change committed runs (see store.fs)
+        raise StoreError("summarize changes committed runs, which an object store keeps as "
+                         "written; runs written there get their summaries at commit")  # fmt: skip
     store = open_store(args.store)
     runs = args.runs.strip()
     if runs == "all":

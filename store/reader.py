@@ -45,6 +45,7 @@ from store.catalog import DamagedRun, RunCatalog
 from store.errors import MAX_REASON_CHARS, StoreError, one_line
 from store.feature_reads import FeatureShelf
 from store.files import RunFiles, vectors_to_numpy
+from store.fs import RemoteStore, is_uri
 from store.manifest import RunManifest
 from store.readouts import ReadoutManifest, Readouts
 from store.saes import SaeShelf
@@ -86,6 +87,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.location = str(self.root)  # what the user named: the folder, or a store URI
         self._catalog = RunCatalog(self.root)
         self._files = RunFiles(self.root)
         self._sql = ConfinedConnection(self.root)
@@ -95,6 +97,14 @@ class Store:
         self._summaries = SummaryFiles(self.root)
         self._vector_sets = VectorSets(self.root)
         self._readouts = Readouts(self.root)
+
+    @property
+    def name(self) -> str:
+        """The store's last path component (`store_data`, or `prefix` of `s3://bucket/prefix`):
+        how a published copy names where it came from, without the server's path."""
+        if is_uri(self.location):
+            return self.location.rstrip("/").rsplit("/", 1)[-1]
+        return self.root.resolve().name
 
     def __enter__(self) -> Store:
         return self
@@ -108,7 +118,11 @@ class Store:
         self.features.close()
 
     # -- runs ------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Bring local copies up to date before a listing (a store on object storage)."""
+
     def _scan(self, check_files: bool) -> tuple[list[RunManifest], list[DamagedRun], tuple]:
+        self._sync()
         return self._catalog.scan(self._files.damage if check_files else None)
 
     def runs(self, check_files: bool = False) -> list[RunManifest]:
@@ -132,10 +146,12 @@ class Store:
         return sorted(m.run_id for m in self.runs())
 
     def manifest(self, run_id: str) -> RunManifest:
+        self._sync()
         return self._catalog.get(run_id)
 
     def resolve_run_id(self, name: str) -> str:
         """A healthy run id, or an unambiguous prefix of one (`default-emotions-smollm2-135m`)."""
+        self._sync()
         return self._catalog.resolve(name)
 
     def run_size_bytes(self, run_id: str) -> int:
@@ -167,7 +183,7 @@ class Store:
         A run whose samples or vector files cannot be read is left out of the views (and
         reported in `QueryResult.skipped_runs`), so one damaged file does not break every query.
         """
-        manifests, _, key = self._catalog.scan()
+        manifests, _, key = self._scan(False)
         summarized = [m.run_id for m in manifests if self._summaries.status(m) is None]
         key = (key, tuple(summarized))
         if self._sql.has_views(key):
@@ -534,13 +550,34 @@ class Store:
         return self._readouts.token_texts(weights_sha256, token_ids)
 
 
+class MirroredStore(Store):
+    """A store on object storage (`s3://...`), read through its local mirror (see store.fs):
+    every listing first brings the mirror up to date (at most every few seconds), and every
+    read then runs on local copies of committed runs, with the checks of a local store."""
+
+    def __init__(self, remote: RemoteStore) -> None:
+        super().__init__(remote.mirror_root)
+        self.remote = remote
+        self.location = remote.uri
+
+    def _sync(self) -> None:
+        self.remote.mirror()
+
+
 def open_store(path: str | Path, create: bool = False, writable: bool = False) -> Store:
     """Open a store directory. With `create`, make it if missing; else it must exist.
+
+    A URI (`s3://bucket/prefix`, see store.fs) opens a store on object storage: its bucket must
+    exist (`create` makes the prefix, which needs no folder), and `writable` proves a write.
 
     With `writable`, also prove that a run can be written (a file is created in `runs/` and
     removed): a runner calls this before loading a model, not after. Every failure is a
     StoreError naming the path as given, never a NotADirectoryError or PermissionError.
     """
+    if is_uri(path):
+        remote = RemoteStore(str(path))
+        remote.check(create=writable)
+        return MirroredStore(remote)
     root = Path(path).expanduser()
     shown = str(root)
     try:

@@ -269,7 +269,7 @@ def snapshot(
             raise StoreError(f"no healthy runs to copy ({len(skipped)} skipped)")
         existed = out_root.exists()
         open_store(out_root, create=True)
-        source_name = source.root.resolve().name
+        source_name = source.name
         copied: list[str] = []
         for manifest, chosen, samples in plans:
             try:

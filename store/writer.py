@@ -13,6 +13,15 @@ the benchmark compares against); so does a caller that adds vectors before `writ
 Commit order: remaining part, summaries/ (summary.json last), manifest.json, then the `_COMMITTED`
 marker, each fsynced. Readers ignore any run without the marker, so a killed run is never
 half-visible.
+
+The store may be a folder or a URI (`s3://...`): on object storage the writer stages the run in a
+local folder and pushes each whole file, the marker last (store.fs says what is weaker there).
+
+Parts written by other processes (workers of one run): each writes whole part files into the
+run's folder with `store.fs.put_run_file(root, run_id, "vectors/part-NNNNN.parquet", bytes)`
+(tokens and answers parts under the same name, before their vectors part), names unique across
+workers; the driver then opens the run with `RunWriter.resume` (which reads every part, finds the
+done samples and feeds the parts to the summaries), calls `write_samples` and `commit`.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from settings.run import STORAGE_DTYPES, check_choice
 from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.errors import StoreError
+from store.fs import Pusher, RemoteStore, is_uri
 from store.manifest import RunManifest
 from store.summarize import Summarizer, remove_leftovers
 
@@ -123,11 +133,21 @@ class RunWriter:
         self._earlier_parts: list[Path] = []  # parts a resumed run's earlier attempt left
         self._summaries_written = False
         self._answers_merged = False
+        self._pusher: Pusher | None = None  # set when the store is on object storage (store.fs)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, run_id: str, config: dict[str, Any], **kwargs: Any) -> RunWriter:
-        run_path = layout.run_dir(Path(root), run_id)
+    def create(
+        cls, root: Path | str, run_id: str, config: dict[str, Any], **kwargs: Any
+    ) -> RunWriter:
+        """A new run in the store at `root`: a folder, or a URI (`s3://...`, see store.fs)."""
+        remote = RemoteStore(root) if is_uri(root) else None
+        if remote is not None:
+            if remote.run_files(run_id):
+                raise StoreError(f"run {run_id!r} already exists in {remote.shown}")
+            run_path = remote.stage(run_id, fresh=True)
+        else:
+            run_path = layout.run_dir(Path(root), run_id)
         if run_path.exists():
             raise StoreError(f"run {run_id!r} already exists in {root}")
         try:
@@ -143,12 +163,19 @@ class RunWriter:
         atomic_write_text(
             layout.config_path(run_path), json.dumps(config, indent=2, sort_keys=True)
         )
+        if remote is not None:
+            writer._pusher = Pusher.open(remote, run_path)
+            writer._pusher.push([layout.config_path(run_path)])
         return writer
 
     @classmethod
     def resume(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
         """Reopen an uncommitted run: drop half-written files, keep whole parts, find done ones."""
-        run_path = layout.run_dir(Path(root), run_id)
+        remote = RemoteStore(root) if is_uri(root) else None
+        if remote is not None:
+            run_path = _pull_for_resume(remote, run_id)
+        else:
+            run_path = layout.run_dir(Path(root), run_id)
         if layout.is_committed(run_path):
             raise StoreError(f"run {run_id!r} is already committed; nothing to resume")
         if not layout.config_path(run_path).is_file():
@@ -175,6 +202,10 @@ class RunWriter:
         writer._done = done
         writer._earlier_parts = vector_parts
         writer._next_part = (int(vector_parts[-1].stem.split("-")[1]) + 1) if vector_parts else 0
+        if remote is not None:  # the remote copy loses what the cleanup above dropped
+            writer._pusher = Pusher.open(remote, run_path)
+            writer._pusher.push()
+            writer._pusher.drop_extra()
         return writer
 
     @classmethod
@@ -220,6 +251,8 @@ class RunWriter:
         buffer = pa.BufferOutputStream()
         pq.write_table(table, buffer, compression="zstd")
         atomic_write_bytes(layout.samples_path(self.run_path), buffer.getvalue().to_pybytes())
+        if self._pusher is not None:
+            self._pusher.push([layout.samples_path(self.run_path)])
         if self._summaries and self._summarizer is None and not self._unsummarized_rows:
             wanted = [c for c in ("sample_idx", "id", "label", "pair_id", "category")
                       if c in table.column_names]  # fmt: skip
@@ -279,14 +312,20 @@ class RunWriter:
             return
         started, summarizing = time.perf_counter(), self.summary_seconds
         name = layout.part_name(self._next_part)
+        written = []
         if self._buffer.tokens:
-            self._write_part(layout.tokens_dir(self.run_path) / name, self._token_table())
+            written.append(layout.tokens_dir(self.run_path) / name)
+            self._write_part(written[-1], self._token_table())
         if self._buffer.answers:
             layout.answers_dir(self.run_path).mkdir(exist_ok=True)
             answers = pa.concat_tables(self._buffer.answers)
-            self._write_part(layout.answers_dir(self.run_path) / name, answers)
+            written.append(layout.answers_dir(self.run_path) / name)
+            self._write_part(written[-1], answers)
         table = self._vector_table()
-        self._write_part(layout.vectors_dir(self.run_path) / name, table)
+        written.append(layout.vectors_dir(self.run_path) / name)
+        self._write_part(written[-1], table)
+        if self._pusher is not None:  # in the same order: the vectors part last
+            self._pusher.push(written)
         self.rows_written += table.num_rows
         self._done.update(self._buffered_samples)
         self._buffered_samples.clear()
@@ -399,10 +438,26 @@ class RunWriter:
             self.write_summaries()
         self.flush()
         self.merge_answers()
+        marker = manifest.created_at or "committed"
         atomic_write_text(layout.manifest_path(self.run_path), manifest.to_json())
-        atomic_write_text(layout.marker_path(self.run_path), manifest.created_at or "committed")
+        if self._pusher is not None:  # object storage: every file, then the marker, last
+            self.close()
+            self._pusher.commit(marker)
+            return
+        atomic_write_text(layout.marker_path(self.run_path), marker)
         fsync_dir(self.run_path)
         self.close()
+
+
+def _pull_for_resume(remote: RemoteStore, run_id: str) -> Path:
+    """A fresh staging folder holding what an interrupted run left on the object store."""
+    if remote.is_committed(run_id):
+        raise StoreError(f"run {run_id!r} is already committed; nothing to resume")
+    run_path = remote.stage(run_id, fresh=True)
+    layout.vectors_dir(run_path).mkdir(parents=True)
+    layout.tokens_dir(run_path).mkdir()
+    remote.pull(run_id, run_path)
+    return run_path
 
 
 def write_progress_file(folder: Path, done: int, total: int, **extra: Any) -> None:
@@ -411,8 +466,13 @@ def write_progress_file(folder: Path, done: int, total: int, **extra: Any) -> No
     atomic_write_text(layout.progress_path(folder), json.dumps(payload))
 
 
-def list_uncommitted(root: Path, folder: str = "runs") -> list[Path]:
-    """Uncommitted entries of one store folder: `runs` (default), `saes` or `features`."""
+def list_uncommitted(root: Path | str, folder: str = "runs") -> list[Path]:
+    """Uncommitted entries of one store folder: `runs` (default), `saes` or `features`.
+
+    On an object store: local folders holding each uncommitted run's config.json (what
+    --resume compares), pulled into the store's cache."""
+    if is_uri(root):
+        return RemoteStore(root).pending(folder)
     runs = Path(root) / folder
     if not runs.is_dir():
         return []
@@ -436,6 +496,11 @@ def is_locked(run_path: Path) -> bool:
 def remove_uncommitted(root: Path, folder: str = "runs") -> list[str]:
     """Delete runs (or SAEs, feature runs: `folder`) that never committed and that no live
     writer holds. Returns their ids."""
+    if is_uri(root):
+        raise StoreError(
+            "clean cannot tell a live writer from a dead one on an object store (no locks); "
+            "delete an abandoned run's prefix with the storage's own tools"
+        )
     removed = []
     for run_path in list_uncommitted(root, folder):
         if not is_locked(run_path):
@@ -446,6 +511,8 @@ def remove_uncommitted(root: Path, folder: str = "runs") -> list[str]:
 
 def is_committed_run(root: Path, run_id: str, folder: str = "runs") -> bool:
     """Whether a run (or an SAE, a feature run: `folder` saes, features) is committed."""
+    if is_uri(root):
+        return RemoteStore(root).is_committed(run_id, folder)
     return layout.is_committed(layout.entry_dir(Path(root), folder, run_id))
 
 
@@ -455,6 +522,8 @@ def remove_partial_run(root: Path, run_id: str, wait: float = 5.0, folder: str =
     A committed run, a symlink or anything that is not a folder is left alone. Returns whether
     the folder was removed.
     """
+    if is_uri(root):
+        return False  # no lock to tell a dead writer (see store.fs)
     run = layout.entry_dir(Path(root), folder, run_id)
     if run.is_symlink() or not run.is_dir() or layout.is_committed(run):
         return False
@@ -470,6 +539,8 @@ def remove_partial_run(root: Path, run_id: str, wait: float = 5.0, folder: str =
 def read_progress(root: Path, run_id: str, folder: str = "runs") -> tuple[int | None, int | None]:
     """(samples done, total) from a run's progress.json (or an SAE's steps, a feature run's
     records: `folder`); (None, None) when absent or odd."""
+    if is_uri(root):
+        return None, None  # progress stays in the writer's staging folder
     try:
         raw = read_regular(layout.progress_path(layout.entry_dir(Path(root), folder, run_id)), 4096)
         payload = json.loads(raw)

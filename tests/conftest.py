@@ -17,6 +17,8 @@ from tests.support.tiny import (
 
 HOOKS = ("resid_pre", "resid_post", "mlp_out")
 
+pytest_plugins = ["tests.support.s3"]  # s3_server (moto, once per session) and s3_store
+
 
 def pytest_collection_modifyitems(items):
     """`embedded` and `browser` tests are `slow` too, so `-m "not slow"` leaves them out; so are

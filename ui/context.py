@@ -28,6 +28,7 @@ import streamlit as st
 
 from settings.env import read_only, setting
 from store import DamagedRun, Store, StoreError, open_store
+from store.fs import is_uri
 
 __all__ = [
     "CREATE_KEY",
@@ -137,6 +138,11 @@ class StoreView:
     def name(self) -> str:
         """The folder's name: how messages name the store in read-only mode."""
         return Path(self.path).name or self.path
+
+    @property
+    def on_object_storage(self) -> bool:
+        """Whether the store is a URI (`s3://...`, see store.fs) rather than a folder."""
+        return is_uri(self.path)
 
     def shown(self) -> str:
         """The store as a message may show it: its path, or only its name when read-only."""
