@@ -46,6 +46,7 @@ from extraction.datasets import Dataset
 from extraction.models import resolve
 from settings.run import RunSettings
 from store import RunWriter, open_store
+from store.fs import is_uri, store_location
 
 _ADDRESS = re.compile(
     r"^(?:ray://)?(?P<host>[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:]{2,45}\]):(?P<port>\d{1,5})$"
@@ -132,7 +133,10 @@ class PartWriter:
         self.loaded = load_model(plan)
         backend = self.loaded.backend
         self.writer = RunWriter.parts_only(
-            Path(job["store"]), job["run_id"], d_model=backend.d_model, dtype=settings.dtype
+            store_location(job["store"]),
+            job["run_id"],
+            d_model=backend.d_model,
+            dtype=settings.dtype,
         )
         self.token_ids: dict[int, list[int]] = {}
         self.store = batch_storer(self.writer, self.loaded, plan, self.token_ids)
@@ -235,6 +239,7 @@ def execute_on_ray(
     from store.writer import DEFAULT_FLUSH_BYTES
 
     started = time.perf_counter()
+    store_root = store_location(str(store_root))  # every worker must find it under this name
     if settings.generate:
         raise ValueError("--generate runs cannot use --ray yet; run them without --ray")
     plan = runner.prepare(settings, local_device=False)  # the workers check the device they get
@@ -251,6 +256,17 @@ def execute_on_ray(
             gpus = 1.0 if cluster.gpus >= 1 and settings.device != "cpu" else 0.0
         if gpus and settings.device == "cpu":
             raise ValueError(f"--ray-gpus {gpus:g} with --device cpu: use one or the other")
+        wants_gpu = (
+            settings.device.startswith("cuda")
+            or settings.quantize
+            or str(settings.device_map).startswith("cuda")
+        )
+        if wants_gpu and not cluster.gpus:
+            raise ValueError(f"the Ray cluster at {cluster.address} has no GPU for "
+                             f"{settings.quantize and '--quantize' or '--device'}; "
+                             "use --device cpu or a cluster with GPUs")  # fmt: skip
+        if wants_gpu and not gpus:
+            raise ValueError("--ray-gpus 0 gives the workers no GPU; drop it or ask for one")
         if workers is None:
             workers = int(cluster.gpus // gpus) if gpus else int(cluster.cpus)
         if workers < 1:
@@ -261,7 +277,7 @@ def execute_on_ray(
         tokens = runner.tokenize(tokenizer, plan)
         _, d_model = model_dims(plan.model)
         flush = flush_bytes or DEFAULT_FLUSH_BYTES
-        opened = runner.open_run(Path(store_root), plan, d_model, resume=resume, run_id=run_id,
+        opened = runner.open_run(store_root, plan, d_model, resume=resume, run_id=run_id,
                           flush_bytes=flush)  # fmt: skip
         writer = opened.writer
         samples = runner.samples_table(opened.run_id, plan.dataset, tokens)
@@ -275,7 +291,8 @@ def execute_on_ray(
         job = {
             "settings": settings.to_dict(), "layers": list(plan.layers),
             "dataset_name": plan.dataset.name, "dataset_sha256": plan.dataset.sha256,
-            "store": str(store_root), "run_id": opened.run_id, "part_base": writer.next_part,
+            "store": store_root if is_uri(store_root) else str(store_root.resolve()),
+            "run_id": opened.run_id, "part_base": writer.next_part,
         }  # fmt: skip
         _log(f"{opened.run_id}: {sum(map(len, batches))} samples in {len(blocks)} blocks on "
              f"{workers} Ray worker(s) at {cluster.address}")  # fmt: skip
@@ -333,7 +350,8 @@ def _run_actors(ray, blocks, job, workers, gpus, opened, plan, progress) -> list
     from tqdm import tqdm
 
     context = ray.data.DataContext.get_current()  # imports ray.data, which sets its log levels
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our bar reports; Ray Data's would not
+    # Our bar reports progress and our error line the failure: Ray Data's logs would bury both.
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     dataset = ray.data.from_arrow(blocks).map_batches(
@@ -349,13 +367,27 @@ def _run_actors(ray, blocks, job, workers, gpus, opened, plan, progress) -> list
     bar = tqdm(total=total, initial=done, desc=f"{plan.model.name} {plan.dataset.name} (Ray)",
                unit="sample", disable=not progress, file=sys.stderr)  # fmt: skip
     reports = []
-    for report in dataset.iter_rows():
-        reports.append(dict(report))
-        done += report["samples"]
-        bar.update(report["samples"])
-        opened.writer.write_progress(done, total, run_id=opened.run_id)
-    bar.close()
+    try:
+        for report in dataset.iter_rows():
+            reports.append(dict(report))
+            done += report["samples"]
+            bar.update(report["samples"])
+            opened.writer.write_progress(done, total, run_id=opened.run_id)
+    except ray.exceptions.RayError as exc:  # a worker that cannot load the model, say
+        raise ValueError(
+            f"a Ray worker failed ({worker_error(exc)}); the run {opened.run_id} stays "
+            "uncommitted: fix the cause and rerun with --resume"
+        ) from None
+    finally:
+        bar.close()
     return reports
+
+
+def worker_error(exc: BaseException) -> str:
+    """The last line of what a worker raised (`ValueError: ...`), not Ray's whole report."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*: ", line)]
+    return (causes or lines or [type(exc).__name__])[-1][:400]
 
 
 def _workers(reports: list[dict]) -> list[dict]:

@@ -52,8 +52,9 @@ def _wide_llama(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A local Ray with two CPUs (two workers of one CPU each), for the whole session."""
+def ray_cluster(s3_server):
+    """A local Ray with two CPUs (two workers of one CPU each), for the whole session. Started
+    after the S3 server, so its workers inherit the AWS_* environment pointing at it."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
@@ -103,16 +104,26 @@ def _part_writer_pids() -> list[int]:
     return found
 
 
-def test_a_killed_worker_is_replaced_and_the_run_equals_a_local_one(ray_cluster, work, tmp_path):
-    store_root = tmp_path / "store"
-    parts = store_root / "runs" / "on-ray" / "vectors"
-    argv = ["run", *work["args"], "--store", str(store_root), "--run-id", "on-ray", "--ray",
+def _remote_parts(s3_server, uri: str, run_id: str) -> list[str]:
+    from pyarrow import fs as pafs
+
+    base = f"{uri.split('://', 1)[1]}/runs/{run_id}/vectors"
+    found = s3_server.filesystem().get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return [info.path for info in found if info.base_name.startswith("part-")]
+
+
+def test_a_run_into_s3_survives_a_killed_worker_and_equals_a_local_run(
+    ray_cluster, work, s3_server, s3_store
+):
+    """The issue's "done when": --ray into an s3:// store on the test server commits the same
+    vectors as a local run, survives a killed worker, and the app's reader lists it."""
+    argv = ["run", *work["args"], "--store", s3_store, "--run-id", "on-ray", "--ray",
             "--flush-mb", "0.001"]  # fmt: skip
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("rc", main(argv)))
     thread.start()
     try:
-        wait_for(lambda: list(parts.glob("part-*.parquet")), DEADLINE_S, "the first part")
+        wait_for(lambda: _remote_parts(s3_server, s3_store, "on-ray"), DEADLINE_S, "a part")
         alive = _part_writer_pids()
         assert alive, "no PartWriter process found"
         os.kill(alive[0], signal.SIGKILL)
@@ -120,7 +131,8 @@ def test_a_killed_worker_is_replaced_and_the_run_equals_a_local_one(ray_cluster,
         thread.join(DEADLINE_S)
     assert outcome.get("rc") == 0
 
-    store = open_store(store_root)
+    store = open_store(s3_store)  # what the app reads with ACTX_STORE=s3://...
+    assert store.run_ids() == ["on-ray"]
     manifest = store.manifest("on-ray")
     _assert_same_vectors(store, "on-ray", work["local"])
     local = work["local"].manifest("local")
@@ -134,7 +146,7 @@ def test_a_killed_worker_is_replaced_and_the_run_equals_a_local_one(ray_cluster,
     assert {w["device"] for w in workers} == {"cpu"} and all(w["host"] for w in workers)
     # The killed actor was restarted (a new process) and its block done again, once.
     assert {w["pid"] for w in workers} - set(alive), workers
-    assert ray_record["parts"] == len(list(parts.glob("part-*.parquet")))
+    assert ray_record["parts"] == len(_remote_parts(s3_server, s3_store, "on-ray"))
     assert manifest.device == "cpu" and manifest.n_layers == 4 and manifest.d_model == 128
 
 
@@ -177,6 +189,19 @@ def test_an_unreachable_address_is_one_error_line(tiny_models, tmp_path, capsys)
     assert not (tmp_path / "s").exists()
     assert main(["run", *args, "--store", str(tmp_path / "s"), "--ray-workers", "2"]) == 2
     assert "need --ray" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_load_the_model_fails_the_run_in_one_line(
+    ray_cluster, work, tmp_path, capsys
+):
+    store_root = tmp_path / "store"
+    argv = ["run", *work["args"], "--store", str(store_root), "--ray", "--device-map",
+            str(tmp_path / "absent.json")]  # fmt: skip
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: a Ray worker failed (ValueError: device map"), last
+    assert "absent.json" in last and "rerun with --resume" in last
+    assert open_store(store_root).runs() == []
 
 
 def test_parts_only_writers_then_a_commit_through_resume(tmp_path):
