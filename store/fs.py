@@ -44,7 +44,7 @@ Credentials and endpoint come from the environment, never from the URI: the stan
 `AWS_REGION` (read by pyarrow's S3 client, also from `~/.aws`), and `AWS_ENDPOINT_URL_S3` or
 `AWS_ENDPOINT_URL` for an S3-compatible server (MinIO, moto, Ceph). A URI carrying a user, a
 password or a query string is refused (without echoing it), so nothing secret can reach a
-manifest, a config or a message. Where a run records its store, it records the URI as given.
+manifest, a config or a message (a test reads every object of a store for the keys).
 """
 
 from __future__ import annotations

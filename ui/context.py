@@ -28,7 +28,7 @@ import streamlit as st
 
 from settings.env import read_only, setting
 from store import DamagedRun, Store, StoreError, open_store
-from store.fs import is_uri
+from store.fs import is_uri, shown_uri
 
 __all__ = [
     "CREATE_KEY",
@@ -165,11 +165,16 @@ def current_view() -> StoreView:
     try:
         return StoreView(path, tuple(store_at(path).run_ids()))
     except (StoreError, OSError) as exc:  # e.g. the sidebar names a file, not a folder
-        st.error(plain(public_text(f"Cannot open the store: {exc}")))
+        message = str(exc)
+        if read_only() and is_uri(path):  # a visitor gets the store's name, not its bucket
+            message = message.replace(shown_uri(path), StoreView(path, ()).name)
+        st.error(plain(public_text(f"Cannot open the store: {message}")))
         st.stop()
 
 
 def _exists(path: str) -> bool:
+    if is_uri(path):
+        return True  # open_store asks the server, and names what is wrong
     try:
         return Path(path).expanduser().exists()
     except (OSError, ValueError):  # e.g. a NUL byte: open_store names the path

@@ -83,3 +83,13 @@ def test_new_run_on_an_s3_store_points_to_the_command_line(s3_app_store, secrets
     at = open_page("pages/new_run.py")
     assert "command line" in at.info[0].value
     assert not at.button and not at.get("file_uploader")  # nothing that would start a job
+
+
+def test_an_unreachable_bucket_is_one_error_naming_only_the_store(s3_server, secrets_file,
+                                                                    monkeypatch):  # fmt: skip
+    monkeypatch.setenv("ACTX_STORE", "s3://no-such-bucket-actx/hosted-store")
+    monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    at = open_page("pages/runs.py")
+    (error,) = at.error
+    assert "hosted-store" in shown(error.value) and "does not exist" in error.value
+    assert "no-such-bucket-actx" not in error.value
