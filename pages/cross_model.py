@@ -70,18 +70,16 @@ profile = directions.per_label[directions.per_label["label"] == target]
 series = "model" if chosen["model"].is_unique else "run"
 colours = charts.series_colours(runs, series)
 left, right = st.columns(2)
-left.altair_chart(
-    charts.lines(
-        profile, "depth", "l2_rel", series, x_title="normalised depth", y_title="L2 ÷ typical norm",
-        title=f"Strength of the {target} direction (vs {baseline}) by depth", colours=colours,
-    )
+charts.draw(
+    left, charts.lines,
+    profile, "depth", "l2_rel", series, x_title="normalised depth", y_title="L2 ÷ typical norm",
+    title=f"Strength of the {target} direction (vs {baseline}) by depth", colours=colours,
 )  # fmt: skip
-right.altair_chart(
-    charts.lines(
-        profile, "depth", "auc", series, x_title="normalised depth", y_title="held-out AUC",
-        title=f"Separability of {target} from {baseline} by depth", colours=colours,
-        y_domain=(0.0, 1.0),
-    )
+charts.draw(
+    right, charts.lines,
+    profile, "depth", "auc", series, x_title="normalised depth", y_title="held-out AUC",
+    title=f"Separability of {target} from {baseline} by depth", colours=colours,
+    y_domain=(0.0, 1.0),
 )  # fmt: skip
 
 st.subheader("Layer by layer, two runs")
@@ -129,10 +127,9 @@ def chance(measure: str):
 
 
 def heatmap(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
-    column.altair_chart(
-        charts.heatmap(frame, "layer_b", "layer_a", "value", title=title, domain=domain,
-                       legend=legend, best="best", best_tooltip=("chance",), **axes)
-    )  # fmt: skip
+    charts.draw(column, charts.heatmap, frame, "layer_b", "layer_a", "value", title=title,
+                domain=domain, legend=legend, best="best", best_tooltip=("chance",),
+                **axes)  # fmt: skip
     best = frame[frame["best"]]
     low, high = best["value"].min(), best["value"].max()
     text = f"{caption} Best match per layer of A (rings): {low:.2f} to {high:.2f}"

@@ -80,27 +80,24 @@ norm = " ÷ typical norm" if relative else ""
 left, right = st.columns(2)
 for column, name in ((left, "l2"), (right, "l1")):
     field, label = (f"{name}_rel" if relative else name), name.upper()
-    column.altair_chart(
-        charts.lines(
-            per_label, x, field, "label", x_title=x_title, y_title=f"{label}{norm}",
-            title=f"{label} norm of each direction (vs {versus}){norm}", **style,
-        )
+    charts.draw(
+        column, charts.lines,
+        per_label, x, field, "label", x_title=x_title, y_title=f"{label}{norm}",
+        title=f"{label} norm of each direction (vs {versus}){norm}", **style,
     )  # fmt: skip
 
 left, right = st.columns(2)
-left.altair_chart(
-    charts.lines(
-        per_label, x, "stability", "label", x_title=x_title, y_title="cosine",
-        title="Split-half stability: cosine of directions from disjoint halves",
-        tooltip=("stability_std", "n_target", "n_baseline"), y_domain=(-0.1, 1.0), **style,
-    )
+charts.draw(
+    left, charts.lines,
+    per_label, x, "stability", "label", x_title=x_title, y_title="cosine",
+    title="Split-half stability: cosine of directions from disjoint halves",
+    tooltip=("stability_std", "n_target", "n_baseline"), y_domain=(-0.1, 1.0), **style,
 )  # fmt: skip
-right.altair_chart(
-    charts.lines(
-        per_label, x, "auc", "label", x_title=x_title, y_title="AUC",
-        title=f"Held-out separability from {versus}: AUC of the projection",
-        tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
-    )
+charts.draw(
+    right, charts.lines,
+    per_label, x, "auc", "label", x_title=x_title, y_title="AUC",
+    title=f"Held-out separability from {versus}: AUC of the projection",
+    tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
 )  # fmt: skip
 counts = per_label.drop_duplicates(["run", "label"])
 st.caption(
@@ -119,12 +116,11 @@ cosines = result.cosines[
 if cosines.empty:
     st.caption("Cosines between label directions need at least two labels besides the baseline.")
 else:
-    st.altair_chart(
-        charts.lines(
-            cosines, x, "cosine", "pair", x_title=x_title, y_title="cosine",
-            title="Cosine between label directions, across layers", y_domain=(-1.0, 1.0),
-            **(style | {"colours": charts.pair_colours(labels)}),
-        )
+    charts.draw(
+        st, charts.lines,
+        cosines, x, "cosine", "pair", x_title=x_title, y_title="cosine",
+        title="Cosine between label directions, across layers", y_domain=(-1.0, 1.0),
+        **(style | {"colours": charts.pair_colours(labels)}),
     )  # fmt: skip
 
 st.subheader("One layer in detail")
@@ -144,19 +140,17 @@ except (Unsuitable, StoreError) as exc:
     links.stop()
 
 left, right = st.columns(2)
-left.altair_chart(
-    charts.heatmap(
-        layer_view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
-        title=f"Cosine between label directions at layer {layer}", domain=(-1.0, 1.0),
-        scheme="redblue",
-    )
+charts.draw(
+    left, charts.heatmap,
+    layer_view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
+    title=f"Cosine between label directions at layer {layer}", domain=(-1.0, 1.0),
+    scheme="redblue",
 )  # fmt: skip
-right.altair_chart(
-    charts.histogram(
-        layer_view.projections, "projection", "label", colours=style["colours"],
-        title=f"Samples projected on the {target} direction, layer {layer}",
-        x_title=f"position along it: 0 = mean of {versus}, 1 = mean of {target}",
-    )
+charts.draw(
+    right, charts.histogram,
+    layer_view.projections, "projection", "label", colours=style["colours"],
+    title=f"Samples projected on the {target} direction, layer {layer}",
+    x_title=f"position along it: 0 = mean of {versus}, 1 = mean of {target}",
 )  # fmt: skip
 right.caption(
     f"In units of the direction's length: a sample at 0 sits at the mean of {plain(versus)}, "
@@ -172,11 +166,10 @@ if three_d:
         )
     )
 else:
-    st.altair_chart(
-        charts.scatter(
-            layer_view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
-            tooltip=("text", "layer", "n_layers"), colours=style["colours"],
-        )
+    charts.draw(
+        st, charts.scatter,
+        layer_view.scores, "pc1", "pc2", "label", title=title, x_title="PC 1", y_title="PC 2",
+        tooltip=("text", "layer", "n_layers"), colours=style["colours"],
     )  # fmt: skip
 
 downloads.direction_downloads(view, detail, hook, position, layer, baseline)  # this layer's

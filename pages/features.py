@@ -73,12 +73,9 @@ colours = charts.label_colours(all_labels)
 shown = summary[summary["label"].isin(labels)]
 for column, (label, group) in zip(st.columns(max(1, min(4, len(labels)))),
                                   shown.groupby("label", sort=True), strict=False):  # fmt: skip
-    column.altair_chart(
-        charts.bars(group, order, "feature", "label", colours=colours, title=str(label),
-                    x_title=fc.ORDER_TITLES[order], y_title="feature",
-                    tooltip=("mean_activation", "frequency", "mean_elsewhere")),
-        width="stretch",
-    )  # fmt: skip
+    charts.draw(column, charts.bars, group, order, "feature", "label", colours=colours,
+                title=str(label), x_title=fc.ORDER_TITLES[order], y_title="feature",
+                tooltip=("mean_activation", "frequency", "mean_elsewhere"))  # fmt: skip
 
 st.subheader("One feature")
 options = fc.feature_options(int(run["d_sae"]), summary)
@@ -92,13 +89,10 @@ except StoreError as exc:
     controls.show_problem(exc)
     links.stop()
 left, right = st.columns(2)
-left.altair_chart(
-    charts.bars(by_label, "frequency", "label", "label", colours=colours,
-                title=f"Feature {feature}: how often it fires, per label",
-                x_title=f"share of {fc.SCOPE_TITLES[scope]}", y_title="label",
-                tooltip=("mean_activation", "fired", "positions")),
-    width="stretch",
-)  # fmt: skip
+charts.draw(left, charts.bars, by_label, "frequency", "label", "label", colours=colours,
+            title=f"Feature {feature}: how often it fires, per label",
+            x_title=f"share of {fc.SCOPE_TITLES[scope]}", y_title="label",
+            tooltip=("mean_activation", "fired", "positions"))  # fmt: skip
 with right:
     st.markdown("**Tokens its decoder direction promotes** (through the unembedding)")
     try:

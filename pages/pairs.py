@@ -70,19 +70,17 @@ if not shown:
 per_layer = per_layer_selected(profile, shown)
 colours = charts.category_colours(categories, overall=overall_name(profile, shown))
 left, right = st.columns(2)
-left.altair_chart(
-    charts.lines(
-        per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
-        title="Mean absolute difference per dimension, b - a", tooltip=("n_pairs",),
-        colours=colours,
-    )
+charts.draw(
+    left, charts.lines,
+    per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
+    title="Mean absolute difference per dimension, b - a", tooltip=("n_pairs",),
+    colours=colours,
 )  # fmt: skip
-right.altair_chart(
-    charts.lines(
-        per_layer, "layer", "relative", "category", x_title="layer", tooltip=("n_pairs",),
-        y_title="mean ||b - a|| ÷ mean norm", title="Relative to the activation norm",
-        colours=colours,
-    )
+charts.draw(
+    right, charts.lines,
+    per_layer, "layer", "relative", "category", x_title="layer", tooltip=("n_pairs",),
+    y_title="mean ||b - a|| ÷ mean norm", title="Relative to the activation norm",
+    colours=colours,
 )  # fmt: skip
 
 controls.subsample_note(len(profile.pairs), profile.n_pairs_total, "Pair statistics", "pairs")
@@ -100,12 +98,11 @@ for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], 
     column.markdown(f"**{title} at layer {layer}**")
     column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3,
                      column_config=DIMENSION_COLUMNS)  # fmt: skip
-    column.altair_chart(
-        charts.heatmap(
-            dimension_layers(profile, table["dimension"].tolist(), shown), "dimension", "layer",
-            "score", x_title="dimension (ranked at the chosen layer)", y_title="layer",
-            title=f"{title}: score at every layer",
-        )
+    charts.draw(
+        column, charts.heatmap,
+        dimension_layers(profile, table["dimension"].tolist(), shown), "dimension", "layer",
+        "score", x_title="dimension (ranked at the chosen layer)", y_title="layer",
+        title=f"{title}: score at every layer",
     )  # fmt: skip
 
 downloads.pair_downloads(view, run_id, hook, position, layer)  # b - a and the vectors
@@ -126,13 +123,12 @@ st.markdown(
     f"**a:** {plain(chosen_pair['text_a'])}  \n**b:** {plain(chosen_pair['text_b'])}"
     f"  \nCategory: {plain(chosen_pair['category'])}"
 )
-st.altair_chart(
-    charts.lines(
-        pair_layers(profile, pair_id, shown), "layer", "relative", "pairs", x_title="layer",
-        y_title="||b - a|| ÷ mean norm", tooltip=("distance",),
-        title=f"This pair per layer ({position} vectors of {hook}), beside the median pair",
-        colours=charts.colours_for([THIS_PAIR, MEDIAN_PAIR]),
-    )
+charts.draw(
+    st, charts.lines,
+    pair_layers(profile, pair_id, shown), "layer", "relative", "pairs", x_title="layer",
+    y_title="||b - a|| ÷ mean norm", tooltip=("distance",),
+    title=f"This pair per layer ({position} vectors of {hook}), beside the median pair",
+    colours=charts.colours_for([THIS_PAIR, MEDIAN_PAIR]),
 )  # fmt: skip
 all_run = all_positions_run(view.store, manifest, hook)
 if all_run is None:
@@ -154,11 +150,10 @@ except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 tokens = tokens.assign(token=tokens["token_idx"].astype(str) + " " + tokens["token_a"])
-st.altair_chart(
-    charts.heatmap(
-        tokens, "token", "layer", "distance", x_title="token (side a)", y_title="layer",
-        title="||b - a|| per token and layer", tooltip=("token_a", "token_b"),
-    )
+charts.draw(
+    st, charts.heatmap,
+    tokens, "token", "layer", "distance", x_title="token (side a)", y_title="layer",
+    title="||b - a|| per token and layer", tooltip=("token_a", "token_b"),
 )  # fmt: skip
 if all_run != run_id and all_run in runs.index:
     st.caption(f"Tokens from run {plain(run_title(runs.loc[all_run]))}.")

@@ -65,12 +65,11 @@ categories = sorted(set(profile.pairs["category"]))
 shown = controls.pick_many(st, "Categories", categories, key="categories", what="category",
                            default=categories)  # fmt: skip
 per_layer = profile.per_layer[profile.per_layer["category"].isin([ALL_CATEGORIES, *shown])]
-st.altair_chart(
-    charts.lines(
-        per_layer, "layer", "cosine", "category", x_title="layer", y_title="cosine(A, B)",
-        title="Cosine between the A and B states, mean over pairs", tooltip=("n_pairs",),
-        colours=charts.category_colours(categories, overall=ALL_CATEGORIES), y_domain=(0, 1),
-    )
+charts.draw(
+    st, charts.lines,
+    per_layer, "layer", "cosine", "category", x_title="layer", y_title="cosine(A, B)",
+    title="Cosine between the A and B states, mean over pairs", tooltip=("n_pairs",),
+    colours=charts.category_colours(categories, overall=ALL_CATEGORIES), y_domain=(0, 1),
 )  # fmt: skip
 st.caption(
     "1: the model is in the same state whichever way the claim is framed; lower: the framing "

@@ -57,19 +57,17 @@ except StoreError as exc:
     links.stop()
 long = figures.melt(["layer", "n_layers"], ["explained_variance", "sign_agreement"], "figure")
 left, right = st.columns(2)
-left.altair_chart(
-    charts.lines(
-        long, "layer", "value", "figure", colours=charts.colours_for(vectors.FIGURES),
-        title="Explained variance and sign agreement per layer", x_title="layer",
-        y_title="fraction", y_domain=(0.0, 1.0),
-    )
+charts.draw(
+    left, charts.lines,
+    long, "layer", "value", "figure", colours=charts.colours_for(vectors.FIGURES),
+    title="Explained variance and sign agreement per layer", x_title="layer",
+    y_title="fraction", y_domain=(0.0, 1.0),
 )  # fmt: skip
-right.altair_chart(
-    charts.lines(
-        compared, "layer", "cosine", "with", colours=vectors.comparison_colours(compared),
-        title="Cosine with the other methods and the difference of means", x_title="layer",
-        y_title="cosine", y_domain=(-1.0, 1.0),
-    )
+charts.draw(
+    right, charts.lines,
+    compared, "layer", "cosine", "with", colours=vectors.comparison_colours(compared),
+    title="Cosine with the other methods and the difference of means", x_title="layer",
+    y_title="cosine", y_domain=(-1.0, 1.0),
 )  # fmt: skip
 for note in notes:
     st.caption(plain(public_text(note)))

@@ -16,6 +16,9 @@ Conventions every chart follows (new pages too: draw through these builders):
   gets a colour (after the listed ones), but only the list makes it the same on every chart.
 * **Line styles say what they mean.** `lines(..., dash=field, dashes=series_dashes(runs, ...))`
   gives each value one dash pattern; the legend draws the pattern and names it ("gemma (dashed)").
+* **Draw with `draw(container, builder, *args, **kwargs)`**, not `container.altair_chart(...)`:
+  the same chart, built and converted once per distinct input in this process (a hosted page's
+  charts repeat from visitor to visitor; converting them was most of a served view's time).
 * **Readable tooltips with the layer.** Fields are titled by `FIELD_TITLES`; a frame with `layer`
   and `n_layers` (the model's depth; `layer_a`/`n_layers_a` for run A, ...) gets one tooltip line
   "12 of 30 (depth 0.41)". The ui compute functions attach `n_layers` to every per-layer frame.
@@ -23,12 +26,20 @@ Conventions every chart follows (new pages too: draw through these builders):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import json
+import numbers
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import plotly.express as px
+import pyarrow as pa
+from streamlit import dataframe_util
 
 from ui.compute import run_title
 
@@ -151,21 +162,160 @@ def _dash_name(pattern) -> str:
     return next(name for name, p in DASHES if tuple(p) == tuple(pattern))
 
 
+# -- drawing --------------------------------------------------------------------------------
+try:  # Streamlit's own lock around Altair's process-wide theme and data transformer
+    from streamlit.elements.vega_charts import _altair_globals_lock as _ALTAIR_GLOBALS
+except ImportError:  # pragma: no cover - another Streamlit version: a lock of our own
+    _ALTAIR_GLOBALS = threading.Lock()
+DRAWN_MAX_BYTES = 64 * 2**20  # converted charts kept for the next visitor (specs + Arrow data)
+
+
+def _arrow_dataset(data, datasets: dict) -> dict[str, str]:
+    """Altair data transformer: the frame as Arrow IPC bytes under its content hash, as
+    Streamlit's `altair_chart` ships it."""
+    data_bytes = dataframe_util.convert_anything_to_arrow_bytes(data)
+    name = hashlib.md5(data_bytes, usedforsecurity=False).hexdigest()
+    datasets[name] = data_bytes
+    return {"name": name}
+
+
+alt.data_transformers.register("actx_arrow", _arrow_dataset)
+
+
+def vega_lite(chart: alt.TopLevelMixin) -> tuple[str, dict[str, bytes]]:
+    """(spec as JSON, its datasets as Arrow bytes): what `st.altair_chart` makes of `chart`,
+    checked against the Vega-Lite schema the same way."""
+    datasets: dict[str, bytes] = {}
+    with (
+        _ALTAIR_GLOBALS,
+        alt.theme.enable("none"),  # as Streamlit draws: no fixed 300 px view from the theme
+        alt.data_transformers.enable("actx_arrow", datasets=datasets),
+    ):
+        spec = chart.to_dict()
+    spec.pop("datasets", None)  # inline data: none, every frame went through _arrow_dataset
+    return json.dumps(spec), datasets
+
+
+class _Drawn:
+    """Converted charts by what built them, least recently used first, at most DRAWN_MAX_BYTES."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[str, dict[str, bytes], int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: str):
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: str, spec: str, datasets: dict[str, bytes]) -> None:
+        size = len(spec) + sum(len(b) for b in datasets.values())
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (spec, datasets, size)
+            self._bytes += size
+            while self._bytes > DRAWN_MAX_BYTES and len(self._items) > 1:
+                self._bytes -= self._items.popitem(last=False)[1][2]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+DRAWN = _Drawn()
+
+
+def _digest(value, out) -> None:
+    """Feed `value` (a builder argument) into the hash `out`; TypeError if it cannot say."""
+    if isinstance(value, pd.DataFrame):
+        out.update(repr((list(value.columns), [str(t) for t in value.dtypes])).encode())
+        for _, column in value.items():
+            _digest_column(column, out)
+        _digest_column(value.index.to_series(), out)
+    elif isinstance(value, (list, tuple)):
+        out.update(b"(" if isinstance(value, tuple) else b"[")
+        for item in value:
+            _digest(item, out)
+        out.update(b")")
+    elif isinstance(value, dict):
+        _digest(sorted(value.items(), key=lambda kv: str(kv[0])), out)
+    elif value is None or isinstance(value, (str, numbers.Number, Styles)):
+        out.update(f"{type(value).__name__}:{value!r};".encode())
+    else:
+        raise TypeError(f"cannot key a chart on {type(value).__name__}")
+
+
+def _digest_column(column: pd.Series, out) -> None:
+    """A column's values into `out`: the raw buffers of numbers and Arrow-backed text (with
+    offset and length: a slice's buffers hold more), pandas' row hashes for anything else."""
+    if column.dtype.kind in "biufcmMb" and not isinstance(column.dtype, pd.ArrowDtype):
+        out.update(np.ascontiguousarray(column.to_numpy()).tobytes())
+        return
+    try:
+        chunks = pa.chunked_array(pa.array(column, from_pandas=True)).chunks
+    except (pa.ArrowException, TypeError, ValueError):
+        chunks = None
+    if chunks is None or any(pa.types.is_dictionary(chunk.type) for chunk in chunks):
+        # (a dictionary array's buffers leave its dictionary out)
+        out.update(pd.util.hash_pandas_object(column, index=False).to_numpy().tobytes())
+        return
+    for chunk in chunks:
+        out.update(f"{chunk.type}:{chunk.offset}:{len(chunk)};".encode())
+        for buffer in chunk.buffers():
+            out.update(b"-" if buffer is None else buffer)
+
+
+def draw(container, build: Callable[..., alt.TopLevelMixin], *args, **kwargs) -> None:
+    """`container.altair_chart(build(*args, **kwargs))` (container: `st`, a column), the same
+    spec and data, converted once per distinct input in this process.
+
+    Why: a page's charts repeat from visitor to visitor (their frames come from cached results),
+    and building and converting them (Altair's to_dict and schema check, the tooltip text, the
+    Arrow data) was most of a served view's time (bench/bench_load.py under py-spy). The key is
+    the builder and a hash of its arguments, frames by content (values, index, columns, dtypes).
+    """
+    try:
+        digest = hashlib.sha256(f"{build.__module__}.{build.__qualname__}".encode())
+        _digest((args, kwargs), digest)
+        key = digest.hexdigest()
+    except TypeError:  # an argument with no content hash: build it every time
+        key = None
+    item = DRAWN.get(key) if key else None
+    if item is None:
+        spec_json, datasets = vega_lite(build(*args, **kwargs))
+        if key:
+            DRAWN.put(key, spec_json, datasets)
+    else:
+        spec_json, datasets, _ = item
+    spec = json.loads(spec_json)  # a fresh dict: Streamlit takes the datasets out of it
+    spec["datasets"] = dict(datasets)
+    container.vega_lite_chart(spec=spec)
+
+
 # -- tooltips ---------------------------------------------------------------------------------
 def _layer_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], set[str]]:
     """The frame with a "12 of 30 (depth 0.41)" column per layer field it can describe, those
-    columns, and the raw fields they replace in a tooltip."""
+    columns, and the raw fields they replace in a tooltip (a column already there is kept).
+
+    Built from the few distinct (layer, depth) pairs, not row by row with pandas string
+    arithmetic: a cross-model heatmap has 900 rows, and that arithmetic was a fifth of a
+    served view's time (bench/bench_load.py under py-spy).
+    """
     added, replaced = [], set()
     for suffix, title in LAYER_TEXT.items():
         layer, n = f"layer{suffix}", f"n_layers{suffix}"
         if layer not in frame or n not in frame:
             continue
-        depth = frame[layer] / (frame[n] - 1).clip(lower=1)
-        text = (
-            frame[layer].astype(int).astype(str) + " of " + frame[n].astype(int).astype(str)
-            + " (depth " + depth.map("{:.2f}".format) + ")"
-        )  # fmt: skip
-        frame = frame.assign(**{title: text})
+        if title not in frame:
+            pairs = list(zip(frame[layer].tolist(), frame[n].tolist(), strict=True))
+            text = {(k, m): f"{int(k)} of {int(m)} (depth {k / max(m - 1, 1):.2f})"
+                    for k, m in set(pairs)}  # fmt: skip
+            frame = frame.assign(**{title: [text[pair] for pair in pairs]})
         added.append(title)
         replaced |= {layer, n, f"depth{suffix}"}
     return frame, added, replaced
@@ -256,8 +406,8 @@ def heatmap(
     scale = alt.Scale(scheme=scheme, domain=list(domain)) if domain else alt.Scale(scheme=scheme)
     x_axis = alt.Axis(labelAngle=0) if x_labels else alt.Axis(labels=False, ticks=False)
     height = max(HEIGHT, 14 * frame[y].nunique())
-    _, ring_tips = _tooltip(frame, [y, x, value, *tooltip, *best_tooltip])
     frame, tips = _tooltip(frame, [y, x, value, *tooltip])
+    _, ring_tips = _tooltip(frame, [y, x, value, *tooltip, *best_tooltip])  # layer text: made
     encoding = {
         "x": alt.X(x, type="ordinal", title=x_title, axis=x_axis, sort=None),
         "y": alt.Y(y, type="ordinal", title=y_title, sort="descending"),

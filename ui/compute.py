@@ -35,15 +35,14 @@ from analysis import (
     cosine_matrix,
     direction_norms_by_layer,
     directions_from_means,
+    held_out_layers,
     normalised_depth,
     one_vs_rest_means,
     pca,
     procrustes_chance,
     procrustes_cosine_matrix,
-    projection_separability_layers,
     relative_projection,
     rsa_matrix,
-    split_half_stability_layers,
 )
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS
@@ -100,15 +99,13 @@ def run_summaries(view: StoreView) -> RunSummaries:
     for m in store.runs():
         try:
             store.check_run(m.run_id)
-            samples = store.samples(m.run_id)
+            problem = store.summary_status(m.run_id)
+            labels, has_pairs = _labels_and_pairs(store, m.run_id, problem is None)
         except StoreError as exc:
             unreadable.append((m.run_id, str(exc)))
             continue
-        problem = store.summary_status(m.run_id)
         if problem is not None:  # kept: its vectors are fine, and a link may name it
             unsummarized.append((m.run_id, problem.kind, problem.reason))
-        labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
-        has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
         rows.append(
             {
                 "run_id": m.run_id, "name": m.name, "model": m.model,
@@ -119,6 +116,20 @@ def run_summaries(view: StoreView) -> RunSummaries:
             }
         )  # fmt: skip
     return RunSummaries(pd.DataFrame(rows), tuple(unreadable), tuple(unsummarized))
+
+
+def _labels_and_pairs(store, run_id: str, summarized: bool) -> tuple[list[str], bool]:
+    """(sorted labels, whether any sample has a pair id) of a run: from its summary.json when
+    its summaries are usable and keep every label, else from its samples table (at 100,000
+    samples a run's table took a second to read, on every page after any commit)."""
+    summary = store.summary(run_id) if summarized else None
+    if summary is not None and summary.per_label:
+        labels = {NO_LABEL if label is None else str(label) for label in summary.labels}
+        return sorted(labels), summary.has_pairs
+    samples = store.samples(run_id)
+    labels = sorted(samples["label"].fillna(NO_LABEL).astype(str).unique().tolist())
+    has_pairs = bool(samples["pair_id"].notna().any()) if "pair_id" in samples else False
+    return labels, has_pairs
 
 
 def run_title(summary: pd.Series) -> str:
@@ -252,20 +263,6 @@ def label_directions_of(
     return targets, directions, np.broadcast_to(origin, directions.shape)
 
 
-def _held_out(X, labels, target, baseline) -> np.ndarray:
-    """(stability mean, std, AUC, accuracy) per layer of X [L, m, d]: [L, 4], every layer at
-    once (entry l equals the one-layer statistics); nan where a label has under 2 samples."""
-    if baseline == REST:
-        labels = np.where(labels == target, target, REST)
-    try:
-        mean, std = split_half_stability_layers(X, labels, target, baseline, STABILITY_SPLITS,
-                                                seed=0)  # fmt: skip
-        auc, accuracy = projection_separability_layers(X, labels, target, baseline, seed=0)
-    except ValueError:
-        return np.full((X.shape[0], 4), np.nan)
-    return np.stack([mean, std, auc, accuracy], axis=1)
-
-
 @st.cache_data(show_spinner="Computing directions...", max_entries=64)
 def direction_profile(
     view: StoreView, run_id: str, hook: str, position: str, baseline: str
@@ -278,12 +275,14 @@ def direction_profile(
     n_kept[REST] = len(stats.sub_labels)  # less the target's, below
     depth = stats.depths()
     rows, cos_rows = [], []
-    held_out = {t: _held_out(stats.sub_X, stats.sub_labels, t, baseline) for t in targets}
+    # [targets, L, 4]: stability mean, std, AUC, accuracy (nan where a side has < 2 samples)
+    versus = None if baseline == REST else baseline
+    held_out = held_out_layers(stats.sub_X, stats.sub_labels, targets, versus, STABILITY_SPLITS)
     for li, layer in enumerate(stats.layers):
         D = directions[li]
         l1, l2 = direction_norms_by_layer(D)
         for j, target in enumerate(targets):
-            held = held_out[target][li]
+            held = held_out[j, li]
             rows.append(
                 {
                     "layer": layer, "n_layers": stats.n_layers, "depth": depth[li], "label": target,
@@ -326,6 +325,17 @@ def directions_for(
         pd.concat([p[1] for p in parts], ignore_index=True),
         tuple(failed),
     )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_directions(
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
+) -> tuple[list[str], np.ndarray]:
+    """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
+    KB, where a cached `layer_stats` is every layer's subsample (each cache hit unpickles it)."""
+    stats = layer_stats(view, run_id, hook, position)
+    targets, directions, _ = label_directions_of(stats, baseline)
+    return targets, np.array(directions[stats.layer_index(layer)])
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import streamlit as st
 
 from store import StoreError
 from store.export import EXPORT_FORMATS, MIME_TYPES, encode_vectors, export_vectors
-from ui.compute import label_directions_of, layer_stats
+from ui.compute import layer_directions
 from ui.context import StoreView, public_text
 from ui.pairs_compute import pair_table
 from ui.propositions_compute import side_rows
@@ -90,9 +90,7 @@ def direction_downloads(
 ) -> None:
     """Directions page: its label directions at `layer` (one row per label, as the page
     computes them: against the baseline label, or one-vs-rest) and the samples' vectors there."""
-    stats = layer_stats(view, run_id, hook, position)  # cached: the page has just read it
-    targets, directions, _ = label_directions_of(stats, baseline)  # the page's own directions
-    D = directions[stats.layer_index(layer)]
+    targets, D = layer_directions(view, run_id, hook, position, layer, baseline)  # the page's
     st.subheader("Download")
     left, right = st.columns(2)
     left.caption(f"The label directions at layer {layer} (vs {baseline}), one row per label")

@@ -109,7 +109,8 @@ def output_links(job, runs: pd.DataFrame | None) -> None:
     """Where a finished job's output opens: a run in each analysis page it fits
     (`links.open_in`), else the page of its job kind (`OUTPUT_PAGES`) with the run chosen."""
     if job.kind == "run" and runs is not None and job.run_id in runs.index:
-        targets = links.open_in(runs, job.run_id)
+        # The analysis pages it fits; without one, the Runs page (which links Query as well).
+        targets = [t for t in links.open_in(runs, job.run_id) if t.analysis]
         for target in targets:
             st.page_link(target.page, label=f"Open run {_md(job.run_id)} in {target.title}",
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip

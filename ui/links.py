@@ -252,6 +252,7 @@ class OpenIn:
     page: str
     title: str
     query: dict[str, str | list[str]] = field(hash=False)
+    analysis: bool = True  # an analysis of the run (False: Query, which every run opens in)
 
     @property
     def url_path(self) -> str:
@@ -270,8 +271,8 @@ def has_answers(run: pd.Series) -> bool:
 
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
     """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
-    Cross-model (beside the newest complete run of the same dataset on another model) and
-    Propositions (answers to paired prompts: a `--generate N` run of pairs).
+    Cross-model (beside the newest complete run of the same dataset on another model),
+    Propositions (answers to paired prompts: a `--generate N` run of pairs) and Query (any run).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -289,6 +290,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         targets.append(OpenIn("pages/cross_model.py", "Cross-model", query))
     if has_answers(run):
         targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
+    # Every run: its samples per label, the Query page's default query, with the run as $run.
+    targets.append(OpenIn("pages/query.py", "Query", {"run": run_id}, analysis=False))
     return targets
 
 
@@ -301,7 +304,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Query")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

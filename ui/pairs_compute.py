@@ -31,7 +31,6 @@ from analysis import (
     dimension_stats,
     pair_sums,
     rank_dimensions,
-    relative_difference,
     sign_agreement_chance,
     token_difference_map,
 )
@@ -98,16 +97,21 @@ def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _category_rows(layer: int, A: np.ndarray, B: np.ndarray, categories: np.ndarray) -> list:
+def _category_rows(layer: int, per_pair: tuple, categories: np.ndarray) -> list:
+    """Mean |b - a| and the relative difference (`analysis.relative_difference`: mean ||b - a||
+    over mean (||a|| + ||b||) / 2) of all pairs and of each category at one layer, from the
+    per-pair figures of `_pair_rows` (equal up to float rounding; the rows are not re-read)."""
+    distance, scale, pair_abs = per_pair
     rows = []
-    groups = [(ALL_CATEGORIES, np.ones(len(A), bool))]
+    groups = [(ALL_CATEGORIES, np.ones(len(distance), bool))]
     groups += [(c, categories == c) for c in sorted(set(categories.tolist()))]
     for name, mask in groups:
-        a, b = A[mask], B[mask]
+        total = scale[mask].sum()
         rows.append(
             {
-                "layer": layer, "category": name, "mean_abs": float(np.abs(b - a).mean()),
-                "relative": relative_difference(a, b), "n_pairs": int(mask.sum()),
+                "layer": layer, "category": name, "mean_abs": float(pair_abs[mask].mean()),
+                "relative": float(distance[mask].sum() / total) if total > 0.0 else 0.0,
+                "n_pairs": int(mask.sum()),
             }
         )  # fmt: skip
     return rows
@@ -134,10 +138,10 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     rows, stats, sums, per_pair = [], [], [], []
     for li, layer in enumerate(layers):
         A, B = X[li, ia].astype(np.float64), X[li, ib].astype(np.float64)
-        rows += _category_rows(layer, A, B, categories)
+        per_pair.append(_pair_rows(A, B))
+        rows += _category_rows(layer, per_pair[-1], categories)
         stats.append(dimension_consistency(A, B))
         sums.append(pair_sums(A, B, codes, len(names)))
-        per_pair.append(_pair_rows(A, B))
     return PairProfile(
         layers=list(layers),
         n_layers=manifest.n_layers,

@@ -36,13 +36,13 @@ def _say(message: str) -> None:
     print(f"[defaults] {message}", file=sys.stderr, flush=True)
 
 
-def run_settings() -> RunSettings:
-    return RunSettings(model=SAE_MODEL, dataset=SAE_DATASET, hooks=(SAE_HOOK,),
+def run_settings(dataset: str = SAE_DATASET) -> RunSettings:
+    return RunSettings(model=SAE_MODEL, dataset=dataset, hooks=(SAE_HOOK,),
                        layers=str(SAE_LAYER), positions=("all",), name=RUN_NAME)  # fmt: skip
 
 
-def sae_settings() -> SaeSettings:
-    return SaeSettings(model=SAE_MODEL, dataset=SAE_DATASET, sae=SAE_NAME, positions="all",
+def sae_settings(dataset: str = SAE_DATASET) -> SaeSettings:
+    return SaeSettings(model=SAE_MODEL, dataset=dataset, sae=SAE_NAME, positions="all",
                        name=FEATURES_NAME)  # fmt: skip
 
 
@@ -56,8 +56,18 @@ def pending(store_root: Path, models: tuple[str, ...]) -> bool:
     return not (have_sae and have_features)
 
 
-def fill_sae_defaults(store_root: Path, models: tuple[str, ...], progress: bool = True) -> None:
-    """Run the steps above that are missing (nothing unless SmolLM2 is among `models`)."""
+def fill_sae_defaults(
+    store_root: Path,
+    models: tuple[str, ...],
+    progress: bool = True,
+    dataset: str = SAE_DATASET,
+    training: dict | None = None,
+) -> None:
+    """Run the steps above that are missing (nothing unless SmolLM2 is among `models`).
+
+    `dataset` and `training` (TrainSaeSettings fields such as `d_sae`) are for tests that make
+    the same default SAE, under the same names, smaller and in seconds (tests/docs).
+    """
     if not pending(store_root, models):
         return
     from extraction.loading import load
@@ -67,7 +77,7 @@ def fill_sae_defaults(store_root: Path, models: tuple[str, ...], progress: bool 
     from extraction.sae.train import plan_training, train
 
     store = open_store(store_root)
-    config = run_settings()
+    config = run_settings(dataset)
     loaded = load(resolve(SAE_MODEL), config.backend, config.device)
     if not any(card.sae_id == SAE_NAME for card in store.saes.list()):
         runs = [m for m in store.runs() if m.name == RUN_NAME]
@@ -77,8 +87,8 @@ def fill_sae_defaults(store_root: Path, models: tuple[str, ...], progress: bool 
                             loaded=loaded).manifest]  # fmt: skip
         _say(SAE_NAME)
         settings = TrainSaeSettings(run=runs[0].run_id, hook=SAE_HOOK, layer=SAE_LAYER,
-                                    name=SAE_NAME)  # fmt: skip
+                                    name=SAE_NAME, **(training or {}))  # fmt: skip
         train(plan_training(settings, store), store, progress=progress)
     _say(FEATURES_NAME)
-    plan = prepare_sae(sae_settings(), store)
+    plan = prepare_sae(sae_settings(dataset), store)
     extract_features(plan, store_root, progress=progress, loaded=loaded)

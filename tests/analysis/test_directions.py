@@ -14,6 +14,7 @@ from analysis import (
     direction_norms,
     direction_norms_by_layer,
     directions_from_means,
+    held_out_layers,
     label_directions,
     label_means,
     one_vs_rest_means,
@@ -292,6 +293,26 @@ def test_layer_batched_statistics_equal_one_layer_at_a_time():
         split_half_stability_layers(X[0], labels, "b", "a")
     with pytest.raises(ValueError, match="target label 'c' has 1 sample"):
         projection_separability_layers(X[:, :22], labels[:22], "c", "a")
+
+
+def test_held_out_layers_equal_the_one_pair_statistics():
+    rng = np.random.default_rng(12)
+    labels = np.repeat(["a", "b", "c", "d"], [9, 12, 7, 1])
+    X = rng.normal(size=(3, len(labels), 5)).astype(np.float16)
+    X[:, labels == "b"] += np.arange(3)[:, None, None].astype(np.float16)
+    found = held_out_layers(X, labels, ["b", "c", "d"], "a", n_splits=6, seed=2)
+    rest = held_out_layers(X, labels, ["a", "b"], None, n_splits=6, seed=2)
+    for layer in range(3):
+        for i, target in enumerate(["b", "c"]):
+            expected = split_half_stability(X[layer], labels, target, "a", 6, seed=2)
+            expected += projection_separability(X[layer], labels, target, "a", seed=2)
+            assert tuple(found[i, layer]) == pytest.approx(expected, abs=1e-12)
+        for i, target in enumerate(["a", "b"]):  # one vs rest: the others relabelled
+            relabelled = np.where(labels == target, target, "rest")
+            expected = split_half_stability(X[layer], relabelled, target, "rest", 6, seed=2)
+            expected += projection_separability(X[layer], relabelled, target, "rest", seed=2)
+            assert tuple(rest[i, layer]) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(found[2]).all()  # "d" has one sample
 
 
 def test_stability_validation():

@@ -10,9 +10,11 @@ from analysis import (
     linear_cka,
     normalised_depth,
     procrustes_cosine,
+    procrustes_cosine_matrix,
     procrustes_fit,
     rsa,
     rsa_matrix,
+    similarity,
 )
 from tests.support.linalg import random_orthogonal
 
@@ -186,3 +188,21 @@ def test_procrustes_validation():
         procrustes_cosine(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="10 rows vs 9 rows"):
         procrustes_cosine(np.zeros((10, 2)), np.zeros((9, 2)))
+
+
+def test_top_span_coordinates_span_what_the_svd_spans():
+    """The Gram-matrix shortcut for a low rank gives the SVD's top subspace (up to a rotation
+    inside it, which Procrustes absorbs): the same inner products among all coordinates."""
+    rng = np.random.default_rng(5)
+    for rows, width in ((40, 90), (90, 40)):  # the m x m and the d x d Gram
+        X = rng.normal(size=(rows, 12)) @ rng.normal(size=(12, width))
+        X += 0.1 * rng.normal(size=X.shape)
+        train, test = np.arange(rows // 2), np.arange(rows // 2, rows)
+        centred = X[train] - X[train].mean(axis=0)
+        _, _, Vt = np.linalg.svd(centred, full_matrices=False)
+        held = X[test] - X[train].mean(axis=0)
+        fast = similarity._span_coordinates(X, train, test, True, rank=5)
+        for got, want in zip(fast, (centred @ Vt[:5].T, held @ Vt[:5].T), strict=True):
+            np.testing.assert_allclose(got @ got.T, want @ want.T, atol=1e-8)
+        expected = procrustes_cosine_matrix([X], [X[:, ::-1]], rank=5)
+        assert expected.shape == (1, 1) and 0.9 < expected[0, 0] <= 1.0

@@ -2,8 +2,9 @@
 the repository per document, in which its blocks run in order, as a reader would type them.
 
 * ``docs_store``: every default run of `python -m extraction defaults` (the same names, models,
-  hooks, layers and positions, through the same `fill_defaults`), on the real embedded models,
-  over the first rows of each built-in dataset, so it is made in seconds.
+  hooks, layers and positions, through the same `fill_defaults`), and the default SAE and its
+  features (through the same `fill_sae_defaults`, with 128 features), on the real embedded
+  models, over the first rows of each built-in dataset, so it is made in seconds.
 * ``doc_workdir(doc)``: a copy of the repository's tracked files with `.venv` linked to this
   interpreter's environment, `store_data` a copy of ``docs_store``, and a git repository whose
   `origin` is a local bare repository (so `git push` works offline). One per document, shared by
@@ -27,12 +28,14 @@ import pytest
 from extraction.datasets import builtin_dir
 from extraction.defaults import default_configs, fill_defaults
 from extraction.models import EMBEDDED
+from extraction.sae.defaults import SAE_DATASET, fill_sae_defaults
 from store import open_store
 from store.layout import readout_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET_ROWS = {"emotions": 12, "minimal_pairs": 8, "propositions": 4}  # whole pairs, all labels
 OTHER_ROWS = 8  # a dataset added later: its first rows (keep pairs whole: an even number)
+SMALL_SAE = {"d_sae": 128, "k": 8, "training_tokens": 4096, "batch_size": 256}
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "docs test",
     "GIT_AUTHOR_EMAIL": "docs@example.invalid",
@@ -45,17 +48,21 @@ GIT_IDENTITY = {
 @pytest.fixture(scope="session")
 def docs_store(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("docs-data")
-    configs = []
-    for config in default_configs(tuple(EMBEDDED)):
-        subset = data / f"{config.dataset}.jsonl"  # same stem: same dataset name in the runs
-        if not subset.exists():
-            lines = (builtin_dir() / subset.name).read_text(encoding="utf-8").splitlines()
-            subset.write_text(
-                "\n".join(lines[: SUBSET_ROWS.get(config.dataset, OTHER_ROWS)]) + "\n"
-            )
-        configs.append(replace(config, dataset=str(subset)))
+
+    def subset(dataset: str) -> str:
+        path = data / f"{dataset}.jsonl"  # same stem: same dataset name in the runs
+        if not path.exists():
+            lines = (builtin_dir() / path.name).read_text(encoding="utf-8").splitlines()
+            path.write_text("\n".join(lines[: SUBSET_ROWS.get(dataset, OTHER_ROWS)]) + "\n")
+        return str(path)
+
+    configs = [replace(c, dataset=subset(c.dataset)) for c in default_configs(tuple(EMBEDDED))]
     root = tmp_path_factory.mktemp("docs-store") / "store_data"
     fill_defaults(root, configs, progress=False)
+    # The default SAE and its features, under their default names, small: run.sh's `defaults`
+    # step then finds them (training the full-size one took over a minute of the setup check).
+    fill_sae_defaults(root, tuple(EMBEDDED), progress=False, dataset=subset(SAE_DATASET),
+                      training=SMALL_SAE)  # fmt: skip
     # Each document copies this store: keep SmolLM2's readout (57 MB; the README reads its style
     # vector in words) and drop Gemma's (336 MB), which no block reads.
     for readout in open_store(root).readouts():

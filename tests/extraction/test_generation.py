@@ -73,6 +73,7 @@ def _reference(model, tokenizer, text, n, convention, max_new_tokens):
 
 
 @pytest.mark.parametrize("convention", ["producing", "own"])
+@pytest.mark.slow  # seconds: generates twice per case
 def test_stored_answer_mean_equals_hand_written_generate(
     tmp_path, tiny_models, llama, prompts_file, convention
 ):
@@ -138,6 +139,7 @@ def _capture(backend, tokenizer, prompts, keys, n, convention, sampling, stop_id
 
 @pytest.mark.parametrize("convention", ["producing", "own"])
 @pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.9, seed=7)])
+@pytest.mark.slow  # seconds: every prompt generated alone too
 def test_batched_equals_one_at_a_time_with_early_stops(llama, convention, sampling):
     model, tokenizer = llama
     backend = HFBackend(model)
@@ -164,6 +166,7 @@ def test_batched_equals_one_at_a_time_with_early_stops(llama, convention, sampli
     assert _hooks(model) == before
 
 
+@pytest.mark.slow  # seconds: several sampled generations
 def test_seeded_sampling_depends_on_seed_and_key_only(llama):
     model, tokenizer = llama
     prompts = [tokenizer(t)["input_ids"] for t in TEXTS[:3]]
@@ -273,6 +276,7 @@ def test_chat_template_flag_without_a_template_is_one_line(tmp_path, tiny_models
     assert open_store(tmp_path / "s").runs() == []
 
 
+@pytest.mark.slow  # seconds: three generation runs
 def test_resumed_generation_run_equals_a_whole_one(tmp_path, tiny_models, prompts_file):
     settings = RunSettings(model=str(tiny_models["gpt2"]), dataset=str(prompts_file),
                            generate=2, max_new_tokens=4, temperature=0.8, seed=3,

@@ -67,6 +67,7 @@ def test_stored_vectors_equal_model_hidden_states(tmp_path, tiny_models, referen
     )
 
 
+@pytest.mark.slow  # seconds: an interrupted run and its resume
 def test_resume_continues_without_duplicating_rows(tmp_path, tiny_models):
     rows = emotion_rows(per_label=8)
     dataset = write_jsonl(tmp_path / "emo.jsonl", rows)

@@ -62,6 +62,7 @@ def _logits(model, ids):
         return model(input_ids=torch.tensor([ids])).logits
 
 
+@pytest.mark.slow  # seconds: generates with and without hooks
 def test_strength_zero_reproduces_the_baseline_exactly(model, tokenizer):
     ids = prompt_ids(tokenizer, "The cat sat on the mat.")
     plain = _logits(model, ids)
@@ -112,6 +113,7 @@ def test_hooks_are_gone_after_an_error_inside_generation(model, tokenizer):
     assert _no_hooks_left(model)
 
 
+@pytest.mark.slow  # seconds: every row generated alone too
 def test_batched_rows_equal_one_row_at_a_time(model, tokenizer):
     vector_set = _vector_set(model)
     request = SteerSettings(prompt="Good morning", vector_set="test-set", layers="0,1",

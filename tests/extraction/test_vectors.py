@@ -90,6 +90,7 @@ def test_an_unwritable_store_fails_with_one_line(store_copy, capsys):
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow  # seconds: a real process
 def test_the_verb_never_imports_torch(store_copy):
     script = (
         "import sys\nfrom extraction.__main__ import main\n"

@@ -161,6 +161,7 @@ def test_processes_are_recognised_by_the_kinds_verb(tmp_path, probe):
 
 
 # -- launched, listed, finished (the real extraction) --------------------------------------------
+@pytest.mark.slow  # seconds: a real extraction process
 def test_a_new_kind_runs_the_real_extraction_and_is_listed(probe, root, tiny_models):
     rows = "".join(json.dumps(row) + "\n" for row in emotion_rows(per_label=1))
     upload = save_upload(root, "probe.jsonl", rows.encode(), read_only=False)

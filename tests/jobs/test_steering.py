@@ -41,6 +41,7 @@ def _answer(root, req_id, timeout=180.0):
     return wait_for(lambda: steering.poll(root, req_id), timeout, f"an answer to {req_id}")
 
 
+@pytest.mark.slow  # seconds: a worker process loads the model
 def test_one_worker_answers_requests_with_its_model_loaded_then_leaves(service, monkeypatch):
     """One worker's life: started in place of a planted record, two requests on one model
     load, a malformed request answered as failed, then an idle exit."""

@@ -102,6 +102,7 @@ def open_store_manifests(tiny_store: dict) -> list[dict]:
     return [json.loads((runs / r / "manifest.json").read_text()) for r in tiny_store["run_ids"]]
 
 
+@pytest.mark.slow  # seconds: every page in read-only mode
 def test_read_only_pages_name_no_server_path(tiny_env, secrets_file, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
     hidden = _absolute_paths(tiny_env)
@@ -126,6 +127,7 @@ def test_read_only_pages_name_no_server_path(tiny_env, secrets_file, monkeypatch
     assert "/" not in "".join(at.dataframe[0].value["model"])
 
 
+@pytest.mark.slow  # seconds: every page's messages
 def test_read_only_messages_name_the_store_by_its_name(synthetic_env, secrets_file, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
     synthetic_env.mkdir(parents=True)

@@ -72,6 +72,7 @@ def growing_store(tiny_store, tmp_path, monkeypatch):
     return {"root": root, "run_ids": tiny_store["run_ids"]}
 
 
+@pytest.mark.slow  # seconds: every page, twice
 def test_every_page_pins_what_it_resolved_and_copy_link_gives_it(tiny_env):
     for page, keys in PINNED.items():
         at = open_page(page)
@@ -91,6 +92,7 @@ def test_every_page_pins_what_it_resolved_and_copy_link_gives_it(tiny_env):
     assert at.query_params["baseline"] == "neutral"
 
 
+@pytest.mark.slow  # seconds: real runs committed between page loads
 def test_a_link_reopens_its_view_after_newer_runs_are_committed(growing_store):
     pages = ("pages/directions.py", "pages/cross_model.py")
     before = {page: open_page(page).query_params for page in pages}
@@ -205,18 +207,19 @@ def test_open_in_gives_each_run_its_pages_and_the_runs_page_links_them(tiny_env)
     runs = run_summaries(view).frame.set_index("run_id")
     llama, pairs = run_id_named(tiny_env, "emo-llama"), run_id_named(tiny_env, "pairs-llama")
     targets = {t.title: t for t in links.open_in(runs, llama)}
-    assert set(targets) == {"Directions", "Cross-model"}
+    assert set(targets) == {"Directions", "Cross-model", "Query"}
     partner = targets["Cross-model"].query["b"]
     assert runs.loc[partner, "model"] != runs.loc[llama, "model"]
-    assert {t.title for t in links.open_in(runs, pairs)} == {"Directions", "Pairs"}
+    assert {t.title for t in links.open_in(runs, pairs)} == {"Directions", "Pairs", "Query"}
     # The Runs page: a link column per page, and buttons for the chosen run.
     at = open_page("pages/runs.py", {"run": llama})
     table = at.dataframe[0].value.set_index("run_id")
     assert table.loc[llama, "open Directions"] == f"directions?runs={llama}"
     assert table.loc[pairs, "open Pairs"] == f"pairs?pairs_run={pairs}"
+    assert table.loc[pairs, "open Query"] == f"query?run={pairs}"
     assert pd.isna(table.loc[llama, "open Pairs"])
     buttons = {b.proto.page: parse_qs(b.proto.query_string) for b in at.get("page_link")}
-    assert set(buttons) == {"directions", "cross_model"}
+    assert set(buttons) == {"directions", "cross_model", "query"}
     opened = open_page("pages/cross_model.py", buttons["cross_model"])
     assert opened.multiselect(key="runs").value == [llama, partner]
     assert opened.selectbox(key="a").value == llama and not messages(opened)

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import MeanAccumulator, dimension_consistency
+from analysis import (
+    MeanAccumulator,
+    dimension_consistency,
+    mean_abs_difference,
+    relative_difference,
+)
 from store import SummaryUnavailable, open_store
 from store import summarize as summarize_module
 from store.reader import Store
@@ -60,6 +65,23 @@ def test_compute_from_summaries_equals_a_full_scan(tiny_store):
         expected = dimension_consistency(A[li], B[li])
         np.testing.assert_allclose(result.score[li], expected.score, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(result.mean_abs[li], expected.mean_abs, rtol=1e-9)
+        rows = result.per_layer[result.per_layer["layer"] == result.layers[li]]
+        for category, row in rows.set_index("category").iterrows():  # from per-pair figures
+            mask = (table["category"] == category).to_numpy() | (category == pc.ALL_CATEGORIES)
+            a, b = A[li, mask], B[li, mask]
+            assert row["relative"] == pytest.approx(relative_difference(a, b), rel=1e-12)
+            assert row["mean_abs"] == pytest.approx(mean_abs_difference(a, b), rel=1e-12)
+
+
+def test_run_labels_and_pairs_come_from_summaries_as_from_the_samples(tiny_store):
+    """The pickers' labels and pairs flag come from summary.json: the same as the samples say."""
+    store = open_store(tiny_store["root"])
+    flags = []
+    for run_id in store.run_ids():
+        found = compute._labels_and_pairs(store, run_id, summarized=True)
+        assert found == compute._labels_and_pairs(store, run_id, summarized=False)
+        flags.append(found[1])
+    assert any(flags) and not all(flags)  # runs of pairs and runs without
 
 
 @pytest.fixture
