@@ -57,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the model's readout (final norm and unembedding, for reading "
                      "directions as words) unless the store has it; default: for paired "
                      "datasets only, what control vectors come from")  # fmt: skip
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="run the forward passes on a Ray cluster (host:port, ray://host:port "
+                     "or auto; no address: a local Ray); see extraction/ray_run.py")  # fmt: skip
+    run.add_argument(
+        "--ray-workers",
+        type=int,
+        help="with --ray: model copies (actors) [one per GPU, else per CPU]",
+    )
+    run.add_argument(
+        "--ray-gpus",
+        type=float,
+        help="with --ray: GPUs per worker [1 if the cluster has GPUs, else 0]",
+    )
 
     listing = sub.add_parser("list", help="list committed runs (or SAEs, feature runs)")
     listing.add_argument("--store", required=True, type=store_location)
@@ -117,6 +130,19 @@ def _run(args: argparse.Namespace) -> int:
         validate_run_id(args.run_id)
     if not 0 < args.flush_mb < 1e6:
         raise ValueError(f"--flush-mb {args.flush_mb} must be > 0")
+    if args.ray is None and (args.ray_workers is not None or args.ray_gpus is not None):
+        raise ValueError("--ray-workers and --ray-gpus need --ray")
+    if args.ray is not None:
+        from extraction.ray_run import execute_on_ray
+
+        result = execute_on_ray(
+            settings_from_args(args), args.store, args.ray or None,
+            workers=args.ray_workers, gpus_per_worker=args.ray_gpus, resume=args.resume,
+            progress=not args.no_progress, flush_bytes=int(args.flush_mb * 1024 * 1024),
+            run_id=args.run_id,
+        )  # fmt: skip
+        print(result.run_id)
+        return 0
     result = execute(
         settings_from_args(args),
         args.store,

@@ -9,8 +9,13 @@ name for architectures it only knows by name (Gemma 3), otherwise the local fold
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import re
+import shutil
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +23,7 @@ import torch
 
 from extraction.capture import Backend, HFBackend, TLBackend
 from extraction.models import ModelError, ResolvedModel
-from settings.run import TL_PROCESSING
+from settings.run import DEVICE_MAPS, TL_PROCESSING
 
 # The names are settings.run.TL_PROCESSING; zip(strict) fails at import if the two drift apart.
 TL_OPTIONS = dict(
@@ -86,26 +91,99 @@ def model_dims(resolved: ResolvedModel) -> tuple[int, int]:
     return int(config.num_hidden_layers), int(config.hidden_size)
 
 
+def load_tokenizer(resolved: ResolvedModel):
+    """The model's tokenizer alone (what a Ray run's driver needs: its workers load weights)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(resolved.source)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {resolved.name!r}: {exc}") from exc
+
+
+MAX_DEVICE_MAP_BYTES = 1024 * 1024
+_MAP_DEVICE = re.compile(r"^(cpu|disk|mps|cuda(:\d{1,3})?)$")
+
+
+def device_map_of(spec: str) -> str | dict[str, int | str]:
+    """What `from_pretrained(device_map=...)` gets for `--device-map`: a placement name or a
+    device as is, or the {module name: device} object of a .json file (a GPU number, cuda:N,
+    cpu, mps or disk). Raises ValueError naming the bad value."""
+    if not spec.endswith(".json"):
+        return spec
+    path = Path(spec)
+    try:
+        if path.stat().st_size > MAX_DEVICE_MAP_BYTES:
+            raise ValueError(f"device map {spec!r} is over {MAX_DEVICE_MAP_BYTES} bytes")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"device map {spec!r}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"device map {spec!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"device map {spec!r} must be a non-empty object {{module: device}}")
+    for module, where in data.items():
+        fits = (type(where) is int and 0 <= where < 1024) or (
+            isinstance(where, str) and _MAP_DEVICE.match(where)
+        )
+        if not isinstance(module, str) or len(module) > 500 or not fits:
+            raise ValueError(
+                f"device map {spec!r}: {str(module)[:80]!r} -> {str(where)[:40]!r} is not a "
+                "module name and a device (a GPU number, cuda:N, cpu, mps or disk)"
+            )
+    return data
+
+
+def check_placement(device_map: str | None, quantize: str | None) -> None:
+    """Refuse a device map or quantisation this machine cannot do, before any weights load."""
+    if quantize is not None:
+        if not torch.cuda.is_available():
+            raise ValueError(f"--quantize {quantize}: bitsandbytes quantisation needs a CUDA "
+                             "GPU, and torch sees none here")  # fmt: skip
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(f"--quantize {quantize} needs bitsandbytes: pip install bitsandbytes")
+    if device_map is None:
+        return
+    placement = device_map_of(device_map)
+    wanted = placement.values() if isinstance(placement, dict) else [placement]
+    for where in wanted:
+        if where == "disk" or where in DEVICE_MAPS:
+            continue  # accelerate places these on what it finds (CPU where there is no GPU)
+        pick_device(f"cuda:{where}" if type(where) is int else str(where))
+
+
 def load(
     resolved: ResolvedModel,
     backend: str = "hf",
     device: str = "auto",
     compute_dtype: str = "float32",
     tl_processing: str = "none",
+    *,
+    device_map: str | None = None,
+    quantize: str | None = None,
 ) -> Loaded:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The model on `device`, or spread by accelerate over `device_map` (and quantised by
+    bitsandbytes: `quantize`), with its tokenizer, in a capture backend."""
+    from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
     dtype = getattr(torch, compute_dtype)
     target = pick_device(device)
+    check_placement(device_map, quantize)
+    options = _placement_options(device_map, quantize, dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.source)
-        hf_model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype)
+        tokenizer = load_tokenizer(resolved)
+        hf_model = AutoModelForCausalLM.from_pretrained(resolved.source, dtype=dtype, **options)
     except (OSError, ValueError) as exc:
         raise ModelError(
             f"cannot load model {resolved.name!r} from {resolved.source}: {exc}"
         ) from exc
-    hf_model.to(target).eval()
+    if "offload_folder" in options:  # the offloaded weights live as long as the model
+        weakref.finalize(hf_model, shutil.rmtree, options["offload_folder"], True)
+    if "device_map" not in options:
+        hf_model.to(target)
+    hf_model.eval()
     if backend == "hf":
         return Loaded(HFBackend(hf_model), tokenizer, hf_model)
     if backend != "transformer_lens":
@@ -113,6 +191,37 @@ def load(
     return Loaded(
         _load_tl(resolved, hf_model, tokenizer, target, dtype, tl_processing), tokenizer, hf_model
     )
+
+
+def _placement_options(device_map: str | None, quantize: str | None, dtype) -> dict:
+    """from_pretrained's keywords for a device map and quantisation (none without either)."""
+    options: dict = {}
+    if quantize is not None:
+        from transformers import BitsAndBytesConfig
+
+        options["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if quantize == "8bit"
+            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+        )  # fmt: skip
+        options["device_map"] = "auto"
+    if device_map is not None:
+        placement = device_map_of(device_map)
+        options["device_map"] = placement
+        if isinstance(placement, dict) and "disk" in placement.values():
+            options["offload_folder"] = tempfile.mkdtemp(prefix="actx-offload-")
+    return options
+
+
+def placement_record(hf_model, device_map: str | None, quantize: str | None) -> dict | None:
+    """The manifest's record of where the weights were: the device map asked for, modules per
+    device as accelerate placed them, and the quantisation (None for a model on one device)."""
+    if device_map is None and quantize is None:
+        return None
+    placed = getattr(hf_model, "hf_device_map", None) or {}
+    modules: dict[str, int] = {}
+    for where in placed.values():
+        modules[str(where)] = modules.get(str(where), 0) + 1
+    return {"device_map": device_map, "quantize": quantize, "modules_per_device": modules}
 
 
 def _neutral_path(source: str) -> str:

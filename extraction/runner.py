@@ -4,7 +4,7 @@
     loaded = load_model(plan)                     # the model, on its device
     tokens = tokenize(loaded.tokenizer, plan)     # token ids per sample, truncation flags
     opened = open_run(store, plan, fingerprint)   # a new writer, or a resumed one
-    stream_batches(opened.writer, loaded.backend, plan, tokens)   # capture -> Parquet parts
+    stream_batches(opened, loaded, plan, tokens)  # capture -> Parquet parts
     opened.writer.commit(build_manifest(...))     # the run becomes visible
 
 `execute` strings them together for `python -m extraction run`. Everything that can be checked
@@ -20,7 +20,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,11 +71,14 @@ class Plan:
 
     def identity(self) -> dict:
         """What decides the stored numbers: settings, resolved layers, weights and dataset hashes.
-        Name, device and batch size do not change what is stored."""
+        Name, device, device map and batch size do not change what is stored (up to the
+        rounding of another device); quantisation does."""
         fields = {**asdict(self.settings), "layers": list(self.layers)}
         fields.update(weights=self.model.weights_sha256, dataset=self.dataset.sha256)
-        for volatile in ("name", "device", "batch_size"):
+        for volatile in ("name", "device", "batch_size", "device_map"):
             fields.pop(volatile)
+        if fields["quantize"] is None:  # unquantised runs keep their older fingerprints
+            fields.pop("quantize")
         if not self.settings.generate:  # runs without answers keep their older fingerprints
             for unused in GENERATION_FIELDS:
                 fields.pop(unused)
@@ -86,14 +89,17 @@ class Plan:
         return _fingerprint(self.identity())
 
 
-def prepare(settings: RunSettings) -> Plan:
-    """Load the dataset, resolve the model, check layers and device: no weights, no writes."""
-    from extraction.loading import model_layer_count, pick_device
+def prepare(settings: RunSettings, local_device: bool = True) -> Plan:
+    """Load the dataset, resolve the model, check layers and device: no weights, no writes.
+    `local_device=False` leaves the device to the machines that load the model (Ray workers)."""
+    from extraction.loading import check_placement, model_layer_count, pick_device
 
     dataset = load_dataset(settings.dataset)
     model = resolve(settings.model)
     layers = resolve_layers(settings.layers, model_layer_count(model))
-    pick_device(settings.device)
+    if local_device:
+        pick_device(settings.device)
+        check_placement(settings.device_map, settings.quantize)
     return Plan(settings, dataset, model, layers)
 
 
@@ -103,7 +109,8 @@ def load_model(plan: Plan):
     from extraction.loading import load
 
     s = plan.settings
-    loaded = load(plan.model, s.backend, s.device, s.compute_dtype, s.tl_processing)
+    loaded = load(plan.model, s.backend, s.device, s.compute_dtype, s.tl_processing,
+                  device_map=s.device_map, quantize=s.quantize)  # fmt: skip
     loaded.backend.validate(capture_spec(plan))
     return loaded
 
@@ -244,67 +251,50 @@ def samples_table(run_id: str, dataset: Dataset, tokens: Tokens) -> pa.Table:
 
 
 # -- step 5: the batch loop ---------------------------------------------------------------------
-def _batch_loop(
-    opened: OpenedRun, plan: Plan, tokens: Tokens, progress: bool, what: str,
-    store_batch: Callable[[list[int]], None],
-) -> float:  # fmt: skip
-    """Call `store_batch(indices)` for every batch of samples not yet stored, shortest first,
-    then mark the batch whole; returns seconds."""
-    from tqdm import tqdm
-
-    writer = opened.writer
-    done_already = writer.done_samples
+def pending_batches(plan: Plan, tokens: Tokens, done: frozenset[int] | set[int]) -> list[list[int]]:
+    """The batches of samples not yet stored, shortest samples first (less padding): what a
+    local run loops over and what a Ray run hands to its workers."""
     order = np.argsort(tokens.lengths, kind="stable")
-    todo = [int(i) for i in order if int(i) not in done_already]
+    todo = [int(i) for i in order if int(i) not in done]
     size = plan.settings.batch_size
-    total, done = len(plan.dataset), opened.resumed
-    started = time.perf_counter()
-    bar = tqdm(total=total, initial=done, desc=f"{plan.model.name} {plan.dataset.name}{what}",
-               unit="sample", disable=not progress, file=sys.stderr)  # fmt: skip
-    for start in range(0, len(todo), size):
-        indices = todo[start : start + size]
-        store_batch(indices)
-        writer.end_batch(indices)
-        done += len(indices)
-        bar.update(len(indices))
-        writer.write_progress(done, total, run_id=opened.run_id)
-    bar.close()
-    seconds = time.perf_counter() - started
-    writer.flush()
-    return seconds
+    return [todo[start : start + size] for start in range(0, len(todo), size)]
 
 
-def stream_batches(
-    opened: OpenedRun, backend, tokenizer, plan: Plan, tokens: Tokens, progress: bool = True
-) -> float:
-    """Capture every sample not yet stored, batch by batch, into the writer; returns seconds."""
+def batch_storer(
+    writer: RunWriter, loaded, plan: Plan, token_ids: Mapping[int, list[int]] | list[list[int]]
+) -> Callable[[list[int]], None]:
+    """`store(indices)`: capture one batch of samples (by dataset index) into `writer`: a
+    forward pass, or for a `--generate N` run the answers and their pooled states. `token_ids`
+    maps a sample index to its prompt's token ids (all of them, or just the batch's: a Ray
+    worker gets only its batches')."""
+    if plan.settings.generate:
+        return _answer_storer(writer, loaded, plan, token_ids)
     spec = capture_spec(plan)
+    backend, tokenizer = loaded.backend, loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keep_tokens = tokenizer if "all" in plan.settings.positions else None
 
-    def store_batch(indices: list[int]) -> None:
-        batch = make_batch([tokens.ids[i] for i in indices], indices, pad_id)
-        _store_batch(opened.writer, backend.capture(batch, spec), batch, keep_tokens)
+    def store(indices: list[int]) -> None:
+        batch = make_batch([token_ids[i] for i in indices], indices, pad_id)
+        _store_batch(writer, backend.capture(batch, spec), batch, keep_tokens)
 
-    return _batch_loop(opened, plan, tokens, progress, "", store_batch)
+    return store
 
 
-def stream_answers(
-    opened: OpenedRun, loaded, plan: Plan, tokens: Tokens, progress: bool = True
-) -> float:
-    """`stream_batches` for a `--generate N` run: answer each batch of prompts (left-padded),
-    storing the prompt positions, `answer_mean` and the answers. Returns seconds."""
+def _answer_storer(writer: RunWriter, loaded, plan: Plan, token_ids) -> Callable[[list[int]], None]:
+    """`batch_storer` of a `--generate N` run: answer each batch of prompts (left-padded),
+    storing the prompt positions, `answer_mean` and the answers."""
     from extraction.answer_states import AnswerStateRecorder, steps_needed
     from extraction.generation import Sampling, generate_batch, stop_token_ids
 
-    s, writer, spec = plan.settings, opened.writer, capture_spec(plan)
+    s, spec = plan.settings, capture_spec(plan)
     model, tokenizer = loaded.hf_model, loaded.tokenizer
     stops = stop_token_ids(model, tokenizer)
     sampling = Sampling(s.temperature, s.seed)
     steps = steps_needed(s.generate, s.answer_states)
 
-    def store_batch(indices: list[int]) -> None:
-        prompts = [tokens.ids[i] for i in indices]
+    def store(indices: list[int]) -> None:
+        prompts = [token_ids[i] for i in indices]
         lengths = [len(p) for p in prompts]
         with AnswerStateRecorder(
             loaded.backend, s.hooks, plan.layers, lengths, steps, spec.positions,
@@ -319,7 +309,32 @@ def stream_answers(
         _store_pooled(writer, captured, sample_idx, lengths)
         writer.add_answers(answers_table(tokenizer, sample_idx, answers, pooled))
 
-    return _batch_loop(opened, plan, tokens, progress, " answers", store_batch)
+    return store
+
+
+def stream_batches(opened: OpenedRun, loaded, plan: Plan, tokens: Tokens, progress: bool = True
+                   ) -> float:  # fmt: skip
+    """Capture every sample not yet stored (or answer it, for `--generate N`), batch by batch,
+    into the writer, marking each batch whole; returns seconds."""
+    from tqdm import tqdm
+
+    writer = opened.writer
+    store = batch_storer(writer, loaded, plan, tokens.ids)
+    what = " answers" if plan.settings.generate else ""
+    total, done = len(plan.dataset), opened.resumed
+    started = time.perf_counter()
+    bar = tqdm(total=total, initial=done, desc=f"{plan.model.name} {plan.dataset.name}{what}",
+               unit="sample", disable=not progress, file=sys.stderr)  # fmt: skip
+    for indices in pending_batches(plan, tokens, writer.done_samples):
+        store(indices)
+        writer.end_batch(indices)
+        done += len(indices)
+        bar.update(len(indices))
+        writer.write_progress(done, total, run_id=opened.run_id)
+    bar.close()
+    seconds = time.perf_counter() - started
+    writer.flush()
+    return seconds
 
 
 def answers_table(tokenizer, sample_idx: np.ndarray, answers, pooled) -> pa.Table:
@@ -372,9 +387,15 @@ def _store_batch(writer: RunWriter, captured, batch, tokenizer) -> None:
 
 # -- step 6: provenance -------------------------------------------------------------------------
 def build_manifest(
-    plan: Plan, opened: OpenedRun, backend, tokenizer, tokens: Tokens, timings: dict[str, float]
-) -> RunManifest:
+    plan: Plan, opened: OpenedRun, backend, tokenizer, tokens: Tokens, timings: dict[str, float],
+    placement: dict | None = None,
+) -> RunManifest:  # fmt: skip
+    """The run's provenance; `placement` (extraction.loading.placement_record) where a device
+    map or quantisation placed the weights."""
     s, writer = plan.settings, opened.writer
+    extra = {"fingerprint": plan.fingerprint(), "dataset_path": plan.dataset.path}
+    if placement is not None:
+        extra["placement"] = placement
     first = "including" if s.include_first_token else "excluding"
     return RunManifest(
         run_id=opened.run_id,
@@ -415,7 +436,7 @@ def build_manifest(
             "resumed_samples": opened.resumed,
         },
         versions=versions(s.backend),
-        extra={"fingerprint": plan.fingerprint(), "dataset_path": plan.dataset.path},
+        extra=extra,
         generation=generation_record(s, tokens, backend, tokenizer),
     )
 
@@ -536,34 +557,47 @@ def execute(
         resume=resume, run_id=run_id, flush_bytes=flush_bytes,
     )  # fmt: skip
     opened.writer.write_samples(samples_table(opened.run_id, plan.dataset, tokens))
-    if settings.generate:
-        extract_seconds = stream_answers(opened, loaded, plan, tokens, progress)
-    else:
-        extract_seconds = stream_batches(
-            opened, loaded.backend, loaded.tokenizer, plan, tokens, progress
-        )
+    extract_seconds = stream_batches(opened, loaded, plan, tokens, progress)
     writer = opened.writer
     writer.write_summaries()  # before the manifest, so their cost is in its timings
-    timings = {
-        "load_s": round(load_seconds, 3),
-        "extract_s": round(extract_seconds, 3),
-        "write_s": round(writer.write_seconds, 3),
-        "summaries_s": round(writer.summary_seconds, 3),
-        "total_s": round(time.perf_counter() - started, 3),
-        "samples_per_s": round(
-            (len(plan.dataset) - opened.resumed) / max(extract_seconds, 1e-9), 3
-        ),
-    }
-    manifest = build_manifest(plan, opened, loaded.backend, loaded.tokenizer, tokens, timings)
+    timings = run_timings(
+        started, load_seconds, extract_seconds, writer, len(plan.dataset) - opened.resumed
+    )
+    from extraction.loading import placement_record
+
+    placement = placement_record(loaded.hf_model, settings.device_map, settings.quantize)
+    manifest = build_manifest(
+        plan, opened, loaded.backend, loaded.tokenizer, tokens, timings, placement
+    )
     writer.commit(manifest)
     warnings = []
     if readout is None:
         readout = any(sample.pair_id is not None for sample in plan.dataset.samples)
     if readout:
         warnings.extend(_save_readout(store_root, plan, loaded))
-    if writer.overflow_values:
+    return finish(opened, manifest, warnings)
+
+
+def run_timings(started: float, load_s: float, extract_s: float, writer: RunWriter, new: int,
+                other_write_s: float = 0.0) -> dict[str, float]:  # fmt: skip
+    """The manifest's timings: `new` samples extracted in `extract_s` (`other_write_s`: what
+    other processes spent writing parts, a Ray run's workers)."""
+    return {
+        "load_s": round(load_s, 3),
+        "extract_s": round(extract_s, 3),
+        "write_s": round(writer.write_seconds + other_write_s, 3),
+        "summaries_s": round(writer.summary_seconds, 3),
+        "total_s": round(time.perf_counter() - started, 3),
+        "samples_per_s": round(new / max(extract_s, 1e-9), 3),
+    }
+
+
+def finish(opened: OpenedRun, manifest: RunManifest, warnings: list[str]) -> RunResult:
+    """The committed run's result, with its warnings logged (float16 overflow among them)."""
+    overflow = opened.writer.overflow_values
+    if overflow:
         warnings.append(
-            f"{writer.overflow_values} values exceeded the float16 range and were stored as inf; "
+            f"{overflow} values exceeded the float16 range and were stored as inf; "
             "rerun with --dtype float32 to keep them"
         )
     for warning in warnings:

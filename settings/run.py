@@ -47,6 +47,10 @@ STORAGE_DTYPES = ("float16", "float32")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("hf", "transformer_lens")
 TL_PROCESSING = ("none", "default")
+# `--device-map`: accelerate's placements, one device, or a .json file {module name: device}
+# (devices: a GPU number, cuda:N, cpu, mps or disk; see extraction.loading.device_map_of).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+QUANTIZE = ("8bit", "4bit")
 
 RUN_ID_MAX = 128
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -252,6 +256,8 @@ class RunSettings:
     temperature: float = 0.0
     seed: int = 0
     answer_states: str = "producing"
+    device_map: str | None = None
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         check_text("model", self.model)
@@ -273,6 +279,24 @@ class RunSettings:
             raise ValueError(f"unknown device {self.device!r:.80}; use auto, cpu, cuda or cuda:N")
         check_choice("compute dtype", self.compute_dtype, COMPUTE_DTYPES)
         self._check_generation()
+        self._check_placement()
+
+    def _check_placement(self) -> None:
+        """`--device-map` and `--quantize`: known forms only (the file is read when loading)."""
+        if self.device_map is not None:
+            check_text("device map", self.device_map)
+            known = self.device_map in DEVICE_MAPS or _DEVICE.match(self.device_map)
+            if not known and not self.device_map.endswith(".json"):
+                raise ValueError(
+                    f"device map {self.device_map!r:.80} is not {', '.join(DEVICE_MAPS)}, a "
+                    "device (cpu, cuda:N) or a .json file of {module: device}"
+                )
+            if self.backend != "hf":
+                raise ValueError(f"--device-map needs --backend hf, not {self.backend!r}")
+        if self.quantize is not None:
+            check_choice("quantization", self.quantize, QUANTIZE)
+            if self.backend != "hf":
+                raise ValueError(f"--quantize needs --backend hf, not {self.backend!r}")
 
     def _check_generation(self) -> None:
         """`--generate N` and its options: only together, and only where they make sense."""
@@ -381,6 +405,11 @@ RUN_OPTIONS = (
     RunOption("answer_states", "with --generate: which states answer_mean pools: producing (the "
               "states that produce answer tokens 1..N: the last prompt position, then answer "
               "tokens 1..N-1) or own (answer tokens 1..N at their own positions)"),
+    RunOption("device_map", "spread the model over devices with accelerate: "
+              f"{', '.join(DEVICE_MAPS)}, one device, or a .json file of {{module: device}} "
+              "(cpu, a GPU, disk for offload); replaces --device"),
+    RunOption("quantize", f"load the weights quantised with bitsandbytes: {', '.join(QUANTIZE)} "
+              "(needs a CUDA GPU)"),
 )  # fmt: skip
 
 # The RunSettings fields of `--generate N`; the first switches generation on.

@@ -30,7 +30,9 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from settings.run import STORAGE_DTYPES, check_choice
 from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.errors import StoreError
-from store.fs import Pusher, RemoteStore, is_uri
+from store.fs import Pusher, RemoteStore, is_uri, put_run_file
 from store.manifest import RunManifest
 from store.summarize import Summarizer, remove_leftovers
 
@@ -134,6 +136,7 @@ class RunWriter:
         self._summaries_written = False
         self._answers_merged = False
         self._pusher: Pusher | None = None  # set when the store is on object storage (store.fs)
+        self._put_root: str | None = None  # a parts-only writer's object store (parts_only)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -207,6 +210,36 @@ class RunWriter:
             writer._pusher.push()
             writer._pusher.drop_extra()
         return writer
+
+    @classmethod
+    def parts_only(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
+        """A writer of part files only, for one of several processes writing one run (a Ray
+        run's workers): no lock, no config, no sample table, no summaries, no size flushes (the
+        caller sizes its parts). Each `flush(part=N)` writes part N, which must be unique in the
+        run. Once every such writer is done, the process that created the run closes its writer
+        and commits through `resume`, which takes every part in (rows, done samples, summaries)."""
+        kwargs = {**kwargs, "flush_bytes": 2**62, "summaries": False}
+        if is_uri(root):  # parts are written in a private folder and put whole, then dropped
+            files = RemoteStore(str(root)).run_files(run_id)
+            if layout.COMMIT_MARKER in files or "config.json" not in files:
+                raise StoreError(f"run {run_id!r} is not an uncommitted run in {root}")
+            staging = Path(tempfile.mkdtemp(prefix="actx-parts-"))
+            run_path = layout.run_dir(staging, run_id)
+            layout.vectors_dir(run_path).mkdir(parents=True)
+            layout.tokens_dir(run_path).mkdir()
+            writer = cls(run_path, **kwargs)
+            writer._put_root = str(root)
+            weakref.finalize(writer, shutil.rmtree, staging, True)
+            return writer
+        run_path = layout.run_dir(Path(root), run_id)
+        if layout.is_committed(run_path) or not layout.config_path(run_path).is_file():
+            raise StoreError(f"run {run_id!r} is not an uncommitted run in {root}")
+        return cls(run_path, **kwargs)
+
+    @property
+    def next_part(self) -> int:
+        """The number this writer's next part gets; every part on disk has a lower one."""
+        return self._next_part
 
     def _acquire_lock(self) -> None:
         handle = open(self.run_path / ".lock", "a+")  # noqa: SIM115 - held for the writer's life
@@ -287,7 +320,10 @@ class RunWriter:
         if self._buffer.nbytes >= self.flush_bytes:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, part: int | None = None) -> None:
+        """Write the buffered batches as the next part (or as part number `part`)."""
+        if part is not None:
+            self._next_part = part
         if not self._buffer.rows:
             return
         started, summarizing = time.perf_counter(), self.summary_seconds
@@ -306,6 +342,11 @@ class RunWriter:
         self._write_part(written[-1], table)
         if self._pusher is not None:  # in the same order: the vectors part last
             self._pusher.push(written)
+        if self._put_root is not None:  # a parts-only writer of a run on object storage
+            for path in written:
+                rel = path.relative_to(self.run_path).as_posix()
+                put_run_file(self._put_root, self.run_id, rel, path.read_bytes())
+                path.unlink()
         self.rows_written += table.num_rows
         self._done.update(self._buffered_samples)
         self._buffered_samples.clear()

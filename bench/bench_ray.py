@@ -1,0 +1,132 @@
+"""Ray benchmark: a `--ray` run against a local run on the same data, in the same process.
+
+    .venv/bin/python bench/bench_ray.py            # SmolLM2-135M over the emotions, every layer
+    .venv/bin/python bench/bench_ray.py --quick    # 48 samples, layers 0-9
+
+One local Ray cluster (started once; its start-up is reported apart), then, in turn:
+
+  local      `python -m extraction run` as it runs on one machine (all cores, one model)
+  local 1t   the same with one torch thread: what one Ray actor (one CPU, one thread) has
+  ray x1     `--ray --ray-workers 1`: one actor (one core), so one model's throughput
+  ray x2     `--ray --ray-workers 2`: two actors on the machine's two cores
+
+Each run writes the same run into a fresh store and commits it (summaries included); the wall
+time is from the call to the committed run, the model load included (a Ray run loads one model
+per actor), and the extraction phase is the manifest's `extract_s`. The vectors of every Ray run
+are checked equal to the local run's. Figures are ratios against the local run of this process.
+Goals: Ray's cost at most +15%: ray x1 against local 1t (the same core and thread, so what Ray
+adds), and ray x2 against local (the whole machine either way: no speedup is possible); ray x2 /
+ray x1 throughput says how it scales with workers. On a machine shared with other work, a
+two-thread torch run suffers most from the neighbours (its threads wait for each other), so read
+the local 1t row too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODEL = "smollm2-135m"
+
+
+def _run(settings, store: Path, workers: int | None, threads: int | None = None) -> float:
+    """Seconds from the call to the committed run (the local run saves no readout, as a Ray run
+    does not, so both do the same work)."""
+    import torch
+
+    from extraction.ray_run import execute_on_ray
+    from extraction.runner import execute
+
+    before = torch.get_num_threads()
+    started = time.perf_counter()
+    if workers is None:
+        torch.set_num_threads(threads or before)
+        try:
+            execute(settings, store, progress=False, run_id="r", readout=False)
+        finally:
+            torch.set_num_threads(before)
+    else:
+        execute_on_ray(settings, store, workers=workers, progress=False, run_id="r")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="48 samples, layers 0-9")
+    parser.add_argument("--model", default=MODEL)
+    args = parser.parse_args()
+
+    import numpy as np
+    import ray
+
+    from settings.run import RunSettings
+    from store import open_store
+    from tests.support.tiny import emotion_rows, write_jsonl
+
+    work = Path(tempfile.mkdtemp(prefix="actx-bench-ray-"))
+    dataset = "emotions"
+    layers = "all"
+    if args.quick:
+        dataset = str(write_jsonl(work / "emo.jsonl", emotion_rows(per_label=16)))
+        layers = "0-9"
+    settings = RunSettings(model=args.model, dataset=dataset, layers=layers,
+                           hooks=("resid_post", "mlp_out"))  # fmt: skip
+
+    started = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cluster_s = time.perf_counter() - started
+    try:
+        walls, stores = {}, {}
+        for name, workers, threads in (("local 1t", None, 1), ("local", None, None),
+                                       ("ray x1", 1, None), ("ray x2", 2, None)):  # fmt: skip
+            stores[name] = work / name.replace(" ", "")
+            walls[name] = _run(settings, stores[name], workers, threads)
+    finally:
+        ray.shutdown()
+
+    manifests = {name: open_store(path).manifest("r") for name, path in stores.items()}
+    local = open_store(stores["local"])
+    for name in ("local 1t", "ray x1", "ray x2"):
+        theirs = open_store(stores[name])
+        for layer in manifests["local"].layers[:3]:
+            a, _ = theirs.vectors("r", "resid_post", layer, "mean")
+            b, _ = local.vectors("r", "resid_post", layer, "mean")
+            assert np.array_equal(a, b), f"{name}: vectors differ from the local run's"
+
+    n = manifests["local"].n_samples
+    print(f"model {args.model}, {n} samples, layers {layers}, hooks resid_post+mlp_out; "
+          f"local Ray start-up {cluster_s:.1f} s (not in the figures)")  # fmt: skip
+    print(f"{'run':8} {'wall s':>8} {'x local':>8} {'capture s':>10} {'samples/s':>10} "
+          f"{'x local':>8}")  # fmt: skip
+    capture = {name: _capture_seconds(m) for name, m in manifests.items()}
+    for name, wall in walls.items():
+        rate = n / capture[name]
+        print(f"{name:8} {wall:8.1f} {wall / walls['local']:8.2f} {capture[name]:10.1f} "
+              f"{rate:10.1f} {capture['local'] / capture[name]:8.2f}")  # fmt: skip
+    print(
+        "capture s: the forward passes and part writes, model loads left out (a Ray run: its "
+        "busiest worker's time in its blocks)"
+    )
+    scaling = capture["ray x1"] / capture["ray x2"]
+    one = walls["ray x1"] / walls["local 1t"] - 1
+    whole = walls["ray x2"] / walls["local"] - 1
+    print(f"Ray's cost, wall: ray x1 vs local 1t {one:+.0%}, ray x2 vs local {whole:+.0%} "
+          f"(goal <= +15%); throughput ray x2 / ray x1: {scaling:.2f}x; vectors equal")  # fmt: skip
+    return 0
+
+
+def _capture_seconds(manifest) -> float:
+    ray_record = manifest.extra.get("ray")
+    if ray_record is None:
+        return manifest.timings["extract_s"]
+    return max(worker["busy_s"] for worker in ray_record["workers"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
