@@ -72,12 +72,12 @@ def one_at_a_time(loaded, prompts: list[list[int]], max_new_tokens: int) -> None
         ]
 
 
-def plain(loaded, prompts: list[list[int]], max_new_tokens: int) -> None:
+def plain(loaded, prompts: list[list[int]], max_new_tokens: int, batch: int) -> None:
     from extraction.generation import generate_batch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), BATCH):
-        rows = order[start : start + BATCH]
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
         generate_batch(loaded.hf_model, loaded.tokenizer, [prompts[i] for i in rows],
                        max_new_tokens=max_new_tokens, keys=rows)  # fmt: skip
 
@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=BATCH, help="prompts per batch")
     args = parser.parse_args()
     from extraction.generation import PromptFormat
     from extraction.loading import load
@@ -104,14 +105,15 @@ def main() -> None:
         dataset.write_text("".join(json.dumps({"id": str(i), "text": t, "label": "x"}) + "\n"
                                    for i, t in enumerate(texts)))  # fmt: skip
         settings = RunSettings(model=MODEL, dataset=str(dataset), generate=N_POOLED,
-                               max_new_tokens=tokens, batch_size=BATCH, device="cpu",
+                               max_new_tokens=tokens, batch_size=args.batch, device="cpu",
                                hooks=("resid_pre", "resid_post", "mlp_out"))  # fmt: skip
-        plain(loaded, prompts[:BATCH], 2)  # warm-up: first-call allocations
+        plain(loaded, prompts[: args.batch], 2, args.batch)  # warm-up: first-call allocations
         stores = iter(range(REPEATS + 1))
         results = {
-            "plain": _best(lambda: plain(loaded, prompts, tokens)),
-            "ours": _best(lambda: execute(settings, Path(work) / f"s{next(stores)}",
-                                          progress=False, loaded=loaded)),  # fmt: skip
+            "plain": _best(lambda: plain(loaded, prompts, tokens, args.batch)),
+            # No readout: saving the model's readout is a once-per-store cost, not capture's.
+            "ours": _best(lambda: execute(settings, Path(work) / f"s{next(stores)}", loaded=loaded,
+                                          progress=False, readout=False)),  # fmt: skip
             "one_at_a_time": _best(lambda: one_at_a_time(loaded, prompts, tokens), repeats=1),
         }  # fmt: skip
     import os
@@ -119,7 +121,7 @@ def main() -> None:
     import torch
 
     load = os.getloadavg()[0]
-    print(f"{n} prompts, up to {tokens} answer tokens, batches of {BATCH}, N = {N_POOLED}; "
+    print(f"{n} prompts, up to {tokens} answer tokens, batches of {args.batch}, N = {N_POOLED}; "
           f"torch threads {torch.get_num_threads()}, load average {load:.1f}")  # fmt: skip
     for method, seconds in results.items():
         print(f"  {method:14s} {n / seconds:7.2f} prompts/s   ({seconds:.1f} s)")

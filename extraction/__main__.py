@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MB of vectors buffered before a part file is written")  # fmt: skip
     # The app's job registry picks the id up front, so it can watch and clean up the run.
     run.add_argument("--run-id", help="use this run id (must be new; not with --resume)")
+    run.add_argument("--readout", action=argparse.BooleanOptionalAction, default=None,
+                     help="save the model's readout (final norm and unembedding, for reading "
+                     "directions as words) unless the store has it; default: for paired "
+                     "datasets only, what control vectors come from")  # fmt: skip
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="run the forward passes on a Ray cluster (host:port, ray://host:port "
                      "or auto; no address: a local Ray); see extraction/ray_run.py")  # fmt: skip
@@ -111,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--device", default="auto")
 
     readout = sub.add_parser("readout", help="save a model's final norm and unembedding into "
-                             "the store (done by every run too)")  # fmt: skip
+                             "the store, once per model (paired runs do it too)")  # fmt: skip
     readout.add_argument("--model", required=True)
     readout.add_argument("--store", required=True, type=Path)
     return parser
@@ -146,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         flush_bytes=int(args.flush_mb * 1024 * 1024),
         run_id=args.run_id,
+        readout=args.readout,
     )
     print(result.run_id)
     return 0

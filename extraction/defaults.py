@@ -40,6 +40,7 @@ ANSWER_BATCH_SIZE = 32
 
 
 STYLE_MODELS = ("smollm2-135m",)
+STYLE_DATASET = "style_pairs"
 
 
 def style_configs(models: tuple[str, ...]) -> list[RunSettings]:
@@ -47,7 +48,7 @@ def style_configs(models: tuple[str, ...]) -> list[RunSettings]:
     return [
         RunSettings(
             model=model,
-            dataset="style_pairs",
+            dataset=STYLE_DATASET,
             hooks=("resid_post",),
             layers="all",
             positions=("last",),
@@ -112,8 +113,11 @@ def fill_defaults(store_root: Path, configs: list[RunSettings], progress: bool =
             loaded[config.model] = load(resolve(config.model), config.backend, config.device)
         # Resume only when there is something to resume: a fresh store is filled quietly.
         resume = bool(list_uncommitted(Path(store_root)))
+        # Only the style run saves its model's readout (the Vectors page's words of the style
+        # vector): Gemma-3-270M's alone would add 336 MB that nothing on first start reads.
         result = execute(
-            config, store_root, resume=resume, progress=progress, loaded=loaded[config.model]
-        )
+            config, store_root, resume=resume, progress=progress, loaded=loaded[config.model],
+            readout=config.dataset == STYLE_DATASET,
+        )  # fmt: skip
         created.append(result.run_id)
     return created

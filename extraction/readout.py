@@ -1,7 +1,9 @@
 """Save a model's final norm and unembedding into the store, once per weights (store.readouts).
 
 The app reads directions as tokens without torch (`analysis.readout`), so extraction writes what
-that needs when it has the model loaded anyway: after every committed run whose model has no
+that needs when it has the model loaded anyway, once per model weights (`readouts/<key>`, shared
+by every run, vector set and page of that model): after a committed run of a paired dataset
+(what control vectors come from; `run --readout/--no-readout` overrides) whose model has no
 readout in the store yet, and on `python -m extraction readout --model M --store S`.
 
 The final norm is found through `extraction.architectures` (no model names) and *measured*, not

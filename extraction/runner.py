@@ -530,13 +530,15 @@ def execute(
     loaded=None,
     flush_bytes: int | None = None,
     run_id: str | None = None,
-    readout: bool = True,
+    readout: bool | None = None,
 ) -> RunResult:
     """Run one extraction into `store_root`. `loaded` reuses an already-loaded model.
 
     `run_id` presets the new run's id (the app's job registry knows it before the run starts).
-    With `readout`, the model's final norm and unembedding are saved into the store too, once
-    per weights (extraction.readout), for reading directions as tokens.
+    `readout`: save the model's final norm and unembedding into the store too (once per weights,
+    extraction.readout), for reading directions as tokens. None (the default) saves it when the
+    run is of a paired dataset, what control vectors (the words' only reader today) come from:
+    a readout is big (336 MB for Gemma-3-270M), so a run that nothing reads in words adds none.
     """
     started = time.perf_counter()
     plan = prepare(settings)
@@ -569,6 +571,8 @@ def execute(
     )
     writer.commit(manifest)
     warnings = []
+    if readout is None:
+        readout = any(sample.pair_id is not None for sample in plan.dataset.samples)
     if readout:
         warnings.extend(_save_readout(store_root, plan, loaded))
     return finish(opened, manifest, warnings)

@@ -19,6 +19,7 @@ from ui.propositions_compute import (
     POSITIONS,
     answer_runs,
     answers_command,
+    generation_settings,
     pairs_at_layer,
     proposition_profile,
 )
@@ -42,6 +43,7 @@ run_id = links.pinned(
     format_func=lambda r: run_title(answered.loc[r]),
 )  # fmt: skip
 chosen = answered.loc[run_id]
+st.caption(plain(generation_settings(view, run_id)))
 hooks = list(chosen["hooks"])
 hook = links.pinned(
     columns[1].selectbox, "Hook", hooks, key="site", what="hook",

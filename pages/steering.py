@@ -46,8 +46,8 @@ layers = links.pinned(
 )  # fmt: skip
 strength = links.pinned(
     middle[1].select_slider, "Strength", vectors.STRENGTHS, key="strength", what="strength",
-    default=0.2, help=f"Times each layer's typical residual norm; positive steers toward "
-    f"{m.second_label!r}, negative toward {m.first_label!r}.",
+    default=vectors.DEFAULT_STRENGTH, help=f"Times each layer's typical residual norm; "
+    f"positive steers toward {m.second_label!r}, negative toward {m.first_label!r}.",
 )  # fmt: skip
 tokens = links.pinned(
     middle[2].select_slider, "New tokens", vectors.TOKEN_COUNTS, key="tokens",

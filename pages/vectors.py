@@ -26,8 +26,13 @@ except StoreError as exc:
 if damaged:
     with st.expander(f"{len(damaged)} damaged vector set(s) left out"):
         st.text("\n".join(f"{d.folder}: {public_text(d.reason)}" for d in damaged))
+opened = vectors.opened_run(view)  # "Open in Vectors" from Runs: that run's newest set
+of_opened = [m.set_id for m in sets if m.run_id == opened]
+if opened and not of_opened:
+    how = "compute one below" if not read_only() else "`python -m extraction vectors` makes one"
+    st.info(f"Run {plain(opened)} has no vector set yet: {how}.")
 if not read_only():
-    vectors.compute_form(view)
+    vectors.compute_form(view, opened if opened and not of_opened else None)
 if not sets:
     where = "" if read_only() else " Compute one above, or with `python -m extraction vectors`."
     st.info(f"The store {plain(view.name)} has no vector sets yet.{where}")
@@ -36,7 +41,7 @@ if not sets:
 by_id = {m.set_id: m for m in sets}
 set_id = links.pinned(
     st.selectbox, "Vector set", list(by_id), key="set", what="vector set",
-    default=sets[0].set_id, format_func=lambda i: vectors.set_label(by_id[i]),
+    default=(of_opened or [sets[0].set_id])[0], format_func=lambda i: vectors.set_label(by_id[i]),
 )  # fmt: skip
 m = by_id[set_id]
 st.caption(

@@ -72,6 +72,10 @@ def readout_key(weights_sha256: str) -> str:
     return hashlib.sha256(str(weights_sha256).encode("utf-8")).hexdigest()
 
 
+class MissingReadout(StoreError):
+    """The store has no readout of these weights (not damaged: never saved)."""
+
+
 @dataclass(frozen=True)
 class ReadoutManifest(ManifestRecord):
     """A model's final norm and unembedding, as stored: `gain` [d_model] is the norm's
@@ -214,9 +218,9 @@ class Readouts:
             raise StoreError(f"weights hash {weights_sha256!r:.80} is not a hash")
         key = readout_key(weights_sha256)
         if self._catalog.read(key)[1] is None:
-            raise StoreError(
-                "no readout of these model weights in this store: run any extraction of the "
-                "model into it (or `python -m extraction readout --model ...`)"
+            raise MissingReadout(
+                "no readout of these model weights in this store: `python -m extraction "
+                "readout --model ...` saves it (a run of a paired dataset does too)"
             )
         return self._catalog.get(key)
 

@@ -41,6 +41,7 @@ import pandas as pd
 import streamlit as st
 
 from settings.run import ANSWER_POSITION
+from settings.vectors import VECTOR_HOOKS
 from ui.compute import complete_first
 from ui.context import plain, short
 
@@ -269,10 +270,22 @@ def has_answers(run: pd.Series) -> bool:
     return bool(run["has_pairs"]) and ANSWER_POSITION in run["positions"]
 
 
+def makes_vectors(run: pd.Series) -> bool:
+    """Whether control vectors can be made from a run (a row of `ui.compute.run_summaries`):
+    pairs, the last token, a residual hook. The Vectors page opens it (`vec_run`)."""
+    hooks = run.get("hooks", ())
+    return (
+        bool(run["has_pairs"])
+        and "last" in run["positions"]
+        and any(h in VECTOR_HOOKS for h in hooks)
+    )
+
+
 def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
     """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
     Cross-model (beside the newest complete run of the same dataset on another model),
-    Propositions (answers to paired prompts: a `--generate N` run of pairs) and Query (any run).
+    Propositions (answers to paired prompts: a `--generate N` run of pairs), Vectors (its
+    newest vector set, or the form to compute one: `makes_vectors`) and Query (any run).
 
     runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
     """
@@ -290,6 +303,8 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
         targets.append(OpenIn("pages/cross_model.py", "Cross-model", query))
     if has_answers(run):
         targets.append(OpenIn("pages/propositions.py", "Propositions", {"prop_run": run_id}))
+    if makes_vectors(run):
+        targets.append(OpenIn("pages/vectors.py", "Vectors", {"vec_run": run_id}))
     # Every run: its samples per label, the Query page's default query, with the run as $run.
     targets.append(OpenIn("pages/query.py", "Query", {"run": run_id}, analysis=False))
     return targets
@@ -304,7 +319,7 @@ def page_links(targets: Sequence[OpenIn]) -> None:
                          icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
-OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Query")
+OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Vectors", "Query")
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

@@ -24,6 +24,7 @@ import streamlit as st
 
 from analysis import pair_cosines
 from settings.run import ANSWER_POSITION, ANSWER_TOKENS_POOLED, ANSWERING_MODELS
+from store import StoreError
 from ui.compute import Unsuitable, check_site
 from ui.context import StoreView, public_text
 from ui.links import has_answers
@@ -52,6 +53,28 @@ class PropositionProfile:
 def answer_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs (summaries) this page can show, in their order (newest first)."""
     return runs[runs.apply(has_answers, axis=1)] if not runs.empty else runs
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def generation_settings(view: StoreView, run_id: str) -> str:
+    """How the run's answers were made and which states are pooled, in one line (from its
+    manifest's `generation` record, which the store checked: short text and numbers; shown
+    as plain text by the page)."""
+    try:
+        g = view.store.manifest(run_id).generation or {}
+    except StoreError:
+        return ""  # the page's own read of the run says what is wrong
+
+    def get(key: str, missing: str = "?") -> str:
+        value = g.get(key)
+        return missing if value is None else str(value)
+
+    return public_text(
+        f"Answers: up to {get('max_new_tokens')} new tokens, {get('decoding')}, prompt format "
+        f"{get('prompt_format')}. {ANSWER_POSITION} = mean of the first "
+        f"{get('answer_tokens_pooled')} answer states, '{get('answer_states')}': "
+        f"{get('answer_states_meaning', 'see the run provenance')}."
+    )
 
 
 def answers_command(store_root: str) -> str:

@@ -1,5 +1,6 @@
-"""Readouts saved by extraction: the final norm is measured right on three architectures, every
-run saves its model's readout once, and a direction reads as the tokens it points to."""
+"""Readouts saved by extraction: the final norm is measured right on three architectures, a
+model's readout is saved once per weights (by paired runs unless told otherwise) and shared,
+and a direction reads as the tokens it points to."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from analysis import TopTokens, readout_directions
 from extraction.architectures import architecture_for, final_norm
 from extraction.readout import measure_norm
 from store import open_store
-from tests.support.tiny import tiny_model
+from tests.support.tiny import emotion_rows, pair_rows, tiny_model, write_jsonl
 
 NORMS = [("llama", "rms", 0.0), ("gemma3", "rms", 1.0), ("gpt2", "layer", 0.0)]
 
@@ -53,3 +54,33 @@ def test_each_model_of_a_store_has_one_readout_and_directions_read_as_tokens(tin
     result = top.result()
     assert result.promoted_ids[:, 0].tolist() == tokens
     assert (result.suppressed_scores < result.promoted_scores[:, -1:]).all()
+
+
+def test_only_paired_runs_save_the_readout_unless_told(tiny_models, tmp_path, capsys):
+    """Through the CLI: a run nothing reads in words adds no readout (336 MB for Gemma 3), a
+    paired run saves its model's one, and the next paired run of that model shares it."""
+    from extraction.__main__ import main
+
+    root = tmp_path / "store"
+    model = str(tiny_models["llama"])
+
+    def run(rows, name, *flags):
+        dataset = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+        argv = ["run", "--store", str(root), "--model", model, "--dataset", str(dataset),
+                "--hooks", "resid_post", "--positions", "last", "--layers", "0",
+                "--name", name, "--no-progress", *flags]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+
+    def readouts():
+        return [(p.name, p.stat().st_mtime_ns) for p in (root / "readouts").glob("*")]
+
+    run(emotion_rows(), "emotions")
+    run(pair_rows(4), "pairs-none", "--no-readout")
+    assert readouts() == []
+    run(pair_rows(4), "pairs")
+    (saved,) = readouts()
+    run(pair_rows(4), "pairs-again")
+    run(emotion_rows(), "emotions-asked", "--readout")
+    assert readouts() == [saved]  # one per weights, written once
+    store = open_store(root)
+    assert {m.weights_sha256 for m in store.runs()} == {store.readouts()[0].weights_sha256}

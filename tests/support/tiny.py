@@ -141,7 +141,8 @@ def prompt_response_rows(per_label: int = 8) -> list[dict]:
 
 
 def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
-    """Run the real extraction for each spec {kind, dataset rows name, **RunSettings fields}."""
+    """Run the real extraction for each spec {kind, dataset rows name, **RunSettings fields};
+    every run saves its model's readout unless the spec says `readout: False`."""
     from extraction.runner import execute
     from settings.run import RunSettings
 
@@ -151,9 +152,10 @@ def build_store(root: Path, work: Path, runs: list[dict]) -> list[str]:
         kind = spec.pop("kind")
         model_dir = tiny_model_dir(kind, work / f"model-{kind}")
         rows = spec.pop("rows")
+        readout = spec.pop("readout", True)
         dataset = write_jsonl(work / f"{spec.pop('dataset_name')}.jsonl", rows)
         config = RunSettings(model=str(model_dir), dataset=str(dataset), **spec)
-        run_ids.append(execute(config, root, progress=False).run_id)
+        run_ids.append(execute(config, root, progress=False, readout=readout).run_id)
     return run_ids
 
 

@@ -210,12 +210,15 @@ def test_open_in_gives_each_run_its_pages_and_the_runs_page_links_them(tiny_env)
     assert set(targets) == {"Directions", "Cross-model", "Query"}
     partner = targets["Cross-model"].query["b"]
     assert runs.loc[partner, "model"] != runs.loc[llama, "model"]
-    assert {t.title for t in links.open_in(runs, pairs)} == {"Directions", "Pairs", "Query"}
+    titles = {t.title for t in links.open_in(runs, pairs)}
+    assert titles == {"Directions", "Pairs", "Vectors", "Query"}
     # The Runs page: a link column per page, and buttons for the chosen run.
     at = open_page("pages/runs.py", {"run": llama})
     table = at.dataframe[0].value.set_index("run_id")
     assert table.loc[llama, "open Directions"] == f"directions?runs={llama}"
     assert table.loc[pairs, "open Pairs"] == f"pairs?pairs_run={pairs}"
+    assert table.loc[pairs, "open Vectors"] == f"vectors?vec_run={pairs}"
+    assert pd.isna(table.loc[llama, "open Vectors"])  # no pairs: no control vectors
     assert table.loc[pairs, "open Query"] == f"query?run={pairs}"
     assert pd.isna(table.loc[llama, "open Pairs"])
     buttons = {b.proto.page: parse_qs(b.proto.query_string) for b in at.get("page_link")}

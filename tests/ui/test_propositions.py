@@ -68,6 +68,10 @@ def test_the_page_shows_answers_side_by_side_and_the_cosine_per_layer(store_copy
     at = open_page(PAGE)
     assert at.query_params["prop_run"] == store_copy["run_id"]
     assert at.query_params["position"] == ANSWER_POSITION  # the default: the answer states
+    # How the answers were made and which states are pooled (the fixture: --generate 2, 3 tokens).
+    (settings,) = [shown(c.value) for c in at.caption if c.value.startswith("Answers")]
+    assert "up to 3 new tokens, greedy" in settings
+    assert "mean of the first 2 answer states, 'producing'" in settings
     curve = chart(at, "Cosine between the A and B states")
     layer = int(at.select_slider(key="layer").value)
     expected = _cosines(store_copy["root"], store_copy["run_id"], layer)

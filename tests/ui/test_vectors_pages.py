@@ -24,7 +24,7 @@ from tests.ui.test_hostile_urls import HOSTILE
 
 VECTORS, STEERING = "pages/vectors.py", "pages/steering.py"
 KEYS = {
-    VECTORS: ("set", "words", "scaled"),
+    VECTORS: ("set", "words", "scaled", "vec_run"),
     STEERING: ("set", "steer_layers", "strength", "tokens"),
 }
 
@@ -136,6 +136,23 @@ def test_a_damaged_readout_costs_only_the_words(paired_env):
     assert not chart(at, "Explained variance").empty and "Download .pt" in _buttons(at)
 
 
+def test_open_in_vectors_opens_the_runs_newest_set_or_the_form(paired_env):
+    from ui import links
+    from ui.compute import run_summaries
+    from ui.context import StoreView
+
+    run_id = paired_env["run_id"]
+    view = StoreView(str(paired_env["root"]), (run_id,))
+    runs = run_summaries(view).frame.set_index("run_id")
+    (target,) = [t for t in links.open_in(runs, run_id) if t.title == "Vectors"]
+    at = open_page(VECTORS, target.query)
+    assert at.query_params["set"] == paired_env["set_id"] and "no vector set" not in messages(at)
+    shutil.rmtree(paired_env["root"] / "vector_sets")
+    at = open_page(VECTORS, target.query)
+    assert "has no vector set yet: compute one below" in shown(messages(at))
+    assert at.selectbox(key="vec_run").value == run_id
+
+
 def test_a_store_without_sets_says_how_to_make_one(paired_env):
     shutil.rmtree(paired_env["root"] / "vector_sets")
     assert "has no vector sets" in messages(open_page(VECTORS))
@@ -144,9 +161,14 @@ def test_a_store_without_sets_says_how_to_make_one(paired_env):
 
 def test_read_only_offers_no_form_and_starts_no_worker(paired_env, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    shutil.rmtree(paired_env["root"] / "readouts")  # a store made without the model's readout
     at = open_page(VECTORS)
     assert not at.text_input and "Compute" not in _buttons(at)
     assert not chart(at, "Explained variance").empty and "Download .pt" in _buttons(at)
+    assert "`python -m extraction readout --model model-llama --store store` saves it" in (
+        shown(messages(at))
+    )
+    assert str(paired_env["root"].parent) not in page_text(at)
     at = open_page(STEERING, {"strength": "0.5", "steer_layers": ["1", "2"]})
     assert "read-only: it starts no steering worker" in messages(at)
     assert not at.button and not (paired_env["root"] / "steering").exists()
