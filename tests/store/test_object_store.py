@@ -127,6 +127,8 @@ def test_sigkill_leaves_nothing_visible_and_resume_equals_a_local_run(
     assert store.runs() == [] and store.damaged_runs() == []  # parts, no marker: invisible
 
     assert extraction_main([*args, "--resume"]) == 0
+    # An open store looks again at most every SYNC_INTERVAL_S; a new one looks now.
+    store = open_store(s3_store)
     (manifest,) = store.runs()
     assert 0 < manifest.row_counts["resumed_samples"] < 90
     local = tmp_path / "local"
