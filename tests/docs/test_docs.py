@@ -46,15 +46,34 @@ def test_documented_block_runs(block: Block, doc_workdir, doc_env):
     command = ["bash", "-e", "-o", "pipefail", "-c", block.code]
     if block.language == "python":
         command = [sys.executable, "-"]
-    done = subprocess.run(command, input=block.code if block.language == "python" else None,
-                          cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)  # fmt: skip
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(command, input=block.code if block.language == "python" else None,
+                              cwd=workdir, env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)  # fmt: skip
+
+    done = run()
+    if _aborted_in_arrow_teardown(done):
+        done = run()  # once: the block did its work; see _aborted_in_arrow_teardown
     report = (
         f"{block.test_id} exited {done.returncode}:\n{block.code}\n"
         f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     )
     assert done.returncode == 0, report
     assert "Traceback" not in done.stderr, report
+
+
+def _aborted_in_arrow_teardown(done: subprocess.CompletedProcess) -> bool:
+    """A process that finished its work and then aborted while the interpreter shut down, in
+    a native thread pool's teardown (apache/arrow#34314, open upstream: about 1 in 100 runs of
+    a script reading Parquet with pyarrow 26 on a loaded 2-core machine, with any allocator).
+    Not our code's failure; the block is run once more, and a second abort fails the test."""
+    last_line = done.stderr.rstrip().rsplit("\n", 1)[-1]
+    return (
+        done.returncode == -6
+        and "Traceback" not in done.stderr
+        and last_line == "terminate called without an active exception"
+    )
 
 
 # -- the convention itself ------------------------------------------------------------------------
@@ -116,3 +135,16 @@ def test_checks_read_a_blocks_commands_without_comments_and_with_continuations()
 
     code = "bash run.sh     # serves\n# a comment line\n\npython -m x run \\\n    --a 1 # why\n"
     assert commands(code) == ["bash run.sh", "python -m x run --a 1"]
+
+
+def test_only_an_abort_in_native_teardown_is_run_again():
+    def done(rc: int, err: str) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess([], rc, "ok\n", err)
+
+    teardown = "terminate called without an active exception\n"
+    assert _aborted_in_arrow_teardown(done(-6, teardown))
+    assert not _aborted_in_arrow_teardown(done(1, teardown))
+    assert not _aborted_in_arrow_teardown(
+        done(-6, "Traceback (most recent call last):\n" + teardown)
+    )
+    assert not _aborted_in_arrow_teardown(done(-6, teardown + "something else\n"))
