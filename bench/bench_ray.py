@@ -24,6 +24,7 @@ the local 1t row too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -78,6 +79,7 @@ def main() -> int:
     settings = RunSettings(model=args.model, dataset=dataset, layers=layers,
                            hooks=("resid_post", "mlp_out"))  # fmt: skip
 
+    load_before = _load()
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     cluster_s = time.perf_counter() - started
@@ -91,15 +93,23 @@ def main() -> int:
         ray.shutdown()
 
     manifests = {name: open_store(path).manifest("r") for name, path in stores.items()}
-    local = open_store(stores["local"])
-    for name in ("local 1t", "ray x1", "ray x2"):
+    # A Ray actor computes on one thread: its vectors equal a one-thread local run's bit for bit.
+    # torch's matrix products round differently with another thread count, so the all-core local
+    # run differs in the last float16 bit here and there: reported, not asserted.
+    reference = open_store(stores["local 1t"])
+    threads_diff = 0.0
+    for name in ("local", "ray x1", "ray x2"):
         theirs = open_store(stores[name])
-        for layer in manifests["local"].layers[:3]:
+        for layer in manifests["local"].layers:
             a, _ = theirs.vectors("r", "resid_post", layer, "mean")
-            b, _ = local.vectors("r", "resid_post", layer, "mean")
-            assert np.array_equal(a, b), f"{name}: vectors differ from the local run's"
+            b, _ = reference.vectors("r", "resid_post", layer, "mean")
+            if name == "local":
+                threads_diff = max(threads_diff, float(np.abs(a - b).max() / np.abs(b).max()))
+            else:
+                assert np.array_equal(a, b), f"{name}: vectors differ from the local 1t run's"
 
     n = manifests["local"].n_samples
+    print(f"load average before {load_before}, after {_load()} (2-core machine shared with others)")
     print(f"model {args.model}, {n} samples, layers {layers}, hooks resid_post+mlp_out; "
           f"local Ray start-up {cluster_s:.1f} s (not in the figures)")  # fmt: skip
     print(f"{'run':8} {'wall s':>8} {'x local':>8} {'capture s':>10} {'samples/s':>10} "
@@ -117,8 +127,14 @@ def main() -> int:
     one = walls["ray x1"] / walls["local 1t"] - 1
     whole = walls["ray x2"] / walls["local"] - 1
     print(f"Ray's cost, wall: ray x1 vs local 1t {one:+.0%}, ray x2 vs local {whole:+.0%} "
-          f"(goal <= +15%); throughput ray x2 / ray x1: {scaling:.2f}x; vectors equal")  # fmt: skip
+          f"(goal <= +15%); throughput ray x2 / ray x1: {scaling:.2f}x")  # fmt: skip
+    print(f"vectors: every Ray run's equal to local 1t's; local (all threads) vs local 1t: "
+          f"max difference {threads_diff:.1e} of the largest value (thread-count rounding)")
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _capture_seconds(manifest) -> float:

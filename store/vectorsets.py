@@ -38,6 +38,7 @@ from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.catalog import CatalogKind, DamagedRun, ManifestCatalog
 from store.errors import StoreError, one_line
+from store.fs import RemoteStore, is_uri
 from store.manifest import (
     MAX_D_MODEL,
     MAX_LONG_TEXT,
@@ -153,9 +154,12 @@ class VectorSet:
 
 # -- writing -------------------------------------------------------------------------------------
 def write_vector_set(
-    root: Path, manifest: VectorSetManifest, vectors: np.ndarray, figures: dict[str, np.ndarray]
-) -> Path:
-    """Write a new committed set: vectors [L, d] for manifest.layers, figures [L] by name."""
+    root: Path | str, manifest: VectorSetManifest, vectors: np.ndarray,
+    figures: dict[str, np.ndarray],
+) -> Path | str:  # fmt: skip
+    """Write a new committed set: vectors [L, d] for manifest.layers, figures [L] by name.
+    `root` may be a store URI (`s3://...`): each file is put whole, the marker last
+    (store.fs.RemoteStore.put_entry); returns the set's folder (or its URI)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     n = len(manifest.layers)
     if vectors.shape != (n, manifest.d_model):
@@ -168,6 +172,13 @@ def write_vector_set(
         **{name: pa.array(np.asarray(figures[name], dtype=np.float64)) for name in _FIGURES},
     }
     table = pa.table(columns, schema=vector_set_schema(manifest.d_model))
+    if is_uri(root):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        files = {"vectors.parquet": buffer.getvalue(), "manifest.json": manifest.to_json().encode()}
+        RemoteStore(str(root)).put_entry("vector_sets", manifest.set_id, files,
+                                         manifest.created_at or "committed")  # fmt: skip
+        return f"{str(root).rstrip('/')}/vector_sets/{manifest.set_id}"
     folder = layout.vector_set_dir(Path(root), manifest.set_id)
     try:
         layout.vector_sets_dir(Path(root)).mkdir(parents=True, exist_ok=True)
