@@ -128,8 +128,10 @@ def main() -> int:
     whole = walls["ray x2"] / walls["local"] - 1
     print(f"Ray's cost, wall: ray x1 vs local 1t {one:+.0%}, ray x2 vs local {whole:+.0%} "
           f"(goal <= +15%); throughput ray x2 / ray x1: {scaling:.2f}x")  # fmt: skip
-    print(f"vectors: every Ray run's equal to local 1t's; local (all threads) vs local 1t: "
-          f"max difference {threads_diff:.1e} of the largest value (thread-count rounding)")
+    print(
+        f"vectors: every Ray run's equal to local 1t's; local (all threads) vs local 1t: "
+        f"max difference {threads_diff:.1e} of the largest value (thread-count rounding)"
+    )
     return 0
 
 

@@ -41,7 +41,9 @@ elif not read_only():
         "`python -m extraction vectors --run RUN --store <the store's URI>`, and they show up here."
     )
 if not sets:
-    where = "" if not computes_here else " Compute one above, or with `python -m extraction vectors`."
+    where = (
+        "" if not computes_here else " Compute one above, or with `python -m extraction vectors`."
+    )
     st.info(f"The store {plain(view.name)} has no vector sets yet.{where}")
     links.stop()
 
