@@ -132,9 +132,11 @@ def test_planted_and_damaged_vector_sets_are_listed_or_ignored(both, s3_server):
 
 def test_saes_features_and_readouts_planted_on_s3_are_never_read(s3_server, s3_store, capsys):
     open_store(s3_store, create=True, writable=True)
-    for rel in ("saes/sae-x/manifest.json", "saes/sae-x/_COMMITTED", "saes/sae-x/cfg.json",
-                "features/feat-x/manifest.json", "features/feat-x/_COMMITTED",
-                f"readouts/{'a' * 64}/manifest.json", f"readouts/{'a' * 64}/_COMMITTED"):  # fmt: skip
+    readout = f"readouts/{'a' * 64}"
+    planted = ["saes/sae-x/manifest.json", "saes/sae-x/_COMMITTED", "saes/sae-x/cfg.json",
+               "features/feat-x/manifest.json", "features/feat-x/_COMMITTED",
+               f"{readout}/manifest.json", f"{readout}/_COMMITTED"]  # fmt: skip
+    for rel in planted:
         s3_server.put(s3_store, rel, b"{ planted")
     store = open_store(s3_store)
     assert store.run_ids() == [] and store.vector_sets() == []  # the mirror is up to date
