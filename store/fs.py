@@ -36,8 +36,12 @@ What is weaker on object storage (said in the README too):
 - Summaries written after the commit (`python -m store summarize`) would change a committed run,
   so they refuse on an object store too (runs written here get theirs at commit).
 - A reader downloads each committed run whole into its mirror the first time it lists it: the
-  local disk needs room for the runs it reads. Listing costs one recursive LIST per sync
-  (at most every `SYNC_INTERVAL_S` per open store).
+  local disk needs room for the runs it reads. Listing costs two recursive LISTs per sync
+  (runs and vector sets, at most every `SYNC_INTERVAL_S` per open store).
+- Vector sets are the only other kind written here (`RemoteStore.put_entry`: each file put
+  whole, the marker last, an id never reused) and mirrored. SAEs, feature runs and readouts
+  are kept in local stores only (`refuse_local_only`: one StoreError before anything is
+  written); their folders are never mirrored, so objects planted there are never read.
 
 Credentials and endpoint come from the environment, never from the URI: the standard
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION` /
