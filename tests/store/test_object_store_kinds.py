@@ -73,6 +73,15 @@ def test_a_vector_set_on_s3_is_put_whole_marker_last_and_reads_like_a_local_one(
         assert extraction_main(["vectors", "--store", store, "--run", both["run_ids"][where],
                                 "--pt", str(tmp_path / f"{where}.pt")]) == 0  # fmt: skip
     assert (tmp_path / "s3.pt").read_bytes() == (tmp_path / "local.pt").read_bytes()
+    # Steering reads it there too, and answers as from the local store.
+    capsys.readouterr()
+    answers = {}
+    for where, store in (("s3", s3), ("local", str(both["local"]))):
+        argv = ["steer", "--store", store, "--vector-set", "set-a", "--prompt", "hello",
+                "--max-new-tokens", "3", "--device", "cpu"]  # fmt: skip
+        assert extraction_main(argv) == 0
+        answers[where] = capsys.readouterr().out
+    assert answers["s3"] == answers["local"] and "--- baseline" in answers["s3"]
     # An id once used (committed, or a killed attempt's objects) is not written over.
     with pytest.raises(StoreError, match="already exists"):
         RemoteStore(s3).put_entry("vector_sets", "set-a", {"manifest.json": b"{}"}, "x")
