@@ -9,8 +9,8 @@
 
 A set is written whole (`write_vector_set`: the Parquet file, the manifest, then the marker, each
 atomically; on object storage each put whole under its final key, the marker last, and read
-through the store's mirror, see store.fs) and never changed. Reading trusts nothing: folders are listed by the same catalog
-rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or malformed manifest, a
+through the store's mirror, see store.fs) and never changed. Reading trusts nothing: folders
+are listed by the same catalog rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or malformed manifest, a
 manifest naming another set), and `read_vector_set` checks the Parquet file against its
 manifest (regular file, size bounded by what the manifest allows, the exact columns and types,
 one row per listed layer, finite numbers, unit vectors, figures in range). Any failure is a
