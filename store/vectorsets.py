@@ -8,14 +8,14 @@
       _COMMITTED        written last: a set without it is invisible
 
 A set is written whole (`write_vector_set`: the Parquet file, the manifest, then the marker, each
-atomically; on object storage each put whole under its final key, the marker last, and read
-through the store's mirror, see store.fs) and never changed. Reading trusts nothing: folders
-are listed by the same catalog rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or malformed manifest, a
-manifest naming another set), and `read_vector_set` checks the Parquet file against its
-manifest (regular file, size bounded by what the manifest allows, the exact columns and types,
-one row per listed layer, finite numbers, unit vectors, figures in range). Any failure is a
-`StoreError` naming the set and the file; listings turn it into a `DamagedRun` record with
-the reason (`damaged_vector_sets`), so one damaged or planted set never hides the others.
+atomically; on object storage each put whole under its final key, the marker last, and read through
+the store's mirror, see store.fs) and never changed. Reading trusts nothing: folders are listed by
+the same catalog rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or
+malformed manifest, a manifest naming another set), and `read_vector_set` checks the Parquet file
+against its manifest (regular file, size bounded by what the manifest allows, the exact columns and
+types, one row per listed layer, finite numbers, unit vectors, figures in range). Any failure is a
+`StoreError` naming the set and the file; listings turn it into a `DamagedRun` record with the
+reason (`damaged_vector_sets`), so one damaged or planted set never hides the others.
 
 `typical_norm` is the mean L2 norm of the run's states at that layer and hook (both styles):
 steering scales its strength by it, so one strength means the same at every layer.
