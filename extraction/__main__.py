@@ -29,7 +29,7 @@ from settings.vectors import (
 )
 from store import StoreError, open_store
 from store.atomic import atomic_write_text
-from store.fs import is_uri, store_location
+from store.fs import is_uri, refuse_local_only, store_location
 from store.json_records import dump_json
 
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--store", required=True, type=store_location)
 
     defaults = sub.add_parser("defaults", help="fill a store with the default runs")
-    defaults.add_argument("--store", required=True, type=Path)
+    defaults.add_argument("--store", required=True, type=store_location)
     defaults.add_argument("--models", type=parse_names, default=tuple(EMBEDDED))
     defaults.add_argument("--no-progress", action="store_true")
 
@@ -87,21 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_sae = sub.add_parser("train-sae", help="train an SAE on a run's stored activations")
     TrainSaeSettings.add_arguments(train_sae)  # one option per field (settings/sae.py)
-    train_sae.add_argument("--store", required=True, type=Path)
+    train_sae.add_argument("--store", required=True, type=store_location)
     train_sae.add_argument("--no-progress", action="store_true")
     train_sae.add_argument("--output-id", help="use this SAE id (must be new; the app's jobs "
                            "pick it up front)")  # fmt: skip
 
     sae = sub.add_parser("sae", help="read a dataset's activations as SAE features")
     SaeSettings.add_arguments(sae)
-    sae.add_argument("--store", required=True, type=Path)
+    sae.add_argument("--store", required=True, type=store_location)
     sae.add_argument("--json-out", type=Path, help="also write the records back as JSON, "
                      "each with its sae_activations")  # fmt: skip
     sae.add_argument("--no-progress", action="store_true")
     sae.add_argument("--run-id", help="use this feature run id (must be new)")
     vectors = sub.add_parser("vectors", help="control vectors from a paired run (no torch)")
     add_vector_arguments(vectors)
-    vectors.add_argument("--store", required=True, type=Path)
+    vectors.add_argument("--store", required=True, type=store_location)
     vectors.add_argument("--set-id", help="use this vector set id (must be new)")
     vectors.add_argument("--pt", type=Path, help="also write the set as a .pt {layer: tensor}")
     vectors.add_argument("--gguf", type=Path, help="also write it as a llama.cpp control vector")
@@ -111,13 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     steer = sub.add_parser("steer", help="generate with a vector set added, next to a baseline "
                            "and a random control")  # fmt: skip
     add_steer_arguments(steer)
-    steer.add_argument("--store", required=True, type=Path)
+    steer.add_argument("--store", required=True, type=store_location)
     steer.add_argument("--device", default="auto")
 
     readout = sub.add_parser("readout", help="save a model's final norm and unembedding into "
                              "the store, once per model (paired runs do it too)")  # fmt: skip
     readout.add_argument("--model", required=True)
-    readout.add_argument("--store", required=True, type=Path)
+    readout.add_argument("--store", required=True, type=store_location)
     return parser
 
 
@@ -202,6 +202,7 @@ def _clean(args: argparse.Namespace) -> int:
 
 
 def _defaults(args: argparse.Namespace) -> int:
+    refuse_local_only(args.store, "the default runs, with their SAE,")
     from extraction.defaults import default_configs, fill_defaults
     from extraction.sae.defaults import fill_sae_defaults
 
@@ -220,6 +221,7 @@ def _models(_args: argparse.Namespace) -> int:
 def _train_sae(args: argparse.Namespace) -> int:
     from extraction.sae.train import plan_training, train
 
+    refuse_local_only(args.store, "saes")
     settings = TrainSaeSettings.from_args(args)
     if args.output_id is not None:
         settings = replace(settings, name=validate_run_id(args.output_id))
@@ -232,6 +234,7 @@ def _train_sae(args: argparse.Namespace) -> int:
 def _sae(args: argparse.Namespace) -> int:
     from extraction.sae.extract import extract_features, prepare_sae
 
+    refuse_local_only(args.store, "features")
     if args.run_id is not None:
         validate_run_id(args.run_id)
     settings = SaeSettings.from_args(args)
@@ -294,6 +297,7 @@ def _readout(args: argparse.Namespace) -> int:
     from extraction.models import resolve
     from extraction.readout import save_readout
 
+    refuse_local_only(args.store, "readouts")
     open_store(args.store, create=True, writable=True)
     resolved = resolve(args.model)
     loaded = load(resolved, "hf", "cpu")

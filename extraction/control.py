@@ -26,6 +26,7 @@ from extraction.provenance import code_version, light_versions
 from settings.run import describe_layers, new_run_id, resolve_layers, validate_run_id
 from settings.vectors import VectorSettings
 from store import open_store
+from store.fs import is_uri
 from store.vectorsets import VectorSetManifest, write_vector_set
 
 
@@ -129,5 +130,6 @@ def compute_vector_set(
         "sign_agreement": result.sign_agreement,
         "typical_norm": typical,
     }
-    write_vector_set(Path(store_root), manifest, result.vectors, figures)
+    write_vector_set(store_root if is_uri(store_root) else Path(store_root), manifest,
+                     result.vectors, figures)  # fmt: skip
     return set_id, True

@@ -123,6 +123,7 @@ class PartWriter:
     where, and on what."""
 
     def __init__(self, job: dict) -> None:
+        started = time.perf_counter()
         from extraction.loading import placement_record
         from extraction.runner import Plan, batch_storer, load_model
 
@@ -153,6 +154,11 @@ class PartWriter:
             "placement": json.dumps(placement_record(
                 self.loaded.hf_model, settings.device_map, settings.quantize
             )),
+            # Where a Ray run's start-up goes (the manifest's extra.ray, bench_ray): this
+            # actor's imports and model load, and when it was ready (the driver's clock on one
+            # machine; roughly, across machines).
+            "load_s": round(time.perf_counter() - started, 3),
+            "ready_at": time.time(),
         }  # fmt: skip
 
     def __call__(self, block: pa.Table) -> pa.Table:
@@ -296,9 +302,12 @@ def execute_on_ray(
         }  # fmt: skip
         _log(f"{opened.run_id}: {sum(map(len, batches))} samples in {len(blocks)} blocks on "
              f"{workers} Ray worker(s) at {cluster.address}")  # fmt: skip
-        extract_started = time.perf_counter()
+        extract_started, submitted_at = time.perf_counter(), time.time()
         reports = _run_actors(ray, blocks, job, workers, gpus, opened, plan, progress)
         extract_seconds = time.perf_counter() - extract_started
+        # From handing the blocks to Ray Data to the first actor ready (Ray Data's start, the
+        # actor's process, imports and model load): a Ray run's fixed cost on top of a local run.
+        startup_seconds = max(0.0, min(r["ready_at"] for r in reports) - submitted_at)
 
         parts = [r["part"] for r in reports if r["part"] >= 0]
         # Take every part in as a resumed run does (rows, done samples, summaries): the lock is
@@ -332,7 +341,7 @@ def execute_on_ray(
             extra={**manifest.extra, "ray": {
                 "ray_version": ray.__version__, "address": cluster.address,
                 "n_workers": workers, "gpus_per_worker": gpus, "parts": len(parts),
-                "workers": worker_rows,
+                "startup_s": round(startup_seconds, 3), "workers": worker_rows,
             }},
         )  # fmt: skip
         writer.commit(manifest)
@@ -396,7 +405,7 @@ def _workers(reports: list[dict]) -> list[dict]:
     for r in reports:
         row = rows.setdefault((r["host"], r["pid"]), {
             "host": r["host"], "pid": r["pid"], "device": r["device"], "parts": 0, "samples": 0,
-            "busy_s": 0.0,
+            "busy_s": 0.0, "load_s": r["load_s"],
         })  # fmt: skip
         row["parts"] += r["part"] >= 0
         row["samples"] += r["samples"]

@@ -19,6 +19,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# A store URI (`s3://...`, store.fs): jobs, uploads and steering requests need a local folder.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_store_root(root: str | Path) -> Path:
+    """The store folder a job layer call works in; JobError for a store on object storage
+    (jobs, uploads and steering requests live in a local store's folder, with fcntl locks)."""
+    from jobs.errors import JobError
+
+    if isinstance(root, str) and _URI.match(root):
+        raise JobError(
+            "this store is on object storage: the app starts no jobs in it; run the command "
+            "line (python -m extraction ... --store <the store's URI>) and the result shows up here"
+        )
+    return Path(root).resolve()
+
+
 JOB_ID = re.compile(r"^job-\d{8}-\d{6}-[0-9a-f]{6}$")
 _STAMP_TOKEN = re.compile(r"-(\d{8}-\d{6}-[0-9a-f]{6})$")
 

@@ -46,6 +46,7 @@ from jobs import paths, processes
 from jobs.errors import JobError, refuse_if_read_only
 from jobs.kinds import kind_named, kind_of
 from jobs.logs import last_error_line, log_tail
+from jobs.paths import local_store_root
 from jobs.records import (
     MAX_ERROR_CHARS,
     BrokenJob,
@@ -122,7 +123,7 @@ def _scan(root: Path) -> tuple[list[Job], list[BrokenJob]]:
 
 def read_job(root: str | Path, job_id: str) -> Job:
     """One job by id; JobError if the id is not valid, the job is unknown or its record broken."""
-    root = Path(root).resolve()
+    root = local_store_root(root)
     try:
         folder = paths.job_dir(root, job_id)
     except ValueError as exc:
@@ -220,7 +221,7 @@ def reconcile_locked(root: Path, *, write: bool = True) -> tuple[list[Job], list
 
 def reconcile(root: str | Path) -> list[Job]:
     """Close jobs that cannot go on; return every readable job, oldest first."""
-    root = Path(root).resolve()
+    root = local_store_root(root)
     if not paths.jobs_dir(root).is_dir():
         return []
     if env.read_only():
@@ -254,7 +255,7 @@ def launch(
     kind = kind_of(settings)
     if type(max_running) is not int or max_running < 1:
         raise JobError(f"max running jobs {max_running!r:.40} must be a whole number >= 1")
-    root = Path(root).resolve()
+    root = local_store_root(root)
     try:
         open_store(root, create=True, writable=True)
     except StoreError as exc:
@@ -294,7 +295,7 @@ def launch(
 def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 10.0) -> Job:
     """Stop a queued or running job: kill its verified processes, remove its partial output."""
     refuse_if_read_only(read_only, "cancel a job")
-    root = Path(root).resolve()
+    root = local_store_root(root)
     with locked(root), _as_job_error("cancel the job"):
         job = read_job(root, job_id)
         if not job.active:
@@ -319,7 +320,7 @@ def cancel(root: str | Path, job_id: str, *, read_only: bool, timeout: float = 1
 def list_jobs(root: str | Path, tail_lines: int = 8) -> JobListing:
     """Every readable job, newest first, with live progress and its log tail (reconciled
     first), and every broken record with its reason. In read-only mode nothing is written."""
-    root = Path(root).resolve()
+    root = local_store_root(root)
     if not paths.jobs_dir(root).is_dir():
         return JobListing()
     if env.read_only():

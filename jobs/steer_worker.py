@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jobs import steering
 from jobs.logs import WORKER_TAG
+from jobs.paths import local_store_root
 from jobs.processes import proc_start
 from store import open_store
 
@@ -103,7 +104,7 @@ class Worker:
 
 
 def run(root: str | Path, idle: float | None = None) -> int:
-    root = Path(root).resolve()
+    root = local_store_root(root)
     with steering.locked(root):
         record = steering.WorkerRecord.read(root)
         if (

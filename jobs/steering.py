@@ -44,6 +44,7 @@ from pathlib import Path
 from jobs import processes
 from jobs.errors import JobError, refuse_if_read_only
 from jobs.logs import last_error_line
+from jobs.paths import local_store_root
 from settings import env
 from settings.vectors import SteerSettings
 from store import StoreError, open_store
@@ -264,7 +265,7 @@ def is_worker(record: WorkerRecord | None, root: Path) -> bool:
 
 
 def live_worker(root: Path) -> WorkerRecord | None:
-    root = Path(root).resolve()
+    root = local_store_root(root)
     record = WorkerRecord.read(root)
     return record if is_worker(record, root) else None
 
@@ -306,7 +307,7 @@ def submit(root: str | Path, settings: SteerSettings, *, read_only: bool) -> str
     refuse_if_read_only(read_only, "start a steering generation")
     if not isinstance(settings, SteerSettings):
         raise JobError("submit needs SteerSettings")
-    root = Path(root).resolve()
+    root = local_store_root(root)
     try:
         open_store(root, writable=True).vector_set(settings.vector_set)
     except StoreError as exc:
@@ -325,7 +326,7 @@ def submit(root: str | Path, settings: SteerSettings, *, read_only: bool) -> str
 
 def poll(root: str | Path, req_id: str) -> SteerOutcome | None:
     """The outcome of `req_id`, None while it waits; failed if no worker will ever answer it."""
-    root = Path(root).resolve()
+    root = local_store_root(root)
     validate_request_id(req_id)
     processes.reap()
     outcome = read_result(root, req_id)

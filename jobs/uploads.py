@@ -18,7 +18,7 @@ from pathlib import Path
 
 from extraction.datasets import builtin_datasets, builtin_dir
 from jobs.errors import JobError, refuse_if_read_only
-from jobs.paths import uploads_dir
+from jobs.paths import local_store_root, uploads_dir
 from settings import env
 
 UPLOAD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")  # what extraction.datasets reads
@@ -46,7 +46,7 @@ def check_size(filename: str, size: int, limit: int) -> None:
 
 
 def _folder(root: str | Path) -> Path:
-    folder = uploads_dir(Path(root).resolve())
+    folder = uploads_dir(local_store_root(root))
     if folder.is_symlink():
         raise JobError("the store's uploads folder is a symbolic link; refusing to use it")
     return folder
@@ -104,7 +104,7 @@ def resolve_dataset(root: str | Path, dataset: str) -> Path:
     """The file a job may read for `dataset`: a built-in one, or an upload of this store."""
     if dataset in builtin_datasets():
         return (builtin_dir() / f"{dataset}.jsonl").resolve()
-    uploads = Path(root).resolve() / "uploads"
+    uploads = local_store_root(root) / "uploads"
     path = Path(dataset)
     try:
         real = path.resolve(strict=True) if path.is_absolute() else None

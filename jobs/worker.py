@@ -26,6 +26,7 @@ from jobs import paths, processes, registry
 from jobs.errors import JobError
 from jobs.kinds import kind_named
 from jobs.logs import WORKER_TAG, last_error_line
+from jobs.paths import local_store_root
 from jobs.records import Job
 from settings.run import validate_run_id
 
@@ -85,7 +86,7 @@ def _start(root: Path, me: Job, max_running: int) -> tuple[Job, subprocess.Popen
 
 def run_worker(root: str | Path, job_id: str, max_running: int, poll: float = 0.5) -> int:
     """Wait for a slot, run the extraction, record the outcome; returns the exit status."""
-    root = Path(root).resolve()
+    root = local_store_root(root)
     try:
         me = registry.read_job(root, job_id)
     except JobError as exc:

@@ -66,10 +66,11 @@ except ValueError as exc:
     st.warning(plain(exc))
     links.stop()
 
-if read_only():
+if read_only() or view.on_object_storage:
+    why = "This app is read-only" if read_only() else "This store is on object storage"
     st.info(
-        "This app is read-only: it starts no steering worker, so nothing is generated here. "
-        "The same request on your own copy of the store:"
+        f"{why}: it starts no steering worker, so nothing is generated here. "
+        "The same request from the command line:"
     )
     st.code(vectors.steer_command(view, settings), language="bash", wrap_lines=True)
     links.stop()

@@ -28,13 +28,22 @@ if damaged:
         st.text("\n".join(f"{d.folder}: {public_text(d.reason)}" for d in damaged))
 opened = vectors.opened_run(view)  # "Open in Vectors" from Runs: that run's newest set
 of_opened = [m.set_id for m in sets if m.run_id == opened]
+# On object storage the app starts no jobs (jobs.paths): sets come from the command line.
+computes_here = not read_only() and not view.on_object_storage
 if opened and not of_opened:
-    how = "compute one below" if not read_only() else "`python -m extraction vectors` makes one"
+    how = "compute one below" if computes_here else "`python -m extraction vectors` makes one"
     st.info(f"Run {plain(opened)} has no vector set yet: {how}.")
-if not read_only():
+if computes_here:
     vectors.compute_form(view, opened if opened and not of_opened else None)
+elif not read_only():
+    st.info(
+        "This store is on object storage: compute vector sets into it from the command line, "
+        "`python -m extraction vectors --run RUN --store <the store's URI>`, and they show up here."
+    )
 if not sets:
-    where = "" if read_only() else " Compute one above, or with `python -m extraction vectors`."
+    where = (
+        "" if not computes_here else " Compute one above, or with `python -m extraction vectors`."
+    )
     st.info(f"The store {plain(view.name)} has no vector sets yet.{where}")
     links.stop()
 

@@ -50,6 +50,7 @@ from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir
 from store.catalog import CatalogKind
 from store.errors import StoreError
+from store.fs import refuse_local_only
 from store.json_records import MAX_SOURCE_BYTES, SUFFIXES
 from store.manifest import (
     MAX_D_MODEL,
@@ -195,6 +196,7 @@ class FeatureWriter:
     @classmethod
     def create(cls, root: Path, feature_run_id: str, source: bytes, suffix: str) -> FeatureWriter:
         """A new feature run folder holding `source` (the dataset file, kept for the export)."""
+        refuse_local_only(root, "features")
         check_choice("source suffix", suffix, SUFFIXES)
         if len(source) > MAX_SOURCE_BYTES:
             raise StoreError(f"the dataset is over {MAX_SOURCE_BYTES >> 20} MiB")

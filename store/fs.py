@@ -36,8 +36,12 @@ What is weaker on object storage (said in the README too):
 - Summaries written after the commit (`python -m store summarize`) would change a committed run,
   so they refuse on an object store too (runs written here get theirs at commit).
 - A reader downloads each committed run whole into its mirror the first time it lists it: the
-  local disk needs room for the runs it reads. Listing costs one recursive LIST per sync
-  (at most every `SYNC_INTERVAL_S` per open store).
+  local disk needs room for the runs it reads. Listing costs two recursive LISTs per sync
+  (runs and vector sets, at most every `SYNC_INTERVAL_S` per open store).
+- Vector sets are the only other kind written here (`RemoteStore.put_entry`: each file put
+  whole, the marker last, an id never reused) and mirrored. SAEs, feature runs and readouts
+  are kept in local stores only (`refuse_local_only`: one StoreError before anything is
+  written); their folders are never mirrored, so objects planted there are never read.
 
 Credentials and endpoint come from the environment, never from the URI: the standard
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_DEFAULT_REGION` /
@@ -80,6 +84,15 @@ _RUN_FILES = {"config.json", "samples.parquet", "manifest.json", layout.COMMIT_M
               "summaries/labels.parquet", "summaries/subsample.parquet",
               "summaries/summary.json"}  # fmt: skip
 _PART_FOLDERS = ("vectors", "tokens", "answers")
+# Other folders a reader mirrors, with the exact names of each entry's files: vector sets are
+# written here too (`put_entry`). SAEs, feature runs and readouts are kept in local stores only:
+# their folders are never mirrored, so objects planted there are never read.
+_ENTRY_FILES = {"vector_sets": {"vectors.parquet", "manifest.json", layout.COMMIT_MARKER}}
+LOCAL_ONLY = {
+    "saes": "SAEs",
+    "features": "SAE feature runs",
+    "readouts": "model readouts (unembeddings)",
+}
 
 
 def is_uri(location: object) -> bool:
@@ -158,8 +171,19 @@ def _safe_relative(rel: str) -> bool:
                for p in parts)  # fmt: skip
 
 
-def wanted_in_mirror(rel: str) -> bool:
-    """Whether a reader copies this file of a run folder (`rel` relative to the run)."""
+def refuse_local_only(location: object, what: str) -> None:
+    """A one-line StoreError when `location` is on object storage and `what` (a key of
+    LOCAL_ONLY, or a phrase) must be written into a local store: before anything is written."""
+    if is_uri(location):
+        noun = LOCAL_ONLY.get(what, what)
+        raise StoreError(f"{noun} are not supported on object storage (store "
+                         f"{shown_uri(str(location))!r}); use a local store for them")  # fmt: skip
+
+
+def wanted_in_mirror(rel: str, folder: str = "runs") -> bool:
+    """Whether a reader copies this file of an entry (`rel` relative to the entry's folder)."""
+    if folder != "runs":
+        return rel in _ENTRY_FILES.get(folder, ())
     if rel in _RUN_FILES:
         return True
     folder, _, name = rel.partition("/")
@@ -315,21 +339,27 @@ class RemoteStore:
                 return root
             layout.runs_dir(root).mkdir(parents=True, exist_ok=True)
             with _folder_lock(self.local):
-                self._mirror_runs(root)
+                for folder in ("runs", *_ENTRY_FILES):
+                    self._mirror_folder(root, folder)
             self._synced_at = time.monotonic()
         return root
 
-    def _mirror_runs(self, root: Path) -> None:
-        committed = {run_id: files for run_id, files in self.entries().items()
+    def _mirror_folder(self, root: Path, folder: str) -> None:
+        """Copy the committed entries of one folder (`runs`, `vector_sets`): each entry's files,
+        its marker last; drop local entries the store no longer has committed."""
+        committed = {run_id: files for run_id, files in self.entries(folder).items()
                      if files.get(layout.COMMIT_MARKER) is not None}  # fmt: skip
-        runs = layout.runs_dir(root)
+        runs = root / folder
+        if not committed and not runs.is_dir():
+            return
+        runs.mkdir(parents=True, exist_ok=True)
         for local in runs.iterdir():
             if local.name not in committed:
                 _remove(local)
         for run_id, files in committed.items():
             run = runs / run_id
             wanted = {rel: size for rel, size in files.items()
-                      if _safe_relative(rel) and wanted_in_mirror(rel)}  # fmt: skip
+                      if _safe_relative(rel) and wanted_in_mirror(rel, folder)}  # fmt: skip
             if (run / layout.COMMIT_MARKER).is_file() and _same_files(run, wanted):
                 continue
             with contextlib.suppress(FileNotFoundError):
@@ -345,12 +375,27 @@ class RemoteStore:
                     continue
                 limit = layout.MANIFEST_MAX_BYTES if rel == "manifest.json" else None
                 try:
-                    self.download(f"runs/{run_id}/{rel}", target, limit)
+                    self.download(f"{folder}/{run_id}/{rel}", target, limit)
                 except ValueError:
                     continue  # a planted huge manifest: the catalog reports it missing
                 except OSError as exc:
                     raise self._error("read", exc) from None
-            self.download(f"runs/{run_id}/{layout.COMMIT_MARKER}", run / layout.COMMIT_MARKER)
+            self.download(f"{folder}/{run_id}/{layout.COMMIT_MARKER}", run / layout.COMMIT_MARKER)
+
+    # -- writing: small entries written whole ------------------------------------------------
+    def put_entry(self, folder: str, entry_id: str, files: dict[str, bytes], marker: str) -> None:
+        """Write a new entry of `folder` (a vector set): every file under its final key, then
+        the marker, last. Refused if any object of that entry exists already (committed or a
+        killed attempt's): an id is used once."""
+        if folder not in _ENTRY_FILES or not set(files) < _ENTRY_FILES[folder]:
+            raise ValueError(f"{folder}/{entry_id}: not an entry this store writes")
+        prefix = f"{folder}/{validate_run_id(entry_id)}"
+        if self.list(prefix):
+            raise StoreError(f"{folder}/{entry_id} already exists in store {self.shown!r}")
+        for rel, data in files.items():
+            self.put_bytes(f"{prefix}/{rel}", data)
+        self.put_bytes(f"{prefix}/{layout.COMMIT_MARKER}", marker.encode())
+        self._synced_at = 0.0  # the next listing looks again
 
     # -- writing: a run's staging folder -----------------------------------------------------
     @property

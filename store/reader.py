@@ -513,18 +513,22 @@ class Store:
     def vector_sets(self, check_files: bool = False) -> list[VectorSetManifest]:
         """Healthy committed vector sets, newest first. `check_files` also reads each set's
         (small) Parquet file and leaves out sets whose file fails its checks."""
+        self._sync()  # a store on object storage mirrors its vector sets too
         return self._vector_sets.scan(check_files)[0]
 
     def damaged_vector_sets(self, check_files: bool = False) -> list[DamagedRun]:
         """Vector set folders that cannot be read, each with a one-line reason."""
+        self._sync()
         return self._vector_sets.scan(check_files)[1]
 
     def vector_set(self, set_id: str) -> VectorSet:
         """One set's vectors [L, d] and per-layer figures, checked (StoreError if damaged)."""
+        self._sync()
         return self._vector_sets.read(set_id)
 
     def resolve_vector_set(self, name: str) -> str:
         """A healthy vector set id, or an unambiguous prefix of one."""
+        self._sync()
         return self._vector_sets.resolve(name)
 
     # -- model readouts (store.readouts) -----------------------------------------------------

@@ -49,6 +49,7 @@ from store import layout
 from store.atomic import atomic_write_text, fsync_dir
 from store.catalog import CatalogKind, DamagedRun, ManifestCatalog
 from store.errors import StoreError
+from store.fs import refuse_local_only
 from store.manifest import (
     MAX_D_MODEL,
     MAX_LONG_TEXT,
@@ -156,6 +157,7 @@ def write_readout(
 
     Returns False (and writes nothing) when a committed readout of these weights is there.
     """
+    refuse_local_only(root, "readouts")
     root = Path(root)
     parent = layout.readouts_dir(root)
     final = layout.readout_dir(root, manifest.key)

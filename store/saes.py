@@ -48,6 +48,7 @@ from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.catalog import CatalogKind
 from store.errors import StoreError, one_line
+from store.fs import refuse_local_only
 from store.manifest import (
     MAX_D_MODEL,
     MAX_SHORT_TEXT,
@@ -367,6 +368,7 @@ class SaeWriter:
 
     @classmethod
     def create(cls, root: Path, sae_id: str) -> SaeWriter:
+        refuse_local_only(root, "saes")
         writer = cls(root, sae_id)
         if writer.folder.exists() or writer.folder.is_symlink():
             raise StoreError(f"SAE {sae_id!r} already exists in this store")

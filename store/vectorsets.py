@@ -8,13 +8,14 @@
       _COMMITTED        written last: a set without it is invisible
 
 A set is written whole (`write_vector_set`: the Parquet file, the manifest, then the marker, each
-atomically) and never changed. Reading trusts nothing: folders are listed by the same catalog
-rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or malformed manifest, a
-manifest naming another set), and `read_vector_set` checks the Parquet file against its
-manifest (regular file, size bounded by what the manifest allows, the exact columns and types,
-one row per listed layer, finite numbers, unit vectors, figures in range). Any failure is a
-`StoreError` naming the set and the file; listings turn it into a `DamagedRun` record with
-the reason (`damaged_vector_sets`), so one damaged or planted set never hides the others.
+atomically; on object storage each put whole under its final key, the marker last, and read through
+the store's mirror, see store.fs) and never changed. Reading trusts nothing: folders are listed by
+the same catalog rules as runs (`store.catalog`: a bad name, a symlink, a missing, huge or
+malformed manifest, a manifest naming another set), and `read_vector_set` checks the Parquet file
+against its manifest (regular file, size bounded by what the manifest allows, the exact columns and
+types, one row per listed layer, finite numbers, unit vectors, figures in range). Any failure is a
+`StoreError` naming the set and the file; listings turn it into a `DamagedRun` record with the
+reason (`damaged_vector_sets`), so one damaged or planted set never hides the others.
 
 `typical_norm` is the mean L2 norm of the run's states at that layer and hook (both styles):
 steering scales its strength by it, so one strength means the same at every layer.
@@ -38,6 +39,7 @@ from store import layout
 from store.atomic import atomic_write_bytes, atomic_write_text, fsync_dir, read_regular
 from store.catalog import CatalogKind, DamagedRun, ManifestCatalog
 from store.errors import StoreError, one_line
+from store.fs import RemoteStore, is_uri
 from store.manifest import (
     MAX_D_MODEL,
     MAX_LONG_TEXT,
@@ -153,9 +155,12 @@ class VectorSet:
 
 # -- writing -------------------------------------------------------------------------------------
 def write_vector_set(
-    root: Path, manifest: VectorSetManifest, vectors: np.ndarray, figures: dict[str, np.ndarray]
-) -> Path:
-    """Write a new committed set: vectors [L, d] for manifest.layers, figures [L] by name."""
+    root: Path | str, manifest: VectorSetManifest, vectors: np.ndarray,
+    figures: dict[str, np.ndarray],
+) -> Path | str:  # fmt: skip
+    """Write a new committed set: vectors [L, d] for manifest.layers, figures [L] by name.
+    `root` may be a store URI (`s3://...`): each file is put whole, the marker last
+    (store.fs.RemoteStore.put_entry); returns the set's folder (or its URI)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     n = len(manifest.layers)
     if vectors.shape != (n, manifest.d_model):
@@ -168,6 +173,13 @@ def write_vector_set(
         **{name: pa.array(np.asarray(figures[name], dtype=np.float64)) for name in _FIGURES},
     }
     table = pa.table(columns, schema=vector_set_schema(manifest.d_model))
+    if is_uri(root):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        files = {"vectors.parquet": buffer.getvalue(), "manifest.json": manifest.to_json().encode()}
+        RemoteStore(str(root)).put_entry("vector_sets", manifest.set_id, files,
+                                         manifest.created_at or "committed")  # fmt: skip
+        return f"{str(root).rstrip('/')}/vector_sets/{manifest.set_id}"
     folder = layout.vector_set_dir(Path(root), manifest.set_id)
     try:
         layout.vector_sets_dir(Path(root)).mkdir(parents=True, exist_ok=True)

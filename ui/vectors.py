@@ -116,6 +116,13 @@ def set_words(view: StoreView, set_id: str, layers: list[int], top: int = 8) -> 
     try:
         words = direction_words(view, vs.manifest.weights_sha256, vs.vectors[index], top)
     except MissingReadout:
+        if view.on_object_storage:  # store.fs: readouts are kept in local stores only
+            raise StoreError(
+                f"No words: readouts ({vs.manifest.model}'s final norm and unembedding) are kept "
+                "in local stores only, and this store is on object storage: a local snapshot "
+                "(`python -m store snapshot`, then `python -m extraction readout` into it) "
+                "shows them."
+            ) from None
         raise StoreError(
             f"No words: this store has no readout of {vs.manifest.model}'s weights (its final "
             "norm and unembedding). `python -m extraction readout --model "

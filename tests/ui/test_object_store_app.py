@@ -93,3 +93,45 @@ def test_an_unreachable_bucket_is_one_error_naming_only_the_store(s3_server, sec
     (error,) = at.error
     assert "hosted-store" in shown(error.value) and "does not exist" in error.value
     assert "no-such-bucket-actx" not in error.value
+
+
+@pytest.fixture(scope="module")
+def s3_paired_store(s3_server, tiny_models, tmp_path_factory) -> dict:
+    """A paired run and its vector set on the server (no readout: kept in local stores only)."""
+    from extraction.control import compute_vector_set
+    from extraction.runner import execute
+    from settings.run import RunSettings
+    from settings.vectors import VectorSettings
+    from tests.support.tiny import pair_rows
+
+    uri = f"s3://{s3_server.bucket}/pairs-{secrets.token_hex(4)}"
+    data = write_jsonl(tmp_path_factory.mktemp("s3-pairs") / "pairs.jsonl", pair_rows(6))
+    settings = RunSettings(model=str(tiny_models["llama"]), dataset=str(data), name="pairs",
+                           hooks=("resid_post",), positions=("last",))  # fmt: skip
+    run_id = execute(settings, uri, progress=False).run_id
+    set_id, made = compute_vector_set(uri, VectorSettings(run=run_id))
+    assert made
+    return {"uri": uri, "run_id": run_id, "set_id": set_id}
+
+
+@pytest.mark.parametrize("hosted_mode", [True, False], ids=["read-only", "writable"])
+def test_vectors_and_steering_read_an_s3_vector_set_and_start_nothing(
+    s3_paired_store, s3_server, secrets_file, monkeypatch, hosted_mode
+):
+    monkeypatch.setenv("ACTX_STORE", s3_paired_store["uri"])
+    if hosted_mode:
+        monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    else:
+        monkeypatch.delenv("ACTX_READ_ONLY", raising=False)
+    at = open_page("pages/vectors.py")
+    assert at.query_params["set"] == s3_paired_store["set_id"]
+    assert not [w for w in at.text_input if w.key != "store_box"]  # no form (the sidebar's box)
+    assert not [b for b in at.button if b.label == "Compute"]
+    said = shown(messages(at))
+    assert "kept in local stores only" in said  # no readout: words say why, no traceback
+    assert hosted_mode or "compute vector sets into it from the command line" in said
+    hidden = [str(s3_server.cache), s3_server.endpoint, "mirror"]
+    assert not [h for h in hidden if h in page_text(at)]
+    at = open_page("pages/steering.py", {"strength": "0.5"})
+    assert "it starts no steering worker" in messages(at) and not at.button
+    assert "python -m extraction steer" in at.code[0].value
