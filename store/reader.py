@@ -38,6 +38,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from settings.run import describe_layers
 from store import layout
@@ -63,6 +64,7 @@ from store.summaries import (
     SummaryFiles,
     SummaryUnavailable,
     choose_subsample,
+    count_complete_pairs,
 )
 from store.vectorsets import VectorSet, VectorSetManifest, VectorSets
 
@@ -451,6 +453,26 @@ class Store:
         if rows is not None:
             samples = samples[samples["sample_idx"].isin(rows)]
         return samples.reset_index(drop=True)
+
+    def complete_pairs(self, run_id: str) -> int:
+        """How many complete minimal pairs the run has (`count_complete_pairs`): recorded in
+        its summary, or, for summaries made before that was, counted from the two columns of
+        its samples it needs (never the text)."""
+        summary = self.summary(run_id)
+        if summary.n_pairs is not None:
+            return summary.n_pairs
+        if not summary.has_pairs:
+            return 0
+        path = self._files.samples_file(self.manifest(run_id))
+        try:
+            names = pq.read_schema(path).names
+            columns = [c for c in ("pair_id", "side") if c in names]
+            frame = pq.read_table(path, columns=columns).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreError(
+                f"run {run_id!r}: cannot read samples ({one_line(exc, MAX_REASON_CHARS)})"
+            ) from None
+        return count_complete_pairs(frame)
 
     def subsample_vectors(
         self, run_id: str, hook: str, position: str, sample_idx: Sequence[int],

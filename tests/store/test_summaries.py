@@ -110,6 +110,39 @@ def test_subsample_of_a_large_run_is_its_own_file_and_reads_the_same_vectors(tmp
     assert not any(p.name.startswith(".spill") for p in (root / "runs").rglob("*"))
 
 
+def test_complete_pairs_are_counted_at_commit_and_for_older_summaries(tmp_path, monkeypatch):
+    """A run bigger than its subsample says how many pairs it has without reading its samples'
+    text: summary.json records it; a summary written before that was counts two columns."""
+    monkeypatch.setattr(summarize_module, "SUBSAMPLE_SIZE", 10)
+    root = tmp_path / "store"
+    rows = pair_rows(12) + [{"id": "lone", "pair_id": "p99", "side": "a", "text": "lone"}]
+    write_run(root, "pairs", rows, d_model=8)
+    write_run(root, "plain", label_rows(LABELS, 4), d_model=8, seed=2)
+    store = open_store(root)
+    summary = store.summary("pairs")
+    assert not summary.subsample_is_everything and summary.n_pairs == 12  # "p99" has no side b
+    assert store.complete_pairs("pairs") == 12 and store.complete_pairs("plain") == 0
+    path = root / "runs" / "pairs" / "summaries" / "summary.json"
+    data = json.loads(path.read_text())
+    del data["n_pairs"]  # as summaries were written before it
+    path.write_text(json.dumps(data))
+    store = open_store(root)
+    assert store.summary("pairs").n_pairs is None and store.summary_status("pairs") is None
+    text_read = []
+    real = pq.read_table
+
+    def read_table(source, *args, columns=None, **kwargs):
+        text_read.append(columns is None or "text" in columns)
+        return real(source, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", read_table)
+    assert store.complete_pairs("pairs") == 12 and text_read == [False]
+    for planted in (-1, 13, "12", True, 1.5):  # a count the run cannot have
+        path.write_text(json.dumps(data | {"n_pairs": planted}))
+        problem = open_store(root).summary_status("pairs")
+        assert problem.kind == "damaged" and "malformed n_pairs" in problem.reason, planted
+
+
 def test_resumed_run_summarizes_the_earlier_attempts_parts(tmp_path):
     straight, resumed = tmp_path / "a", tmp_path / "b"
     rows = label_rows(LABELS, 10)
@@ -220,6 +253,12 @@ def _break(run, case):
         data = json.loads((folder / "summary.json").read_text())
         data["files"]["subsample.parquet"] = (folder / "subsample.parquet").stat().st_size
         (folder / "summary.json").write_text(json.dumps(data))
+    elif case == "subsample regrouped":  # the right rows, but not one row group per site
+        pq.write_table(pq.read_table(folder / "subsample.parquet"), folder / "subsample.parquet",
+                       row_group_size=7)  # fmt: skip
+        data = json.loads((folder / "summary.json").read_text())
+        data["files"]["subsample.parquet"] = (folder / "subsample.parquet").stat().st_size
+        (folder / "summary.json").write_text(json.dumps(data))
     elif case == "labels missing":
         (folder / "labels.parquet").unlink()
     elif case == "vectors replaced":
@@ -240,6 +279,7 @@ DAMAGE = {
     "labels planted counts": ("damaged", "rows counted for 18 samples"),
     "labels missing": ("damaged", "summaries/labels.parquet is missing"),
     "subsample of another site": ("damaged", "holds another site than its place says"),
+    "subsample regrouped": ("damaged", "row groups for 6 sites"),
     "vectors replaced": ("stale", "out of date (vectors/part-00000.parquet changed"),
 }
 
@@ -259,14 +299,14 @@ def test_damaged_or_planted_summaries_are_unavailable_with_a_reason(tmp_path, ca
     store = open_store(root)
     kind, reason = DAMAGE[case]
     with pytest.raises(SummaryUnavailable) as caught:  # no read scans the vectors instead
-        if case == "subsample of another site":
+        if case in ("subsample of another site", "subsample regrouped"):
             store.subsample("bad", "resid_post", "last")
         store.label_sums("bad", "resid_post", "last")
     problem = caught.value
     assert problem.kind == kind and reason in str(problem) and "\n" not in str(problem), problem
     assert str(root) not in problem.reason
     assert problem.command.endswith("--runs bad --force")
-    if case == "subsample of another site":  # a planted file of the right shape shows when read
+    if case in ("subsample of another site", "subsample regrouped"):  # shows when read
         with pytest.raises(SummaryUnavailable, match=reason):
             store.subsample("bad", "resid_post", "last")
     elif case != "labels planted counts":

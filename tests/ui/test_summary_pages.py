@@ -73,6 +73,22 @@ def test_compute_from_summaries_equals_a_full_scan(tiny_store):
             assert row["mean_abs"] == pytest.approx(mean_abs_difference(a, b), rel=1e-12)
 
 
+def test_layer_stats_are_shared_read_only_not_copied(tiny_store):
+    """Every caller gets the one cached LayerStats (a subsample of 100,000 samples is 141 MB,
+    which a pickled cache copied on every hit), so none may change it."""
+    store = open_store(tiny_store["root"])
+    view = StoreView(str(tiny_store["root"]), tuple(sorted(store.run_ids())))
+    run_id = run_id_named(tiny_store, "emo-llama")
+    stats = compute.layer_stats(view, run_id, *SITE)
+    assert compute.layer_stats(view, run_id, *SITE) is stats
+    for array in (stats.sub_X, stats.means, stats.counts, stats.typical_norms, stats.sub_ids,
+                  stats.sub_labels, stats.sub_text):  # fmt: skip
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        stats.sub_X[0, 0, 0] = 1.0
+    compute.layer_detail(view, run_id, *SITE, stats.layers[0], "neutral", "anger")  # reads only
+
+
 def test_run_labels_and_pairs_come_from_summaries_as_from_the_samples(tiny_store):
     """The pickers' labels and pairs flag come from summary.json: the same as the samples say."""
     store = open_store(tiny_store["root"])
