@@ -463,16 +463,29 @@ class Store:
             return summary.n_pairs
         if not summary.has_pairs:
             return 0
-        path = self._files.samples_file(self.manifest(run_id))
+        return count_complete_pairs(self.sample_columns(run_id, ["pair_id", "side"]))
+
+    def sample_columns(self, run_id: str, columns: Sequence[str]) -> pd.DataFrame:
+        """Some columns of every sample, ordered by sample_idx: `sample_idx` and those of
+        `columns` the run's samples have (the others are left out, not an error). Reads only
+        those columns: at 100,000 samples a fraction of the whole table with its text."""
+        manifest = self.manifest(run_id)
+        path = self._files.samples_file(manifest)
         try:
             names = pq.read_schema(path).names
-            columns = [c for c in ("pair_id", "side") if c in names]
-            frame = pq.read_table(path, columns=columns).to_pandas()
+            wanted = ["sample_idx"] + [c for c in dict.fromkeys(columns) if c in names and
+                                       c != "sample_idx"]  # fmt: skip
+            frame = pq.read_table(path, columns=wanted).to_pandas()
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise StoreError(
                 f"run {run_id!r}: cannot read samples ({one_line(exc, MAX_REASON_CHARS)})"
             ) from None
-        return count_complete_pairs(frame)
+        if len(frame) != manifest.n_samples:
+            raise StoreError(
+                f"run {run_id!r}: samples.parquet has {len(frame)} rows; the manifest says "
+                f"{manifest.n_samples} samples"
+            )
+        return frame.sort_values("sample_idx", kind="stable").reset_index(drop=True)
 
     def subsample_vectors(
         self, run_id: str, hook: str, position: str, sample_idx: Sequence[int],

@@ -137,6 +137,12 @@ def test_complete_pairs_are_counted_at_commit_and_for_older_summaries(tmp_path, 
 
     monkeypatch.setattr(pq, "read_table", read_table)
     assert store.complete_pairs("pairs") == 12 and text_read == [False]
+    sides = store.sample_columns("pairs", ["side", "no_such_column"])
+    expected = store.samples("pairs")[["sample_idx", "side"]]
+    pd.testing.assert_frame_equal(sides, expected, check_dtype=False)
+    (root / "runs" / "pairs" / "samples.parquet").write_bytes(b"x" * 100)  # damaged later
+    with pytest.raises(StoreError, match="run 'pairs': cannot read samples"):
+        store.sample_columns("pairs", ["side"])
     for planted in (-1, 13, "12", True, 1.5):  # a count the run cannot have
         path.write_text(json.dumps(data | {"n_pairs": planted}))
         problem = open_store(root).summary_status("pairs")
