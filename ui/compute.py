@@ -5,7 +5,9 @@ function takes the rerun's `StoreView` (ui.context) as its first argument, then 
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
 
-Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors: label means
+Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors (it is a
+`st.cache_resource`: every caller shares one copy with read-only arrays, where a pickled
+cache_data copy of a 4,096-sample subsample cost seconds per hit at 100,000 samples): label means
 and typical norms from the per-label sums, which cover every sample, and the statistics that
 need single samples (stability, separability, PCA, CKA, Procrustes) from the summaries' fixed
 stratified subsample (at most `store.summaries.SUBSAMPLE_SIZE` samples, the same seed for every
@@ -344,7 +346,7 @@ def layer_directions(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> tuple[list[str], np.ndarray]:
     """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
-    KB, where a cached `layer_stats` is every layer's subsample (each cache hit unpickles it)."""
+    KB, cached on their own, so a hit needs no `layer_stats` (which may have been evicted)."""
     stats = layer_stats(view, run_id, hook, position)
     targets, directions, _ = label_directions_of(stats, baseline)
     return targets, np.array(directions[stats.layer_index(layer)])

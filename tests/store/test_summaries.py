@@ -332,6 +332,8 @@ def test_reading_summaries_writes_nothing(runs):
     store.label_sums("emo", "resid_post", "last")
     store.subsample("pairs", "resid_post", "last")
     store.summary_status("emo")
+    assert store.complete_pairs("pairs") == 30 and store.complete_pairs("emo") == 0
+    store.sample_columns("pairs", ["pair_id", "side"])
     assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
 
 
