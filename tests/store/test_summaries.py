@@ -24,6 +24,7 @@ from store import RunManifest, RunWriter, StoreError, SummaryUnavailable, open_s
 from store import __main__ as store_cli
 from store import summarize as summarize_module
 from store.snapshot import snapshot
+from store.summaries import count_complete_pairs
 from store.summarize import choose_subsample
 from tests.support.synthetic import label_rows, pair_rows, write_run
 
@@ -405,6 +406,7 @@ def test_runs_written_without_summaries_and_snapshots_recompute_them(runs, tmp_p
 def test_extraction_runs_commit_with_summaries(tiny_store):
     """Real extraction (tiny models): summaries are part of the commit, timed in the manifest."""
     store = open_store(tiny_store["root"])
+    pairs = []
     for run_id in tiny_store["run_ids"]:
         manifest = store.manifest(run_id)
         assert store.summary_status(run_id) is None
@@ -413,3 +415,8 @@ def test_extraction_runs_commit_with_summaries(tiny_store):
         sums = store.label_sums(run_id, "mlp_out", "mean")
         np.testing.assert_allclose(sums.means, means, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(sums.typical_norms, typical, rtol=1e-10)
+        # the pair count a page shows comes from the commit, as the samples give it
+        expected = count_complete_pairs(store.samples(run_id))
+        assert store.summary(run_id).n_pairs == expected
+        pairs.append(expected)
+    assert any(pairs) and not all(pairs)  # runs of minimal pairs and runs without
