@@ -520,6 +520,21 @@ def held_out_layers(X, labels, targets, baseline, n_splits: int = 20, seed=0) ->
         raise ValueError(f"X must be [layers, n, d] with none of them 0, got shape {X.shape}")
     labels = as_labels(labels, X.shape[1])
     out = np.full((len(targets), X.shape[0], 4), np.nan)
+    # Rows grouped by label (a stable sort keeps each label's rows in sample order), so one
+    # label's rows are a slice of the widened layer, not a copy of them for every target.
+    code_of: dict = {}
+    codes = np.array([code_of.setdefault(v, len(code_of)) for v in labels.tolist()], np.int64)
+    order = np.argsort(codes, kind="stable")
+    where = np.empty(len(order), np.int64)
+    where[order] = np.arange(len(order))
+    ends = np.cumsum(np.bincount(codes, minlength=len(code_of)))
+
+    def rows_of(label) -> slice:
+        code = code_of.get(label)
+        if code is None:  # no such label: no rows (the checks below skip it)
+            return slice(0, 0)
+        return slice(int(ends[code - 1]) if code else 0, int(ends[code]))
+
     plans = {}
     for i, target in enumerate(targets):
         idx_t = np.flatnonzero(labels == target)
@@ -529,15 +544,20 @@ def held_out_layers(X, labels, targets, baseline, n_splits: int = 20, seed=0) ->
         if len(idx_t) < 2 or len(idx_b) < 2:
             continue
         splits = _half_splits(check_seed(seed), len(idx_t), len(idx_b), n_splits)
-        plans[i] = (idx_t, idx_b, splits, _fit_split(check_seed(seed), len(idx_t), len(idx_b)))
+        # Where the target's and the baseline's rows lie in the grouped layer: a slice per
+        # label; one vs rest, every other label's rows, in sample order (a copy, as before).
+        at_b = rows_of(baseline) if baseline is not None else where[idx_b]
+        plans[i] = (rows_of(target), at_b, splits, _fit_split(check_seed(seed), len(idx_t),
+                                                              len(idx_b)))  # fmt: skip
     for layer in range(X.shape[0]):
-        X64 = np.asarray(X[layer], dtype=np.float64)
-        for i, (idx_t, idx_b, splits, fit) in list(plans.items()):
-            Xt, Xb = X64[idx_t], X64[idx_b]
-            if not (np.isfinite(Xt).all() and np.isfinite(Xb).all()):
+        X64 = np.asarray(X[layer][order], dtype=np.float64)
+        finite = np.isfinite(X64).all(axis=1)  # one pass per layer, not one per target and side
+        for i, (at_t, at_b, splits, fit) in list(plans.items()):
+            if not (finite[at_t].all() and finite[at_b].all()):
                 out[i] = np.nan
                 del plans[i]
                 continue
+            Xt, Xb = X64[at_t], X64[at_b]
             out[i, layer, :2] = _split_half_layer(Xt, Xb, *splits)
             out[i, layer, 2:] = _separability_layer(Xt, Xb, *fit)
     return out

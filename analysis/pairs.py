@@ -38,12 +38,14 @@ from ._checks import (
 
 __all__ = [
     "DimensionStats",
+    "PairLayer",
     "PairSums",
     "dimension_consistency",
     "dimension_stats",
     "mean_abs_difference",
     "pair_cosines",
     "pair_differences",
+    "pair_layer",
     "pair_sums",
     "per_category_mean_abs",
     "rank_dimensions",
@@ -144,15 +146,48 @@ def dimension_consistency(A, B) -> DimensionStats:
     See ``DimensionStats`` for the definitions; rank the result with ``rank_dimensions``.
     """
     A, B = _aligned(A, B, min_rows=2)
-    mean_abs = np.abs(B - A).mean(axis=0)
+    diff = B - A
+    return _consistency(A, B, diff, np.abs(diff))
+
+
+def _consistency(A, B, diff, abs_diff) -> DimensionStats:
+    """``dimension_consistency`` of checked float64 rows, given B - A and its absolute value."""
+    mean_abs = abs_diff.mean(axis=0)
     std = np.sqrt(0.5 * (A.var(axis=0) + B.var(axis=0)))
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(std > 0.0, mean_abs / np.where(std > 0.0, std, 1.0), 0.0)
     score = np.where((std == 0.0) & (mean_abs > 0.0), np.inf, score)
-    diff = B - A
     mean_change = diff.mean(axis=0)
     agreement = (np.sign(diff) == np.sign(mean_change)).mean(axis=0)
     return DimensionStats(mean_abs, std, score, mean_change, agreement)
+
+
+@dataclass(frozen=True)
+class PairLayer:
+    """Everything a page takes from one layer's pairs (``pair_layer``): ``stats`` as
+    ``dimension_consistency`` gives it, ``sums`` as ``pair_sums`` does, and per pair [p]:
+    ``distance`` ||b - a||, ``scale`` (||a|| + ||b||) / 2, ``pair_abs`` mean |b - a|."""
+
+    stats: DimensionStats
+    sums: PairSums
+    distance: np.ndarray
+    scale: np.ndarray
+    pair_abs: np.ndarray
+
+
+def pair_layer(A, B, groups, n_groups: int) -> PairLayer:
+    """``dimension_consistency(A, B)``, ``pair_sums(A, B, groups, n_groups)`` and the per-pair
+    figures of one layer in one go: the same numbers as calling each, with the rows checked
+    and B - A formed once (each of those passes over every pair's row)."""
+    A, B = _aligned(A, B, min_rows=2)
+    diff = B - A
+    abs_diff = np.abs(diff)
+    G = _group_matrix(groups, n_groups, A.shape[0])
+    scale = 0.5 * (np.linalg.norm(A, axis=1) + np.linalg.norm(B, axis=1))
+    return PairLayer(
+        _consistency(A, B, diff, abs_diff), _sums(G, A, B, diff, abs_diff),
+        np.linalg.norm(diff, axis=1), scale, abs_diff.mean(axis=1),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -197,21 +232,29 @@ def pair_sums(A, B, groups, n_groups: int) -> PairSums:
     Returns a PairSums with n [n_groups] and [n_groups, d] sums (a group with no pair sums 0).
     """
     A, B = _aligned(A, B)
+    G = _group_matrix(groups, n_groups, A.shape[0])
+    D = B - A
+    return _sums(G, A, B, D, np.abs(D))
+
+
+def _group_matrix(groups, n_groups: int, p: int) -> np.ndarray:
+    """[n_groups, p] 0/1: row g picks the pairs of group g (ValueError on bad groups)."""
     groups = np.asarray(groups)
-    if groups.shape != (A.shape[0],) or groups.dtype.kind not in "iu":
-        raise ValueError(
-            f"groups must be [{A.shape[0]}] integers, got {groups.dtype} {groups.shape}"
-        )
+    if groups.shape != (p,) or groups.dtype.kind not in "iu":
+        raise ValueError(f"groups must be [{p}] integers, got {groups.dtype} {groups.shape}")
     n_groups = check_positive_int(n_groups, "n_groups")
     if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
         raise ValueError(
             f"groups must lie in 0..{n_groups - 1}, got {groups.min()}..{groups.max()}"
         )
-    G = np.zeros((n_groups, A.shape[0]))
-    G[groups, np.arange(A.shape[0])] = 1.0
-    D = B - A
+    G = np.zeros((n_groups, p))
+    G[groups, np.arange(p)] = 1.0
+    return G
+
+
+def _sums(G, A, B, D, abs_D) -> PairSums:
     return PairSums(
-        n=G.sum(axis=1), abs_diff=G @ np.abs(D), diff=G @ D, positive=G @ (D > 0.0),
+        n=G.sum(axis=1), abs_diff=G @ abs_D, diff=G @ D, positive=G @ (D > 0.0),
         negative=G @ (D < 0.0), a=G @ A, a_sq=G @ (A * A), b=G @ B, b_sq=G @ (B * B),
     )  # fmt: skip
 

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_pages.py                       # store_data + both synthetic sizes
     .venv/bin/python bench/bench_pages.py --skip-synthetic      # the default store's pages only
     .venv/bin/python bench/bench_pages.py --skip-pages --samples 20000   # a smaller big store
+    .venv/bin/python bench/bench_pages.py --skip-pages --small 10000     # past the subsample
 
 Part 1, the default store (both embedded models, every layer). Each page's script runs through
 Streamlit's AppTest with its default view, once cold (empty caches) and then REPEATS times warm;
@@ -355,6 +356,13 @@ def bench_synthetic(folder: Path, small: int, samples: int, cost: bool) -> None:
               f"(load {load_average()})")  # fmt: skip
     print("   (each cell: its own process; cold = empty caches, warm = the st.cache_data hit; "
           "RSS = the child's peak, imports included)")  # fmt: skip
+    from store.summaries import SUBSAMPLE_SIZE
+
+    low, high = (min(n, SUBSAMPLE_SIZE) for n in (small, samples))
+    if low < high:  # per-sample statistics grow with the subsample, by design
+        print(f"   (per-sample statistics use the summaries' subsample: {low:,} and {high:,} "
+              f"samples, {high / low:.1f}x as many; --small {SUBSAMPLE_SIZE:,} or more "
+              "compares equal subsamples)")  # fmt: skip
     if cost:
         commit_cost(folder, samples)
 

@@ -38,6 +38,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from settings.run import describe_layers
 from store import layout
@@ -63,6 +64,7 @@ from store.summaries import (
     SummaryFiles,
     SummaryUnavailable,
     choose_subsample,
+    count_complete_pairs,
 )
 from store.vectorsets import VectorSet, VectorSetManifest, VectorSets
 
@@ -451,6 +453,39 @@ class Store:
         if rows is not None:
             samples = samples[samples["sample_idx"].isin(rows)]
         return samples.reset_index(drop=True)
+
+    def complete_pairs(self, run_id: str) -> int:
+        """How many complete minimal pairs the run has (`count_complete_pairs`): recorded in
+        its summary, or, for summaries made before that was, counted from the two columns of
+        its samples it needs (never the text)."""
+        summary = self.summary(run_id)
+        if summary.n_pairs is not None:
+            return summary.n_pairs
+        if not summary.has_pairs:
+            return 0
+        return count_complete_pairs(self.sample_columns(run_id, ["pair_id", "side"]))
+
+    def sample_columns(self, run_id: str, columns: Sequence[str]) -> pd.DataFrame:
+        """Some columns of every sample, ordered by sample_idx: `sample_idx` and those of
+        `columns` the run's samples have (the others are left out, not an error). Reads only
+        those columns: at 100,000 samples a fraction of the whole table with its text."""
+        manifest = self.manifest(run_id)
+        path = self._files.samples_file(manifest)
+        try:
+            names = pq.read_schema(path).names
+            wanted = ["sample_idx"] + [c for c in dict.fromkeys(columns) if c in names and
+                                       c != "sample_idx"]  # fmt: skip
+            frame = pq.read_table(path, columns=wanted).to_pandas()
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise StoreError(
+                f"run {run_id!r}: cannot read samples ({one_line(exc, MAX_REASON_CHARS)})"
+            ) from None
+        if len(frame) != manifest.n_samples:
+            raise StoreError(
+                f"run {run_id!r}: samples.parquet has {len(frame)} rows; the manifest says "
+                f"{manifest.n_samples} samples"
+            )
+        return frame.sort_values("sample_idx", kind="stable").reset_index(drop=True)
 
     def subsample_vectors(
         self, run_id: str, hook: str, position: str, sample_idx: Sequence[int],

@@ -12,7 +12,9 @@ Written at commit by `store.summarize` (while the run streams), or later for an 
                        Each vector is raw little-endian bytes (float16 or float32, the run's
                        dtype), uncompressed: several times faster to read than a list column
     summary.json       written last: format, seed, the subsample's sample indices, labels,
-                       sites, and the sizes of its own files and of the files it was made from
+                       sites, the number of complete minimal pairs (`n_pairs`, optional: older
+                       summaries lack it), and the sizes of its own files and of the files it
+                       was made from
 
 A site is one (hook, position, layer) with one row per sample: per-token positions (`all`) and
 anything without dense vectors have none. Label means, directions and the typical activation
@@ -214,6 +216,15 @@ def choose_subsample(samples: pd.DataFrame, size: int = SUBSAMPLE_SIZE,
     return np.sort(frame["idx"][frame["unit"].isin(keep)].to_numpy())
 
 
+def count_complete_pairs(samples: pd.DataFrame) -> int:
+    """Complete minimal pairs among `samples`: pair ids that have a side "a" and a side "b"
+    (what the Pairs page counts as a pair; repeats of a side count once)."""
+    if "pair_id" not in samples.columns or "side" not in samples.columns:
+        return 0
+    sided = samples[samples["pair_id"].notna() & samples["side"].isin(["a", "b"])]
+    return int((sided.groupby("pair_id")["side"].nunique() == 2).sum())
+
+
 class SummaryUnavailable(StoreError):
     """A run's summaries are missing, damaged or out of date. `command` rebuilds them."""
 
@@ -239,6 +250,9 @@ class RunSummary:
 
     dtype: str = "float16"
     has_pairs: bool = False  # some samples have a pair_id
+    # Complete pairs in the run (`count_complete_pairs`), so a page need not read every sample
+    # to say how many there are; None in summaries written before it was recorded.
+    n_pairs: int | None = None
 
     @property
     def subsample_is_everything(self) -> bool:
@@ -325,10 +339,13 @@ def _parse(data: object, manifest: RunManifest) -> RunSummary:
         _check(isinstance(data.get(name), str), f"summary.json has a malformed {name}")
     _check(data.get("dtype") in _VALUE_TYPES, "summary.json has a malformed dtype")
     _check(isinstance(data.get("has_pairs"), bool), "summary.json has no has_pairs flag")
+    n_pairs = data.get("n_pairs")  # optional: absent from summaries made before it
+    _check(n_pairs is None or (_is_int(n_pairs, 0, n // 2) and (n_pairs > 0) <= data["has_pairs"]),
+           "summary.json has a malformed n_pairs")  # fmt: skip
     return RunSummary(
         manifest.run_id, data["made_by"][:40], data["created_at"][:40], n, tuple(data["labels"]),
         data["per_label"], frozenset(found), data["seed"], data["subsample_size"], tuple(sub),
-        data["dtype"], data["has_pairs"],
+        data["dtype"], data["has_pairs"], n_pairs,
     )  # fmt: skip
 
 
@@ -502,8 +519,8 @@ class SummaryFiles:
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:  # fmt: skip
         """(sample_idx [m], X [L, m, d] of `dtype`, layers) of the subsample at one site; with
         `rows`, only those sample indices (a sorted subset of the subsample). Reads only the
-        row groups of those layers (one per site, in the order of the summary's sites) and
-        converts only the rows it returns, one row group at a time."""
+        row groups of those layers (one per site, in the order of the summary's sites), one at
+        a time: memory is X and one layer's rows, not every layer's file rows beside X."""
         summary, layers = self._sites(manifest, hook, position, layers)
         order = sorted(summary.sites)
         groups = [order.index((hook, position, layer)) for layer in layers]
@@ -511,35 +528,33 @@ class SummaryFiles:
         keep = None if rows is None else np.searchsorted(idx, rows).clip(0, max(len(idx) - 1, 0))
         kept = idx if keep is None else idx[keep]
         path = layout.subsample_path(layout.run_dir(self.root, manifest.run_id))
-        d = manifest.d_model
+        d, m = manifest.d_model, len(idx)
+        X = np.empty((len(layers), len(kept), d), dtype)
         try:
-            # Memory-mapped: the rows are read where they lie (several times faster than
-            # reading them into buffers); committed files are replaced by rename, never in place.
-            table = pq.ParquetFile(path, memory_map=True).read_row_groups(
-                groups, columns=["hook", "position", "layer", "sample_idx", "vector"]
-            )
-            m, L = len(idx), len(layers)
-            _check(table.num_rows == L * m, f"{table.num_rows} rows for {L} layers x {m} samples")
-            site = np.repeat(np.asarray(layers), m)
-            _check(bool((table.column("layer").to_numpy() == site).all())
-                   and pc.all(pc.equal(table.column("hook"), hook)).as_py() is not False
-                   and pc.all(pc.equal(table.column("position"), position)).as_py() is not False,
-                   "a row group holds another site than its place says")  # fmt: skip
-            found = table.column("sample_idx").to_numpy().reshape(L, m)
-            _check(bool((found == idx[None, :]).all()), "rows of samples outside the subsample")
-            X = np.empty((L, len(kept), d), dtype)
-            done = 0  # rows of the file converted so far (chunks need not align with layers)
-            for chunk in table.column("vector").chunks:
-                values = binary_to_rows(chunk, d, summary.dtype)
-                for li in range(done // m, (done + len(values) - 1) // m + 1 if len(values) else 0):
-                    lo, hi = max(li * m, done), min((li + 1) * m, done + len(values))
-                    part = values[lo - done : hi - done]  # rows lo..hi of layer li
-                    if keep is None:
-                        X[li, lo - li * m : hi - li * m] = part
-                    else:
-                        inside = (keep >= lo - li * m) & (keep < hi - li * m)
-                        X[li, inside] = part[keep[inside] - (lo - li * m)]
-                done += len(values)
+            # Read, not memory-mapped: one row group at a time, its buffer freed before the
+            # next, is as fast (measured at 4,096 samples x 30 layers x 576: 0.24 s against
+            # 0.27 s, median of 5), and the mapped file's touched pages stayed in the process's
+            # RSS beside X until it closed (+277 MB at peak against +151 MB).
+            file = pq.ParquetFile(path)
+            _check(file.metadata.num_row_groups == len(order),
+                   f"{file.metadata.num_row_groups} row groups for {len(order)} sites")  # fmt: skip
+            for li, (layer, group) in enumerate(zip(layers, groups, strict=True)):
+                table = file.read_row_group(
+                    group, columns=["hook", "position", "layer", "sample_idx", "vector"]
+                )
+                _check(table.num_rows == m, f"{table.num_rows} rows for {m} samples of a layer")
+                same = [pc.all(pc.equal(table.column(name), value)).as_py() is not False
+                        for name, value in (("hook", hook), ("position", position))]  # fmt: skip
+                same.append(bool((table.column("layer").to_numpy() == layer).all()))
+                _check(all(same), "a row group holds another site than its place says")
+                found = table.column("sample_idx").to_numpy()
+                _check(bool((found == idx).all()), "rows of samples outside the subsample")
+                vectors = table.column("vector")
+                values = binary_to_rows(
+                    vectors.chunk(0) if vectors.num_chunks == 1 else vectors, d, summary.dtype
+                )
+                X[li] = values if keep is None else values[keep]
+                del table, vectors, values  # frees this layer's buffer before the next
         except (ValueError, pa.ArrowException, TypeError, OSError, IndexError) as exc:
             text = str(exc)
             if "magic bytes" in text or "smaller than the minimum" in text:

@@ -57,6 +57,7 @@ from store.summaries import (
     SUBSAMPLE_SIZE,
     _column,
     choose_subsample,
+    count_complete_pairs,
     label_schema,
     rows_to_binary,
     source_sizes,
@@ -107,6 +108,7 @@ class Summarizer:
         else:
             self._codes[idx] = 0
         self.has_pairs = bool(_column(samples, "pair_id").notna().any())
+        self.n_pairs = count_complete_pairs(samples)
         self.subsample = choose_subsample(samples, self.size, seed)
         self._in_sub = np.zeros(width, bool)
         self._in_sub[self.subsample] = True
@@ -353,6 +355,7 @@ class Summarizer:
             "labels": self.labels,
             "per_label": self.per_label,
             "has_pairs": self.has_pairs,
+            "n_pairs": self.n_pairs,
             "sites": [list(site) for site in sorted(self._sites)],
             "seed": self.seed,
             "subsample_size": self.size,

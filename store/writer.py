@@ -270,7 +270,7 @@ class RunWriter:
         if self._pusher is not None:
             self._pusher.push([layout.samples_path(self.run_path)])
         if self._summaries and self._summarizer is None and not self._unsummarized_rows:
-            wanted = [c for c in ("sample_idx", "id", "label", "pair_id", "category")
+            wanted = [c for c in ("sample_idx", "id", "label", "pair_id", "side", "category")
                       if c in table.column_names]  # fmt: skip
             self._summarizer = Summarizer(
                 self.run_path, self.d_model, self.dtype, table.select(wanted).to_pandas()

@@ -5,7 +5,9 @@ function takes the rerun's `StoreView` (ui.context) as its first argument, then 
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
 
-Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors: label means
+Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors (it is a
+`st.cache_resource`: every caller shares one copy with read-only arrays, where a pickled
+cache_data copy of a 4,096-sample subsample cost seconds per hit at 100,000 samples): label means
 and typical norms from the per-label sums, which cover every sample, and the statistics that
 need single samples (stability, separability, PCA, CKA, Procrustes) from the summaries' fixed
 stratified subsample (at most `store.summaries.SUBSAMPLE_SIZE` samples, the same seed for every
@@ -198,11 +200,22 @@ def check_site(manifest: RunManifest, hook: str, position: str) -> None:
         )
 
 
-@st.cache_data(show_spinner="Reading the run's summaries...", max_entries=32)
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+# A cache_resource, not cache_data: the result is shared, not pickled. At a 4,096-sample
+# subsample of 30 x 576 its sub_X is 141 MB, which cache_data pickled on every miss and
+# unpickled (a fresh copy) on every hit by the functions below: measured at 100,000 samples,
+# most of a cold Directions or Cross-model page. Its arrays are read-only, so no caller can
+# change what the next one gets; few entries, since each holds a subsample.
+@st.cache_resource(show_spinner="Reading the run's summaries...", max_entries=8)
 def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> LayerStats:
     """One site of a run from its summaries: label means and typical norms over every sample
     (`Store.label_sums`), and the summaries' fixed subsample (`Store.subsample`). Never reads
-    the run's vectors: a run without usable summaries raises `SummaryUnavailable`."""
+    the run's vectors: a run without usable summaries raises `SummaryUnavailable`. Shared
+    between callers (st.cache_resource): its arrays are read-only."""
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
@@ -217,11 +230,12 @@ def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> Layer
     X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     return LayerStats(
         run_id=run_id, n_layers=manifest.n_layers, layers=list(layers),
-        labels=[names[i] for i in order], counts=sums.counts[-1, order],
-        means=sums.means[:, order], typical_norms=sums.typical_norms,
-        sub_ids=samples["id"].astype(str).to_numpy(),
-        sub_labels=samples["label"].fillna(NO_LABEL).astype(str).to_numpy(),
-        sub_text=samples["text"].astype(str).to_numpy(), sub_X=X, n_samples=manifest.n_samples,
+        labels=[names[i] for i in order], counts=_frozen(sums.counts[-1, order]),
+        means=_frozen(sums.means[:, order]), typical_norms=_frozen(sums.typical_norms),
+        sub_ids=_frozen(samples["id"].astype(str).to_numpy()),
+        sub_labels=_frozen(samples["label"].fillna(NO_LABEL).astype(str).to_numpy()),
+        sub_text=_frozen(samples["text"].astype(str).to_numpy()), sub_X=_frozen(X),
+        n_samples=manifest.n_samples,
     )  # fmt: skip
 
 
@@ -332,7 +346,7 @@ def layer_directions(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> tuple[list[str], np.ndarray]:
     """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
-    KB, where a cached `layer_stats` is every layer's subsample (each cache hit unpickles it)."""
+    KB, cached on their own, so a hit needs no `layer_stats` (which may have been evicted)."""
     stats = layer_stats(view, run_id, hook, position)
     targets, directions, _ = label_directions_of(stats, baseline)
     return targets, np.array(directions[stats.layer_index(layer)])

@@ -27,9 +27,8 @@ import streamlit as st
 from analysis import (
     DimensionStats,
     PairSums,
-    dimension_consistency,
     dimension_stats,
-    pair_sums,
+    pair_layer,
     rank_dimensions,
     sign_agreement_chance,
     token_difference_map,
@@ -100,7 +99,8 @@ def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
 def _category_rows(layer: int, per_pair: tuple, categories: np.ndarray) -> list:
     """Mean |b - a| and the relative difference (`analysis.relative_difference`: mean ||b - a||
     over mean (||a|| + ||b||) / 2) of all pairs and of each category at one layer, from the
-    per-pair figures of `_pair_rows` (equal up to float rounding; the rows are not re-read)."""
+    per-pair figures of `analysis.pair_layer` (equal up to float rounding; the rows are not
+    re-read)."""
     distance, scale, pair_abs = per_pair
     rows = []
     groups = [(ALL_CATEGORIES, np.ones(len(distance), bool))]
@@ -124,9 +124,10 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     check_site(manifest, hook, position)
     X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
     pairs = pair_table(samples)
-    total = len(pairs)
-    if not store.summary(run_id).subsample_is_everything:
-        total = len(pair_table(store.samples(run_id)))
+    # Every pair of the run when the subsample is every sample; else the count its summary
+    # records (reading every sample for it took a second at 100,000 samples).
+    total = len(pairs) if store.summary(run_id).subsample_is_everything else None
+    total = store.complete_pairs(run_id) if total is None else total
     if len(pairs) < 2:
         raise Unsuitable(f"This run has {len(pairs)} complete pair; the statistics need 2.")
     # subsample rows follow samples order; map sample_idx to row position.
@@ -138,10 +139,12 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
     rows, stats, sums, per_pair = [], [], [], []
     for li, layer in enumerate(layers):
         A, B = X[li, ia].astype(np.float64), X[li, ib].astype(np.float64)
-        per_pair.append(_pair_rows(A, B))
+        # dimension_consistency, pair_sums and the per-pair figures in one pass over the rows
+        found = pair_layer(A, B, codes, len(names))
+        per_pair.append((found.distance, found.scale, found.pair_abs))
         rows += _category_rows(layer, per_pair[-1], categories)
-        stats.append(dimension_consistency(A, B))
-        sums.append(pair_sums(A, B, codes, len(names)))
+        stats.append(found.stats)
+        sums.append(found.sums)
     return PairProfile(
         layers=list(layers),
         n_layers=manifest.n_layers,
@@ -157,12 +160,6 @@ def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pair
         scale=np.stack([s for _, s, _ in per_pair]),
         pair_abs=np.stack([m for _, _, m in per_pair]),
     )
-
-
-def _pair_rows(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per pair: ||b - a||, (||a|| + ||b||) / 2, mean |b - a|. A, B: [p, d] -> three [p]."""
-    scale = 0.5 * (np.linalg.norm(A, axis=1) + np.linalg.norm(B, axis=1))
-    return np.linalg.norm(B - A, axis=1), scale, np.abs(B - A).mean(axis=1)
 
 
 # -- a choice of categories ----------------------------------------------------------------------

@@ -297,7 +297,7 @@ def test_layer_batched_statistics_equal_one_layer_at_a_time():
 
 def test_held_out_layers_equal_the_one_pair_statistics():
     rng = np.random.default_rng(12)
-    labels = np.repeat(["a", "b", "c", "d"], [9, 12, 7, 1])
+    labels = rng.permutation(np.repeat(["a", "b", "c", "d"], [9, 12, 7, 1]))  # interleaved
     X = rng.normal(size=(3, len(labels), 5)).astype(np.float16)
     X[:, labels == "b"] += np.arange(3)[:, None, None].astype(np.float16)
     found = held_out_layers(X, labels, ["b", "c", "d"], "a", n_splits=6, seed=2)
@@ -313,6 +313,9 @@ def test_held_out_layers_equal_the_one_pair_statistics():
             expected += projection_separability(X[layer], relabelled, target, "rest", seed=2)
             assert tuple(rest[i, layer]) == pytest.approx(expected, abs=1e-12)
     assert np.isnan(found[2]).all()  # "d" has one sample
+    X[1, np.flatnonzero(labels == "c")[3], 2] = np.inf  # a non-finite row: nan for its label
+    broken = held_out_layers(X, labels, ["b", "c"], "a", n_splits=6, seed=2)
+    assert np.isnan(broken[1]).all() and np.array_equal(broken[0], found[0])
 
 
 def test_stability_validation():

@@ -11,6 +11,7 @@ from analysis import (
     mean_abs_difference,
     pair_cosines,
     pair_differences,
+    pair_layer,
     pair_sums,
     per_category_mean_abs,
     rank_dimensions,
@@ -175,6 +176,29 @@ def test_pair_sums_validation():
         pair_sums(A, A, np.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="integers"):
         pair_sums(A, A, np.array([0.0, 1.0, 1.0]), 2)
+
+
+def test_pair_layer_equals_each_statistic_computed_on_its_own():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(9, 6)).astype(np.float16)
+    B = (A + rng.normal(size=(9, 6))).astype(np.float16)
+    B[:, 2] = A[:, 2]  # a dimension the edit leaves alone
+    groups = np.array([0, 1, 1, 0, 2, 2, 0, 1, 0])
+    found = pair_layer(A, B, groups, 3)
+    direct, sums = dimension_consistency(A, B), pair_sums(A, B, groups, 3)
+    for field in ("mean_abs", "std", "score", "mean_change", "agreement"):
+        np.testing.assert_array_equal(getattr(found.stats, field), getattr(direct, field))
+    for field in ("n", "abs_diff", "diff", "positive", "negative", "a", "a_sq", "b", "b_sq"):
+        np.testing.assert_array_equal(getattr(found.sums, field), getattr(sums, field))
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    np.testing.assert_array_equal(found.distance, np.linalg.norm(B64 - A64, axis=1))
+    np.testing.assert_array_equal(found.pair_abs, np.abs(B64 - A64).mean(axis=1))
+    scale = 0.5 * (np.linalg.norm(A64, axis=1) + np.linalg.norm(B64, axis=1))
+    np.testing.assert_array_equal(found.scale, scale)
+    with pytest.raises(ValueError, match="groups must lie in 0..1"):
+        pair_layer(A, B, groups, 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        pair_layer(A[:1], B[:1], groups[:1], 3)
 
 
 def test_sign_agreement_chance():

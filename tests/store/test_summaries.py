@@ -24,6 +24,7 @@ from store import RunManifest, RunWriter, StoreError, SummaryUnavailable, open_s
 from store import __main__ as store_cli
 from store import summarize as summarize_module
 from store.snapshot import snapshot
+from store.summaries import count_complete_pairs
 from store.summarize import choose_subsample
 from tests.support.synthetic import label_rows, pair_rows, write_run
 
@@ -108,6 +109,45 @@ def test_subsample_of_a_large_run_is_its_own_file_and_reads_the_same_vectors(tmp
     np.testing.assert_array_equal(few[0], X[1, rows])  # the same 9 on every call
     assert not list((root / "runs" / "big").glob(".summaries-*"))  # spills and temp gone
     assert not any(p.name.startswith(".spill") for p in (root / "runs").rglob("*"))
+
+
+def test_complete_pairs_are_counted_at_commit_and_for_older_summaries(tmp_path, monkeypatch):
+    """A run bigger than its subsample says how many pairs it has without reading its samples'
+    text: summary.json records it; a summary written before that was counts two columns."""
+    monkeypatch.setattr(summarize_module, "SUBSAMPLE_SIZE", 10)
+    root = tmp_path / "store"
+    rows = pair_rows(12) + [{"id": "lone", "pair_id": "p99", "side": "a", "text": "lone"}]
+    write_run(root, "pairs", rows, d_model=8)
+    write_run(root, "plain", label_rows(LABELS, 4), d_model=8, seed=2)
+    store = open_store(root)
+    summary = store.summary("pairs")
+    assert not summary.subsample_is_everything and summary.n_pairs == 12  # "p99" has no side b
+    assert store.complete_pairs("pairs") == 12 and store.complete_pairs("plain") == 0
+    path = root / "runs" / "pairs" / "summaries" / "summary.json"
+    data = json.loads(path.read_text())
+    del data["n_pairs"]  # as summaries were written before it
+    path.write_text(json.dumps(data))
+    store = open_store(root)
+    assert store.summary("pairs").n_pairs is None and store.summary_status("pairs") is None
+    text_read = []
+    real = pq.read_table
+
+    def read_table(source, *args, columns=None, **kwargs):
+        text_read.append(columns is None or "text" in columns)
+        return real(source, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", read_table)
+    assert store.complete_pairs("pairs") == 12 and text_read == [False]
+    sides = store.sample_columns("pairs", ["side", "no_such_column"])
+    expected = store.samples("pairs")[["sample_idx", "side"]]
+    pd.testing.assert_frame_equal(sides, expected, check_dtype=False)
+    (root / "runs" / "pairs" / "samples.parquet").write_bytes(b"x" * 100)  # damaged later
+    with pytest.raises(StoreError, match="run 'pairs': cannot read samples"):
+        store.sample_columns("pairs", ["side"])
+    for planted in (-1, 13, "12", True, 1.5):  # a count the run cannot have
+        path.write_text(json.dumps(data | {"n_pairs": planted}))
+        problem = open_store(root).summary_status("pairs")
+        assert problem.kind == "damaged" and "malformed n_pairs" in problem.reason, planted
 
 
 def test_resumed_run_summarizes_the_earlier_attempts_parts(tmp_path):
@@ -220,6 +260,12 @@ def _break(run, case):
         data = json.loads((folder / "summary.json").read_text())
         data["files"]["subsample.parquet"] = (folder / "subsample.parquet").stat().st_size
         (folder / "summary.json").write_text(json.dumps(data))
+    elif case == "subsample regrouped":  # the right rows, but not one row group per site
+        pq.write_table(pq.read_table(folder / "subsample.parquet"), folder / "subsample.parquet",
+                       row_group_size=7)  # fmt: skip
+        data = json.loads((folder / "summary.json").read_text())
+        data["files"]["subsample.parquet"] = (folder / "subsample.parquet").stat().st_size
+        (folder / "summary.json").write_text(json.dumps(data))
     elif case == "labels missing":
         (folder / "labels.parquet").unlink()
     elif case == "vectors replaced":
@@ -240,6 +286,7 @@ DAMAGE = {
     "labels planted counts": ("damaged", "rows counted for 18 samples"),
     "labels missing": ("damaged", "summaries/labels.parquet is missing"),
     "subsample of another site": ("damaged", "holds another site than its place says"),
+    "subsample regrouped": ("damaged", "row groups for 6 sites"),
     "vectors replaced": ("stale", "out of date (vectors/part-00000.parquet changed"),
 }
 
@@ -259,14 +306,14 @@ def test_damaged_or_planted_summaries_are_unavailable_with_a_reason(tmp_path, ca
     store = open_store(root)
     kind, reason = DAMAGE[case]
     with pytest.raises(SummaryUnavailable) as caught:  # no read scans the vectors instead
-        if case == "subsample of another site":
+        if case in ("subsample of another site", "subsample regrouped"):
             store.subsample("bad", "resid_post", "last")
         store.label_sums("bad", "resid_post", "last")
     problem = caught.value
     assert problem.kind == kind and reason in str(problem) and "\n" not in str(problem), problem
     assert str(root) not in problem.reason
     assert problem.command.endswith("--runs bad --force")
-    if case == "subsample of another site":  # a planted file of the right shape shows when read
+    if case in ("subsample of another site", "subsample regrouped"):  # shows when read
         with pytest.raises(SummaryUnavailable, match=reason):
             store.subsample("bad", "resid_post", "last")
     elif case != "labels planted counts":
@@ -286,6 +333,8 @@ def test_reading_summaries_writes_nothing(runs):
     store.label_sums("emo", "resid_post", "last")
     store.subsample("pairs", "resid_post", "last")
     store.summary_status("emo")
+    assert store.complete_pairs("pairs") == 30 and store.complete_pairs("emo") == 0
+    store.sample_columns("pairs", ["pair_id", "side"])
     assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
 
 
@@ -357,6 +406,7 @@ def test_runs_written_without_summaries_and_snapshots_recompute_them(runs, tmp_p
 def test_extraction_runs_commit_with_summaries(tiny_store):
     """Real extraction (tiny models): summaries are part of the commit, timed in the manifest."""
     store = open_store(tiny_store["root"])
+    pairs = []
     for run_id in tiny_store["run_ids"]:
         manifest = store.manifest(run_id)
         assert store.summary_status(run_id) is None
@@ -365,3 +415,8 @@ def test_extraction_runs_commit_with_summaries(tiny_store):
         sums = store.label_sums(run_id, "mlp_out", "mean")
         np.testing.assert_allclose(sums.means, means, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(sums.typical_norms, typical, rtol=1e-10)
+        # the pair count a page shows comes from the commit, as the samples give it
+        expected = count_complete_pairs(store.samples(run_id))
+        assert store.summary(run_id).n_pairs == expected
+        pairs.append(expected)
+    assert any(pairs) and not all(pairs)  # runs of minimal pairs and runs without

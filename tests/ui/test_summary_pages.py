@@ -10,6 +10,8 @@ shows it, naming the store by its folder.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -23,7 +25,7 @@ from analysis import (
 from store import SummaryUnavailable, open_store
 from store import summarize as summarize_module
 from store.reader import Store
-from tests.support.synthetic import label_rows, write_run
+from tests.support.synthetic import label_rows, pair_rows, write_run
 from tests.ui.apptest import REPO, TIMEOUT, chart, messages, open_page, page_text, run_id_named
 from ui import compute
 from ui import pairs_compute as pc
@@ -71,6 +73,48 @@ def test_compute_from_summaries_equals_a_full_scan(tiny_store):
             a, b = A[li, mask], B[li, mask]
             assert row["relative"] == pytest.approx(relative_difference(a, b), rel=1e-12)
             assert row["mean_abs"] == pytest.approx(mean_abs_difference(a, b), rel=1e-12)
+
+
+def test_layer_stats_are_shared_read_only_not_copied(tiny_store):
+    """Every caller gets the one cached LayerStats (a subsample of 100,000 samples is 141 MB,
+    which a pickled cache copied on every hit), so none may change it."""
+    store = open_store(tiny_store["root"])
+    view = StoreView(str(tiny_store["root"]), tuple(sorted(store.run_ids())))
+    run_id = run_id_named(tiny_store, "emo-llama")
+    stats = compute.layer_stats(view, run_id, *SITE)
+    assert compute.layer_stats(view, run_id, *SITE) is stats
+    for array in (stats.sub_X, stats.means, stats.counts, stats.typical_norms, stats.sub_ids,
+                  stats.sub_labels, stats.sub_text):  # fmt: skip
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        stats.sub_X[0, 0, 0] = 1.0
+    compute.layer_detail(view, run_id, *SITE, stats.layers[0], "neutral", "anger")  # reads only
+
+
+def test_a_big_pairs_run_counts_its_pairs_without_reading_its_samples(tmp_path, monkeypatch):
+    """The Pairs page says how many pairs a run has beyond its subsample: from summary.json, or
+    for summaries written before it recorded that, from two columns, never the whole table."""
+    monkeypatch.setattr(summarize_module, "SUBSAMPLE_SIZE", 12)
+    root = tmp_path / "store"
+    write_run(root, "pairs", pair_rows(20), d_model=8, positions=("last",))
+    view = StoreView(str(root), ("pairs",))
+
+    real = Store.samples
+
+    def samples(self, run_id, sample_idx=None):
+        assert sample_idx is not None, "the page read every sample"  # the subsample's: fine
+        return real(self, run_id, sample_idx)
+
+    monkeypatch.setattr(Store, "samples", samples)
+    profile = pc.pair_profile(view, "pairs", *SITE)
+    assert (len(profile.pairs), profile.n_pairs_total) == (6, 20)
+    path = root / "runs" / "pairs" / "summaries" / "summary.json"
+    data = json.loads(path.read_text())
+    del data["n_pairs"]
+    path.write_text(json.dumps(data))
+    pc.pair_profile.clear()
+    profile = pc.pair_profile(view, "pairs", *SITE)
+    assert (len(profile.pairs), profile.n_pairs_total) == (6, 20)
 
 
 def test_run_labels_and_pairs_come_from_summaries_as_from_the_samples(tiny_store):
