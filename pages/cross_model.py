@@ -23,7 +23,7 @@ from ui.compute import (
     Unsuitable,
     chance_at,
     cross_model,
-    directions_for,
+    directions_of,
     run_title,
     with_best,
     with_chance,
@@ -35,7 +35,7 @@ view = current_view()
 runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
-    runs, controls.default_runs_by_labels(runs),
+    runs, controls.default_runs(view),
     help="Two or more runs of the same dataset, on different models.",
 )  # fmt: skip
 if len(run_ids) < 2:
@@ -57,7 +57,7 @@ baseline = controls.pick_baseline(labels, columns[0])
 targets = [label for label in labels if label != baseline]
 target = controls.pick_one(columns[1], "Direction of", targets, key="label", what="label")
 try:
-    directions = directions_for(view, chosen, hook, position, baseline)
+    directions = directions_of(view, tuple(run_ids), hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()

@@ -11,7 +11,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import charts, controls, downloads, links
-from ui.compute import REST, Unsuitable, directions_for, layer_detail, run_title
+from ui.compute import REST, Unsuitable, directions_of, layer_detail, run_title
 from ui.context import current_view, plain, short
 
 st.title("Concept directions")
@@ -19,7 +19,7 @@ view = current_view()
 runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
-    runs, controls.default_runs_by_labels(runs),
+    runs, controls.default_runs(view),
     help="One run, or several runs of the same dataset (e.g. one per model).",
 )  # fmt: skip
 if not run_ids:
@@ -60,7 +60,7 @@ if not shown:
     links.stop()
 
 try:
-    result = directions_for(view, chosen, hook, position, baseline)
+    result = directions_of(view, tuple(run_ids), hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()

@@ -46,7 +46,8 @@ from analysis import (
 )
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS
-from ui.context import StoreView
+from ui.context import StoreView, public_text
+from ui.shared import shared
 
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
 CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
@@ -116,6 +117,17 @@ def run_summaries(view: StoreView) -> RunSummaries:
             }
         )  # fmt: skip
     return RunSummaries(pd.DataFrame(rows), tuple(unreadable), tuple(unsummarized))
+
+
+@shared(maxsize=16)
+def runs_table(view: StoreView) -> tuple[pd.DataFrame, RunSummaries]:
+    """(`run_summaries(view).frame` indexed by run_id, with each model as a visitor may see it
+    (a model may be a server folder); the summaries). One shared frame per view: read-only."""
+    summaries = run_summaries(view)
+    runs = summaries.frame.set_index("run_id") if len(summaries.frame) else summaries.frame
+    if len(runs):
+        runs = runs.assign(model=runs["model"].map(public_text))
+    return runs, summaries
 
 
 def _labels_and_pairs(store, run_id: str, summarized: bool) -> tuple[list[str], bool]:
@@ -302,6 +314,15 @@ def direction_profile(
                                  "pair": pair, "cosine": C[i, j]})  # fmt: skip
     cosines = pd.DataFrame(cos_rows, columns=["layer", "n_layers", "depth", "pair", "cosine"])
     return DirectionProfile(pd.DataFrame(rows), cosines)
+
+
+@shared(maxsize=64, keep=lambda profile: not profile.failed)
+def directions_of(
+    view: StoreView, run_ids: tuple[str, ...], hook: str, position: str, baseline: str
+) -> DirectionProfile:
+    """`directions_for` the runs `run_ids` of `runs_table(view)`, shared by every session
+    (read-only frames): a page view asks for the same few combinations again and again."""
+    return directions_for(view, runs_table(view)[0].loc[list(run_ids)], hook, position, baseline)
 
 
 def directions_for(
