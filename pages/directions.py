@@ -99,13 +99,13 @@ charts.draw(
     title=f"Held-out separability from {versus}: AUC of the projection",
     tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
 )  # fmt: skip
-counts = per_label.drop_duplicates(["run", "label"])
+sizes = result.label_sizes
 st.caption(
     "Stability (20 random half splits) and AUC (fit on one half, score the other) use each "
-    f"run's fixed subsample ({controls.subsample_text(counts)}): "
+    f"run's fixed subsample ({result.subsample_text}): "
     + plain(
-        "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
-        + ("" if rest else f"; {baseline} {counts['n_baseline'].iloc[0]}")
+        "; ".join(f"{label} {n}" for label, n in sizes.items() if label in shown)
+        + ("" if rest else f"; {baseline} {result.baseline_size}")
     )
     + ". Norms and directions use every sample."
 )

@@ -234,7 +234,7 @@ DRAWN = _Drawn()
 def _digest(value, out) -> None:
     """Feed `value` (a builder argument) into the hash `out`; TypeError if it cannot say."""
     if isinstance(value, pd.DataFrame):
-        out.update(repr((list(value.columns), [str(t) for t in value.dtypes])).encode())
+        out.update(repr(list(value.columns)).encode())  # each column's dtype: _digest_values
         for i in range(value.shape[1]):
             _digest_values(_column_values(value, i), out)
         _digest_values(value.index.array, out)
@@ -277,7 +277,7 @@ def _digest_values(values, out) -> None:
     if chunks is None or any(pa.types.is_dictionary(chunk.type) for chunk in chunks):
         # (a dictionary array's buffers leave its dictionary out)
         hashed = pd.util.hash_pandas_object(pd.Series(values, copy=False), index=False)
-        out.update(f"hashed:{len(values)};".encode())
+        out.update(f"hashed:{values.dtype}:{len(values)};".encode())
         out.update(hashed.to_numpy().tobytes())
         return
     for chunk in chunks:

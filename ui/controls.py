@@ -238,15 +238,6 @@ def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> lis
     return list(chosen.drop_duplicates("model").index[:models])
 
 
-def subsample_text(per_label: pd.DataFrame) -> str:
-    """ "all 240 samples" or "4,096 of 100,000 samples" (per run when they differ), from
-    `DirectionProfile.per_label` rows (n_subsample, n_samples)."""
-    sizes = per_label.drop_duplicates(["n_subsample", "n_samples"])
-    parts = [f"all {n:,} samples" if m >= n else f"{m:,} of {n:,} samples"
-             for m, n in zip(sizes["n_subsample"], sizes["n_samples"], strict=True)]  # fmt: skip
-    return ", ".join(parts)
-
-
 def subsample_note(shown: int, total: int, what: str, unit: str = "samples") -> None:
     """A caption saying `what` shows a subsample of `shown` of `total` (nothing if all)."""
     if shown < total:
