@@ -43,7 +43,7 @@ from ui.jobs import prefill_query, upload_label
 from ui.shared import shared
 
 ALL_CATEGORIES = "(all pairs)"
-MAX_MEMO = 64  # derived values a profile keeps (`_memo`)
+MAX_MEMO = 16  # derived values a profile keeps (`_memo`): a bound a hostile URL cannot grow
 SELECTED_CATEGORIES = "(selected pairs)"  # the overall line when some categories are hidden
 
 
