@@ -5,9 +5,11 @@
     .venv/bin/python bench/bench_load.py --targets trivial,read-only   # a subset
 
 Each target is a real `streamlit run` server started here: `read-only` (our app with
-ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable) and `trivial` (a one-line
+ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial` (a one-line
 `st.write` page: the baseline, measured in the same run under the same load, with the same
-`.streamlit/config.toml`, so that only the page differs). Clients drive it as
+`.streamlit/config.toml`, so that only the page differs) and `elements` (a static page of
+--elements captions and nothing else: what Streamlit itself costs for a page with about as many
+elements as ours, the floor no work in our pages can go below). Clients drive it as
 a browser does: every page view is a new session (GET the page, /_stcore/health and
 /_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg with
 the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a random
@@ -18,8 +20,9 @@ Per target: a warm-up (every page and filter set once, so caches are as they wou
 server that has been up a while), then one session alone (median latency of --single views),
 then --sessions concurrent sessions for --seconds (views/s, p50 and p95 latency, failures).
 The cost ratio is the trivial page's views/s over the target's (1.0: as cheap as a trivial page;
-the goal is at most 2). The machine's load average is printed with every figure: the numbers are
-only comparable at similar load.
+the goal is at most 2). Messages per view: the ForwardMsgs a view receives (each element, layout
+block and status message is one; Streamlit's cost grows with them). The machine's load average is
+printed with every figure: the numbers are only comparable at similar load.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TRIVIAL_APP = 'import streamlit as st\n\nst.write("Hello, world")\n'
-TARGETS = ("trivial", "read-only", "writable")
+ELEMENTS_APP = 'import streamlit as st\n\nfor i in range({n}):\n    st.caption(f"line {{i}}")\n'
+TARGETS = ("trivial", "elements", "read-only", "writable")
+STATIC = ("trivial", "elements")  # one view, no store
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -110,6 +115,7 @@ class ViewResult:
     seconds: float
     ok: bool
     reason: str = ""
+    messages: int = 0
 
 
 async def browse(port: int, page: str, query: dict, timeout: float) -> ViewResult:
@@ -127,8 +133,9 @@ async def browse(port: int, page: str, query: dict, timeout: float) -> ViewResul
             async with websockets.connect(uri, subprotocols=["streamlit"], max_size=None,
                                           compression=None) as ws:  # fmt: skip
                 await ws.send(_rerun_message(page, query))
-                failed = ""
+                failed, messages = "", 0
                 async for raw in ws:
+                    messages += 1
                     msg = ForwardMsg()
                     msg.ParseFromString(raw)
                     kind = msg.WhichOneof("type")
@@ -145,7 +152,8 @@ async def browse(port: int, page: str, query: dict, timeout: float) -> ViewResul
                         status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
                         if status != "FINISHED_EARLY_FOR_RERUN":
                             ok = status == "FINISHED_SUCCESSFULLY" and not failed
-                            return ViewResult(time.perf_counter() - started, ok, failed or status)
+                            seconds = time.perf_counter() - started
+                            return ViewResult(seconds, ok, failed or status, messages)
         return ViewResult(time.perf_counter() - started, False, "connection closed")
     except TimeoutError:
         return ViewResult(time.perf_counter() - started, False, "timed out")
@@ -170,6 +178,11 @@ class Phase:
     def percentile(self, q: float) -> float:
         ok = self.ok
         return ok[min(len(ok) - 1, int(q * len(ok)))] if ok else float("nan")
+
+    @property
+    def messages(self) -> float:
+        ok = [r.messages for r in self.results if r.ok]
+        return sum(ok) / len(ok) if ok else float("nan")
 
     @property
     def rate(self) -> float:
@@ -219,13 +232,15 @@ def _free_port() -> int:
 class Server:
     """A `streamlit run` process for one target; stopped on exit."""
 
-    def __init__(self, target: str, store: str, workdir: Path) -> None:
+    def __init__(self, target: str, store: str, workdir: Path, elements: int = 60) -> None:
         self.port = _free_port()
         env = {**os.environ, "ACTX_STORE": store, "PYTHONUNBUFFERED": "1"}
         env.pop("ACTX_READ_ONLY", None)
-        if target == "trivial":  # run with our .streamlit/config.toml, so only the page differs
-            script, cwd = workdir / "trivial_app.py", workdir
-            script.write_text(TRIVIAL_APP)
+        if target in STATIC:  # run with our .streamlit/config.toml, so only the page differs
+            script, cwd = workdir / f"{target}_app.py", workdir
+            script.write_text(
+                TRIVIAL_APP if target == "trivial" else ELEMENTS_APP.format(n=elements)
+            )
             (workdir / ".streamlit").mkdir(exist_ok=True)
             shutil.copyfile(
                 ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml"
@@ -285,12 +300,12 @@ class TargetResult:
 
 
 def run_target(target: str, args, views, workdir: Path) -> TargetResult:
-    server = Server(target, args.store, workdir)
+    server = Server(target, args.store, workdir, args.elements)
     try:
         server.wait_ready()
-        target_views = [("", {})] if target == "trivial" else views
+        target_views = [("", {})] if target in STATIC else views
         warm = asyncio.run(sweep(server.port, target_views, args.timeout, min(4, args.sessions)))
-        if warm.failures and target != "trivial":
+        if warm.failures and target not in STATIC:
             reasons = sorted({f.reason for f in warm.failures})
             print(f"   warm-up of {target}: {len(warm.failures)} failed views ({reasons})")
         before = load_average()
@@ -306,13 +321,15 @@ def run_target(target: str, args, views, workdir: Path) -> TargetResult:
 def report(results: list[TargetResult], sessions: int) -> None:
     base = next((r for r in results if r.target == "trivial"), None)
     head = f"\n{'target':<11}{'1 session p50 s':>16}{sessions:>4} sessions: {'views/s':>8}"
-    print(f"{head}{'p50 s':>8}{'p95 s':>8}{'failed':>8}{'cost vs trivial':>17}{'load avg':>14}")
+    print(f"{head}{'p50 s':>8}{'p95 s':>8}{'failed':>8}{'cost vs trivial':>17}{'msgs/view':>11}"
+          f"{'load avg':>14}")  # fmt: skip
     for r in results:
         cost = base.loaded.rate / r.loaded.rate if base and r.loaded.rate else float("nan")
         print(
             f"{r.target:<11}{r.single.percentile(0.5):>16.3f}{'':>14}{r.loaded.rate:>8.2f}"
             f"{r.loaded.percentile(0.5):>8.2f}{r.loaded.percentile(0.95):>8.2f}"
-            f"{len(r.loaded.failures):>8}{cost:>16.2f}x{r.load_before:>7}->{r.load_after:<6}"
+            f"{len(r.loaded.failures):>8}{cost:>16.2f}x{r.loaded.messages:>11.0f}"
+            f"{r.load_before:>7}->{r.load_after:<6}"
         )
         reasons = sorted({f.reason for f in r.loaded.failures})
         if reasons:
@@ -330,6 +347,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--elements", type=int, default=60,
+                        help="captions on the `elements` target's page")  # fmt: skip
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]

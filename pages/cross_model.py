@@ -21,12 +21,9 @@ from ui.compute import (
     CROSS_MODEL_MAX_ROWS,
     PROCRUSTES_RANK,
     Unsuitable,
-    chance_at,
-    cross_model,
-    directions_for,
+    cross_model_drawn,
+    directions_of,
     run_title,
-    with_best,
-    with_chance,
 )
 from ui.context import current_view, plain, short
 
@@ -35,7 +32,7 @@ view = current_view()
 runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
-    runs, controls.default_runs_by_labels(runs),
+    runs, controls.default_runs(view),
     help="Two or more runs of the same dataset, on different models.",
 )  # fmt: skip
 if len(run_ids) < 2:
@@ -57,7 +54,7 @@ baseline = controls.pick_baseline(labels, columns[0])
 targets = [label for label in labels if label != baseline]
 target = controls.pick_one(columns[1], "Direction of", targets, key="label", what="label")
 try:
-    directions = directions_for(view, chosen, hook, position, baseline)
+    directions = directions_of(view, tuple(run_ids), hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
@@ -113,17 +110,13 @@ if run_a == run_b:
         "represent the samples alike. Pick another run as B to compare two models."
     )
 try:
-    result = cross_model(view, run_a, run_b, hook, position, target, baseline)
+    result = cross_model_drawn(view, run_a, run_b, hook, position, target, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 
 name_a, name_b = runs.loc[run_a, "model"], runs.loc[run_b, "model"]
 axes = {"x_title": f"layer of {name_b} (B)", "y_title": f"layer of {name_a} (A)"}
-
-
-def chance(measure: str):
-    return lambda cells: chance_at(view, run_a, run_b, hook, position, measure, cells)
 
 
 def heatmap(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
@@ -147,21 +140,20 @@ if result.rsa is None:
     left.info(result.rsa_note)
 else:
     heatmap(
-        left, with_best(result.rsa), "RSA: correlation of label-by-label similarity",
+        left, result.rsa, "RSA: correlation of label-by-label similarity",
         "Pearson correlation between the cosine matrices of the centred label means of layer i "
         f"(A) and layer j (B); {len(labels)} labels give {len(labels) * (len(labels) - 1) // 2} "
         "numbers per matrix, so it is coarse. Basis-free.", "RSA", domain=(-1.0, 1.0),
     )  # fmt: skip
-cka = with_chance(with_best(result.cka), chance("cka"))
 heatmap(
-    right, cka, "Linear CKA of the sample representations",
+    right, result.cka, "Linear CKA of the sample representations",
     f"Over {result.n_shared} shared samples of the runs' fixed subsamples (at most "
     f"{CROSS_MODEL_MAX_ROWS}); biased upwards "
     "when samples are few relative to the width. Basis-free.", "CKA",
 )  # fmt: skip
 left, right = st.columns(2)
 heatmap(
-    left, with_chance(with_best(result.procrustes), chance("procrustes")),
+    left, result.procrustes,
     "Cosine after orthogonal Procrustes alignment (held out)",
     f"Map fitted on half of the {result.n_shared} shared samples, in each layer's top "
     f"{PROCRUSTES_RANK} principal directions; mean cosine on the other half.",
@@ -176,7 +168,7 @@ if result.raw is None:
     )
 else:
     heatmap(
-        right, with_best(result.raw), f"Raw cosine of the {target} directions (basis-dependent!)",
+        right, result.raw, f"Raw cosine of the {target} directions (basis-dependent!)",
         f"The {plain(target)} vs {plain(baseline)} direction set above. Only meaningful if "
         "both models share a basis (e.g. one is a fine-tune of the other); for unrelated models "
         "expect values near 0 whatever they represent.", "cosine", domain=(-1.0, 1.0),

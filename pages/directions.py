@@ -11,7 +11,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import charts, controls, downloads, links
-from ui.compute import REST, Unsuitable, directions_for, layer_detail, run_title
+from ui.compute import REST, Unsuitable, directions_of, layer_detail, run_title
 from ui.context import current_view, plain, short
 
 st.title("Concept directions")
@@ -19,7 +19,7 @@ view = current_view()
 runs = controls.runs_or_stop(view)
 
 run_ids = controls.pick_runs(
-    runs, controls.default_runs_by_labels(runs),
+    runs, controls.default_runs(view),
     help="One run, or several runs of the same dataset (e.g. one per model).",
 )  # fmt: skip
 if not run_ids:
@@ -60,7 +60,7 @@ if not shown:
     links.stop()
 
 try:
-    result = directions_for(view, chosen, hook, position, baseline)
+    result = directions_of(view, tuple(run_ids), hook, position, baseline)
 except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
@@ -99,13 +99,13 @@ charts.draw(
     title=f"Held-out separability from {versus}: AUC of the projection",
     tooltip=("accuracy", "n_target", "n_baseline"), y_domain=(0.0, 1.0), **style,
 )  # fmt: skip
-counts = per_label.drop_duplicates(["run", "label"])
+sizes = result.label_sizes
 st.caption(
     "Stability (20 random half splits) and AUC (fit on one half, score the other) use each "
-    f"run's fixed subsample ({controls.subsample_text(counts)}): "
+    f"run's fixed subsample ({result.subsample_text}): "
     + plain(
-        "; ".join(f"{r.label} {r.n_target}" for r in counts.drop_duplicates("label").itertuples())
-        + ("" if rest else f"; {baseline} {counts['n_baseline'].iloc[0]}")
+        "; ".join(f"{label} {n}" for label, n in sizes.items() if label in shown)
+        + ("" if rest else f"; {baseline} {result.baseline_size}")
     )
     + ". Norms and directions use every sample."
 )

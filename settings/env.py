@@ -67,6 +67,16 @@ BY_NAME = {s.name: s for s in ENV_SETTINGS}
 
 def secrets_files() -> list[Path]:
     """Where secrets.toml may be, in Streamlit's order, without duplicates."""
+    where = (os.path.expanduser("~"), os.getcwd())
+    if where not in _SECRETS_FILES:
+        _SECRETS_FILES[where] = _secrets_files()
+    return list(_SECRETS_FILES[where])
+
+
+_SECRETS_FILES: dict[tuple[str, str], list[Path]] = {}  # (home, working folder) -> the files
+
+
+def _secrets_files() -> list[Path]:
     candidates = [
         Path.home() / ".streamlit" / "secrets.toml",
         Path.cwd() / ".streamlit" / "secrets.toml",
@@ -89,11 +99,41 @@ def _warn_once(path: Path, why: str) -> None:
         log.warning("secrets file %s cannot be used (%s): read-only mode is on", path, why)
 
 
+def _file_state(path: Path) -> tuple | None:
+    """What changes when a file is written, replaced or removed; None if there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # unreadable: read_secrets reports it (fails closed)
+        return ("error", exc.errno)
+    return (info.st_mode, info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)
+
+
+_last_read: tuple[tuple, tuple[dict[str, object], bool]] | None = None
+
+
 def read_secrets() -> tuple[dict[str, object], bool]:
-    """(merged top-level values of every secrets file, whether any file exists but is broken)."""
+    """(merged top-level values of every secrets file, whether any file exists but is broken).
+
+    Read again only when a file appears, changes or goes (a stat per candidate): the app asks
+    for settings and the read-only mode many times per page view.
+    """
+    global _last_read
+    paths = secrets_files()
+    state = tuple((str(path), _file_state(path)) for path in paths)
+    last = _last_read
+    if last is not None and last[0] == state:
+        return dict(last[1][0]), last[1][1]
+    merged, broken = _read_secrets(paths)
+    _last_read = (state, (merged, broken))
+    return dict(merged), broken
+
+
+def _read_secrets(paths: list[Path]) -> tuple[dict[str, object], bool]:
     merged: dict[str, object] = {}
     broken = False
-    for path in secrets_files():
+    for path in paths:
         try:
             if not path.exists():
                 continue

@@ -71,6 +71,7 @@ FIELD_TITLES = {
     "depth_b": "Depth of B", "pairs": "Pairs", "chance": "Chance level (shuffled)",
 }  # fmt: skip
 PATTERNS = tuple(pattern for _, pattern in DASHES)
+IDENTIFYING = ("run", "model", "layer")  # kept in every chart's data (`_trim`)
 LAYER_TEXT = {"": "Layer", "_a": "Layer of A", "_b": "Layer of B"}  # suffix -> tooltip title
 
 
@@ -233,10 +234,10 @@ DRAWN = _Drawn()
 def _digest(value, out) -> None:
     """Feed `value` (a builder argument) into the hash `out`; TypeError if it cannot say."""
     if isinstance(value, pd.DataFrame):
-        out.update(repr((list(value.columns), [str(t) for t in value.dtypes])).encode())
-        for _, column in value.items():
-            _digest_column(column, out)
-        _digest_column(value.index.to_series(), out)
+        out.update(repr(list(value.columns)).encode())  # each column's dtype: _digest_values
+        for i in range(value.shape[1]):
+            _digest_values(_column_values(value, i), out)
+        _digest_values(value.index.array, out)
     elif isinstance(value, (list, tuple)):
         out.update(b"(" if isinstance(value, tuple) else b"[")
         for item in value:
@@ -250,19 +251,34 @@ def _digest(value, out) -> None:
         raise TypeError(f"cannot key a chart on {type(value).__name__}")
 
 
-def _digest_column(column: pd.Series, out) -> None:
-    """A column's values into `out`: the raw buffers of numbers and Arrow-backed text (with
-    offset and length: a slice's buffers hold more), pandas' row hashes for anything else."""
-    if column.dtype.kind in "biufcmMb" and not isinstance(column.dtype, pd.ArrowDtype):
-        out.update(np.ascontiguousarray(column.to_numpy()).tobytes())
+def _column_values(frame: pd.DataFrame, i: int):
+    """Column i's values (a numpy array or a pandas extension array), without making a Series:
+    `frame.items()` builds one per column, which was most of the key's cost (a page draws
+    several charts per view). Falls back to the public path if pandas drops the method."""
+    try:
+        return frame._get_column_array(i)
+    except AttributeError:
+        return frame.iloc[:, i].array
+
+
+def _digest_values(values, out) -> None:
+    """Values into `out`: the raw bytes of a numeric numpy array (its dtype and length first),
+    the buffers of Arrow-backed values (with offset and length: a slice's buffers hold more),
+    pandas' value hashes for anything else."""
+    array = np.asarray(values) if isinstance(values, pd.arrays.NumpyExtensionArray) else values
+    if isinstance(array, np.ndarray) and array.dtype.kind in "biufcmM":
+        out.update(f"{array.dtype}:{len(array)};".encode())
+        out.update(np.ascontiguousarray(array).tobytes())
         return
     try:
-        chunks = pa.chunked_array(pa.array(column, from_pandas=True)).chunks
+        chunks = pa.chunked_array(pa.array(values, from_pandas=True)).chunks
     except (pa.ArrowException, TypeError, ValueError):
         chunks = None
     if chunks is None or any(pa.types.is_dictionary(chunk.type) for chunk in chunks):
         # (a dictionary array's buffers leave its dictionary out)
-        out.update(pd.util.hash_pandas_object(column, index=False).to_numpy().tobytes())
+        hashed = pd.util.hash_pandas_object(pd.Series(values, copy=False), index=False)
+        out.update(f"hashed:{values.dtype}:{len(values)};".encode())
+        out.update(hashed.to_numpy().tobytes())
         return
     for chunk in chunks:
         out.update(f"{chunk.type}:{chunk.offset}:{len(chunk)};".encode())
@@ -333,6 +349,22 @@ def _tooltip(frame: pd.DataFrame, fields) -> tuple[pd.DataFrame, list]:
     return frame, tips + [alt.Tooltip(f, title=f) for f in layer_fields]
 
 
+def _trim(frame: pd.DataFrame, *fields) -> pd.DataFrame:
+    """Only the columns a chart encodes (`fields`: names, or lists of tooltips), in that order.
+
+    The data travel inside every served chart: a page's frames carry columns for other charts
+    and tables (a Directions frame has 20), and sending them all doubled the bytes per view.
+    The `IDENTIFYING` columns stay when present: the data say which run, model and layer a row is.
+    """
+    names: list[str] = []
+    for field in (*fields, *IDENTIFYING):
+        for item in field if isinstance(field, list) else [field]:
+            name = item.shorthand if isinstance(item, alt.Tooltip) else item
+            if isinstance(name, str) and name in frame and name not in names:
+                names.append(name)
+    return frame[names]
+
+
 def _colour(field: str, colours: Styles, frame: pd.DataFrame, orient: str = "right") -> alt.Color:
     styles = colours.drawn(frame[field])
     columns = 2 if orient == "bottom" else alt.Undefined
@@ -380,6 +412,7 @@ def lines(
     rows = max(-(-frame[color].nunique() // 2), frame[dash].nunique() if dash else 0)
     height = HEIGHT + LEGEND_TITLE + LEGEND_ROW * rows
     points = alt.Chart().mark_point(filled=True, size=18)
+    frame = _trim(frame, x, y, color, dash, line_field if dash else None, tips)
     return (
         alt.layer(line, points, data=frame, title=title)
         .encode(  # shared by both layers
@@ -413,6 +446,7 @@ def heatmap(
         "y": alt.Y(y, type="ordinal", title=y_title, sort="descending"),
     }
     colour = alt.Color(value, type="quantitative", scale=scale, title=legend or title_of(value))
+    frame = _trim(frame, x, y, value, best, tips, ring_tips if best else None)
     if best is None:
         chart = alt.Chart(frame, title=title).mark_rect()
         return chart.encode(**encoding, color=colour, tooltip=tips).properties(height=height)
@@ -429,7 +463,7 @@ def histogram(frame: pd.DataFrame, value: str, color: str, *, colours: Styles, t
     """Overlaid histograms of `value`, one per `color` value, drawn as outlines (unfilled bars
     over shared bins), so where they overlap every label's shape still shows in its colour."""
     return (
-        alt.Chart(frame, title=title)
+        alt.Chart(_trim(frame, value, color), title=title)
         .mark_bar(filled=False, strokeWidth=1.6, binSpacing=0)
         .encode(
             x=alt.X(
@@ -449,7 +483,7 @@ def scatter(frame: pd.DataFrame, x: str, y: str, color: str, *, colours: Styles,
             x_title: str, y_title: str, tooltip=()) -> alt.Chart:  # fmt: skip
     frame, tips = _tooltip(frame, [color, *tooltip])
     return (
-        alt.Chart(frame, title=title)
+        alt.Chart(_trim(frame, x, y, color, tips), title=title)
         .mark_circle(size=40, opacity=0.75)
         .encode(
             x=alt.X(x, type="quantitative", title=x_title),
@@ -486,7 +520,7 @@ def bars(frame: pd.DataFrame, x: str, y: str, color: str, *, colours: Styles, ti
     frame, tips = _tooltip(frame, [color, y, x, *tooltip])
     order = list(dict.fromkeys(frame[y]))
     return (
-        alt.Chart(frame, title=title)
+        alt.Chart(_trim(frame, x, y, color, tips), title=title)
         .mark_bar()
         .encode(
             x=alt.X(x, type="quantitative", title=x_title),

@@ -4,6 +4,9 @@ Pages call these and draw; no page reads vectors or does math itself. Every `st.
 function takes the rerun's `StoreView` (ui.context) as its first argument, then plain values:
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
+What a page view asks for again and again (`runs_table`, `directions_of`, `layer_detail`,
+`layer_directions`, `cross_model_drawn`) goes through `ui.shared` on top: every session gets the
+same result object, without Streamlit's hashing and unpickling per call, so treat it as read-only.
 
 Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors (it is a
 `st.cache_resource`: every caller shares one copy with read-only arrays, where a pickled
@@ -23,6 +26,8 @@ cannot be read, and `directions_for` names the runs whose vectors fail and keeps
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +53,8 @@ from analysis import (
 )
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS
-from ui.context import StoreView
+from ui.context import StoreView, public_text
+from ui.shared import shared
 
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
 CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
@@ -118,6 +124,17 @@ def run_summaries(view: StoreView) -> RunSummaries:
             }
         )  # fmt: skip
     return RunSummaries(pd.DataFrame(rows), tuple(unreadable), tuple(unsummarized))
+
+
+@shared(maxsize=16)
+def runs_table(view: StoreView) -> tuple[pd.DataFrame, RunSummaries]:
+    """(`run_summaries(view).frame` indexed by run_id, with each model as a visitor may see it
+    (a model may be a server folder); the summaries). One shared frame per view: read-only."""
+    summaries = run_summaries(view)
+    runs = summaries.frame.set_index("run_id") if len(summaries.frame) else summaries.frame
+    if len(runs):
+        runs = runs.assign(model=runs["model"].map(public_text))
+    return runs, summaries
 
 
 def _labels_and_pairs(store, run_id: str, summarized: bool) -> tuple[list[str], bool]:
@@ -261,6 +278,29 @@ class DirectionProfile:
     cosines: pd.DataFrame
     failed: tuple[tuple[str, str], ...] = ()
 
+    # Worked out once per profile (a shared one serves every visitor: ui.shared).
+    @functools.cached_property
+    def label_sizes(self) -> dict[str, int]:
+        """Each target label's samples in the (first run's) subsample, in the frame's order."""
+        sizes: dict[str, int] = {}
+        for label, n in zip(self.per_label["label"], self.per_label["n_target"], strict=True):
+            sizes.setdefault(label, int(n))
+        return sizes
+
+    @functools.cached_property
+    def baseline_size(self) -> int:
+        """The baseline's samples in the first run's subsample (0 if nothing was drawn)."""
+        return int(self.per_label["n_baseline"].iloc[0]) if len(self.per_label) else 0
+
+    @functools.cached_property
+    def subsample_text(self) -> str:
+        """ "all 240 samples" or "4,096 of 100,000 samples", per run where they differ."""
+        sizes = self.per_label.drop_duplicates(["n_subsample", "n_samples"])
+        return ", ".join(
+            f"all {n:,} samples" if m >= n else f"{m:,} of {n:,} samples"
+            for m, n in zip(sizes["n_subsample"], sizes["n_samples"], strict=True)
+        )
+
 
 def label_directions_of(
     stats: LayerStats, baseline: str
@@ -318,6 +358,15 @@ def direction_profile(
     return DirectionProfile(pd.DataFrame(rows), cosines)
 
 
+@shared(maxsize=64, keep=lambda profile: not profile.failed)
+def directions_of(
+    view: StoreView, run_ids: tuple[str, ...], hook: str, position: str, baseline: str
+) -> DirectionProfile:
+    """`directions_for` the runs `run_ids` of `runs_table(view)`, shared by every session
+    (read-only frames): a page view asks for the same few combinations again and again."""
+    return directions_for(view, runs_table(view)[0].loc[list(run_ids)], hook, position, baseline)
+
+
 def directions_for(
     view: StoreView, runs: pd.DataFrame, hook: str, position: str, baseline: str
 ) -> DirectionProfile:
@@ -342,7 +391,7 @@ def directions_for(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def layer_directions(
+def _layer_directions(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> tuple[list[str], np.ndarray]:
     """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
@@ -350,6 +399,14 @@ def layer_directions(
     stats = layer_stats(view, run_id, hook, position)
     targets, directions, _ = label_directions_of(stats, baseline)
     return targets, np.array(directions[stats.layer_index(layer)])
+
+
+@shared(maxsize=64)
+def layer_directions(
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
+) -> tuple[list[str], np.ndarray]:
+    """`_layer_directions`, shared by every session (read-only values): no hash, no unpickle."""
+    return _layer_directions(view, run_id, hook, position, layer, baseline)
 
 
 @dataclass(frozen=True)
@@ -362,8 +419,17 @@ class LayerDetail:
     explained: list[float]
 
 
-@st.cache_data(show_spinner="Computing the layer view...", max_entries=64)
+@shared(maxsize=64)
 def layer_detail(
+    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str,
+    target: str,
+) -> LayerDetail:  # fmt: skip
+    """`_layer_detail`, shared by every session (read-only frames): no hash, no unpickle."""
+    return _layer_detail(view, run_id, hook, position, layer, baseline, target)
+
+
+@st.cache_data(show_spinner="Computing the layer view...", max_entries=64)
+def _layer_detail(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str,
     target: str,
 ) -> LayerDetail:  # fmt: skip
@@ -491,6 +557,28 @@ def chance_at(
     else:
         levels = procrustes_chance(XA, XB, index, CHANCE_SHUFFLES, rank=PROCRUSTES_RANK)
     return tuple(levels.mean(axis=1).tolist())
+
+
+@shared(maxsize=32)
+def cross_model_drawn(
+    view: StoreView, run_a: str, run_b: str, hook: str, position: str, target: str,
+    baseline: str,
+) -> CrossModel:  # fmt: skip
+    """`cross_model` as the Cross-model page draws it, shared by every session (read-only
+    frames): `best` on every heatmap (`with_best`) and `chance` on CKA and Procrustes
+    (`with_chance`, from `chance_at`)."""
+    result = cross_model(view, run_a, run_b, hook, position, target, baseline)
+
+    def chance(measure: str):
+        return lambda cells: chance_at(view, run_a, run_b, hook, position, measure, cells)
+
+    return dataclasses.replace(
+        result,
+        cka=with_chance(with_best(result.cka), chance("cka")),
+        procrustes=with_chance(with_best(result.procrustes), chance("procrustes")),
+        rsa=None if result.rsa is None else with_best(result.rsa),
+        raw=None if result.raw is None else with_best(result.raw),
+    )
 
 
 def with_best(frame: pd.DataFrame) -> pd.DataFrame:

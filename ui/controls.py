@@ -26,8 +26,9 @@ import streamlit as st
 
 from store import StoreError
 from ui import links
-from ui.compute import REST, Unsuitable, complete_first, run_summaries, run_title
+from ui.compute import REST, Unsuitable, complete_first, run_title, runs_table
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
+from ui.shared import shared
 from ui.summaries import show_unavailable
 
 BIND = "query-params"
@@ -69,7 +70,7 @@ def runs_or_stop(view: StoreView) -> pd.DataFrame:
     one warning with the command (and, writable, a button) that makes them (ui.summaries).
     """
     try:
-        summaries = run_summaries(view)
+        runs, summaries = runs_table(view)  # shared by every session: treat it as read-only
     except StoreError as exc:
         show_problem(exc)
         links.stop()
@@ -79,8 +80,7 @@ def runs_or_stop(view: StoreView) -> pd.DataFrame:
     show_unavailable(view, summaries.unsummarized)  # named once, with the command; never scanned
     if summaries.frame.empty:
         stop_empty_store(view)
-    runs = summaries.frame.set_index("run_id")
-    return runs.assign(model=runs["model"].map(public_text))  # a model may be a server folder
+    return runs
 
 
 def _damaged(view: StoreView) -> list:
@@ -214,6 +214,17 @@ def pick_count(column, label: str, options: list[int], *, value: int, key: str) 
                         what=f"{label.lower()!r} =")  # fmt: skip
 
 
+def default_runs(view: StoreView, models: int | None = None) -> list[str]:
+    """`default_runs_by_labels` of the view's runs (`runs_or_stop`), worked out once per view
+    for every session."""
+    return list(_default_runs(view, models))
+
+
+@shared(maxsize=16)
+def _default_runs(view: StoreView, models: int | None) -> tuple[str, ...]:
+    return tuple(default_runs_by_labels(runs_table(view)[0], models))
+
+
 def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> list[str]:
     """Newest complete run per model (a partial one only where a model has no complete run) of
     the non-pair dataset with the most labels (at most `models`)."""
@@ -225,15 +236,6 @@ def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> lis
     best = best.sort_values("k", ascending=False, kind="stable")
     chosen = labelled[labelled["dataset_sha256"] == best["dataset_sha256"].iloc[0]]
     return list(chosen.drop_duplicates("model").index[:models])
-
-
-def subsample_text(per_label: pd.DataFrame) -> str:
-    """ "all 240 samples" or "4,096 of 100,000 samples" (per run when they differ), from
-    `DirectionProfile.per_label` rows (n_subsample, n_samples)."""
-    sizes = per_label.drop_duplicates(["n_subsample", "n_samples"])
-    parts = [f"all {n:,} samples" if m >= n else f"{m:,} of {n:,} samples"
-             for m, n in zip(sizes["n_subsample"], sizes["n_samples"], strict=True)]  # fmt: skip
-    return ", ".join(parts)
 
 
 def subsample_note(shown: int, total: int, what: str, unit: str = "samples") -> None:

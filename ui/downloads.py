@@ -43,9 +43,11 @@ def _safe_stem(stem: str) -> str:
 
 
 def _buttons(container, make, stem: str, key: str, what: str) -> None:
-    columns = container.columns(len(EXPORT_FORMATS))
-    for column, fmt in zip(columns, EXPORT_FORMATS, strict=True):
-        column.download_button(
+    # One horizontal container, not a column per button: the same row, in one layout block
+    # instead of four (every block is a message to each visitor: bench/bench_load.py).
+    row = container.container(horizontal=True, gap="small")
+    for fmt in EXPORT_FORMATS:
+        row.download_button(
             f"{LABELS[fmt]}", data=partial(make, fmt), file_name=f"{_safe_stem(stem)}.{fmt}",
             mime=MIME_TYPES[fmt], key=f"{key}_{fmt}", on_click="ignore",
             icon=":material/download:", help=f"{what}: {HELP[fmt]}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,10 @@ from store import RunManifest, Store
 from ui.compute import Unsuitable, check_site, run_dtype
 from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
+from ui.shared import shared
 
 ALL_CATEGORIES = "(all pairs)"
+MAX_MEMO = 16  # derived values a profile keeps (`_memo`): a bound a hostile URL cannot grow
 SELECTED_CATEGORIES = "(selected pairs)"  # the overall line when some categories are hidden
 
 
@@ -69,6 +71,20 @@ class PairProfile:
     distance: np.ndarray | None = None
     scale: np.ndarray | None = None
     pair_abs: np.ndarray | None = None
+    # What the page derives from it, by function and arguments (`_memo`): a shared profile
+    # (`pair_profile`) serves every visitor, and a view asks for the same statistics four times.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+def _memo(profile: PairProfile, key: tuple, make):
+    """`make()`, kept in `profile.memo` under `key` (at most MAX_MEMO values; read-only)."""
+    value = profile.memo.get(key)
+    if value is None:
+        value = make()
+        if len(profile.memo) >= MAX_MEMO:  # a few choices are common; bound the rest
+            profile.memo.clear()
+        profile.memo[key] = value
+    return value
 
 
 def pair_table(samples: pd.DataFrame) -> pd.DataFrame:
@@ -117,8 +133,15 @@ def _category_rows(layer: int, per_pair: tuple, categories: np.ndarray) -> list:
     return rows
 
 
-@st.cache_data(show_spinner="Computing pair differences...", max_entries=32)
+@shared(maxsize=32)
 def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> PairProfile:
+    """`_pair_profile`, shared by every session (read-only): no hash, no unpickle of its
+    [L, categories, d] sums on every view."""
+    return _pair_profile(view, run_id, hook, position)
+
+
+@st.cache_data(show_spinner="Computing pair differences...", max_entries=32)
+def _pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> PairProfile:
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
@@ -175,7 +198,12 @@ def overall_name(profile: PairProfile, categories) -> str:
 
 def per_layer_selected(profile: PairProfile, categories) -> pd.DataFrame:
     """`profile.per_layer` for the chosen categories, its overall line over their pairs only
-    (named by `overall_name`); empty when no pair is chosen."""
+    (named by `overall_name`); empty when no pair is chosen. Read-only (kept: `_memo`)."""
+    key = ("per_layer", tuple(categories))
+    return _memo(profile, key, lambda: _per_layer_selected(profile, categories))
+
+
+def _per_layer_selected(profile: PairProfile, categories) -> pd.DataFrame:
     mask = selected_pairs(profile, categories)
     frame = profile.per_layer
     rows = frame[frame["category"].isin(list(categories))]
@@ -197,10 +225,14 @@ def selected_stats(profile: PairProfile, categories=None) -> DimensionStats:
     if profile.sums is None:
         return DimensionStats(profile.mean_abs, profile.std, profile.score)
     chosen = profile.categories if categories is None else categories
-    index = [profile.categories.index(c) for c in chosen if c in profile.categories]
+    index = tuple(profile.categories.index(c) for c in chosen if c in profile.categories)
     if not index:
         raise Unsuitable("No category is chosen: pick at least one to rank dimensions.")
-    return dimension_stats(profile.sums.take(index, axis=1).total(axis=1))
+    return _memo(
+        profile,
+        ("stats", index),
+        lambda: dimension_stats(profile.sums.take(list(index), axis=1).total(axis=1)),
+    )
 
 
 def dimension_table(
@@ -223,7 +255,13 @@ def dimension_table(
 
 
 def dimension_layers(profile: PairProfile, dims: list[int], categories=None) -> pd.DataFrame:
-    """Score of the given dimensions at every layer, long: layer, dimension, score, n_layers."""
+    """Score of the given dimensions at every layer, long: layer, dimension, score, n_layers.
+    Read-only (kept: `_memo`)."""
+    key = ("layers", tuple(int(d) for d in dims), None if categories is None else tuple(categories))
+    return _memo(profile, key, lambda: _dimension_layers(profile, dims, categories))
+
+
+def _dimension_layers(profile: PairProfile, dims: list[int], categories=None) -> pd.DataFrame:
     score = selected_stats(profile, categories).score
     frame = pd.DataFrame(score[:, dims], index=profile.layers, columns=dims)
     frame = frame.rename_axis(index="layer", columns="dimension").stack().rename("score")
@@ -269,7 +307,13 @@ THIS_PAIR, MEDIAN_PAIR = "this pair", "median of the chosen pairs"
 
 def pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame:
     """One pair's ||b - a|| ÷ norm at every layer of the profile's (pooled) position, beside the
-    median over the chosen categories' pairs: layer, n_layers, pairs, relative, distance."""
+    median over the chosen categories' pairs: layer, n_layers, pairs, relative, distance.
+    Read-only (kept: `_memo`)."""
+    key = ("pair", pair_id, tuple(categories))
+    return _memo(profile, key, lambda: _pair_layers(profile, pair_id, categories))
+
+
+def _pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame:
     ids = profile.pairs["pair_id"].tolist()
     if pair_id not in ids or profile.distance is None:
         raise Unsuitable(f"Pair {pair_id!r} is not in this run.")

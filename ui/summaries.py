@@ -25,6 +25,7 @@ from store.summaries import summarize_command
 from store.summarize import summarize_run
 from ui.compute import run_summaries
 from ui.context import StoreView, plain, public_text, read_only
+from ui.shared import clear_all
 
 
 def show_unavailable(view: StoreView, problems: Sequence[tuple[str, str, str]],
@@ -68,3 +69,4 @@ def summarize(path: str | Path, run_ids: Sequence[str], force: bool) -> None:
         finally:
             bar.empty()
     run_summaries.clear()
+    clear_all()  # values derived from them (ui.shared): the view itself has not changed

@@ -4,7 +4,7 @@ The pages draw every Altair chart through it (ui/charts.py); the AppTest suites 
 charts back (tests/ui/test_links.py, test_pages.py). Here: the same spec and Arrow data as
 `st.altair_chart` for a line chart and a ringed heatmap, a second draw of the same input reuses
 the conversion, any change in a frame's values, index or columns draws anew, and an invalid chart
-still fails on its first draw.
+still fails on its first draw, and a chart's data hold only the columns it draws.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import altair as alt
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
 
@@ -123,3 +124,25 @@ def test_an_invalid_chart_fails_on_its_first_draw():
     for _ in range(2):  # nothing was kept from the failed draw
         with pytest.raises(Exception, match="wide"):
             charts.draw(Recorder(), invalid, frame)
+
+
+def test_a_chart_carries_only_the_columns_it_draws():
+    lines, cells = _frames()
+    extra = {"stability": 0.5, "n_target": 60, "text": "a long sentence the chart never shows"}
+    colours = charts.label_colours(["anger", "gratitude", "neutral"])
+    out = Recorder()
+    charts.draw(out, charts.lines, lines.assign(**extra), "layer", "l2", "label",
+                colours=colours, title="t", x_title="x", y_title="y",
+                tooltip=("n_target",))  # fmt: skip
+    charts.draw(out, charts.heatmap, cells.assign(**extra), "layer_b", "layer_a", "value",
+                title="h", x_title="", y_title="")  # fmt: skip
+    (line_data,), (cell_data,) = (
+        [
+            set(pa.ipc.open_stream(data).read_all().column_names)
+            for data in spec["datasets"].values()
+        ]
+        for spec in out.specs
+    )
+    # Drawn, in the tooltip, or naming the model and layer; not "stability" nor the text.
+    assert line_data == {"layer", "l2", "label", "n_target", "model", "Layer"}
+    assert cell_data == {"layer_a", "layer_b", "value", "Layer of A", "Layer of B"}

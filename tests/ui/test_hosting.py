@@ -154,7 +154,7 @@ def test_an_unexpected_exception_is_one_line_for_a_visitor(
     tiny_env, secrets_file, monkeypatch, caplog, page
 ):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
-    monkeypatch.setattr("ui.controls.run_summaries", _explode)  # the analysis pages' first read
+    monkeypatch.setattr("ui.controls.runs_table", _explode)  # the analysis pages' first read
     monkeypatch.setattr("ui.context.runs_frame", _explode)  # the Runs page's first read
     with caplog.at_level(logging.ERROR, logger="activation_explorer.app"):
         at = open_page(page)
@@ -167,7 +167,7 @@ def test_an_unexpected_exception_is_one_line_for_a_visitor(
 
 def test_outside_read_only_mode_the_details_are_one_click_away(tiny_env, secrets_file,
                                                                monkeypatch):  # fmt: skip
-    monkeypatch.setattr("ui.controls.run_summaries", _explode)
+    monkeypatch.setattr("ui.controls.runs_table", _explode)
     at = open_page("pages/directions.py", check=False)
     assert at.error[0].value.startswith("This view failed: RuntimeError")
     assert "boom" in at.exception[0].message  # inside a closed "Details" expander
