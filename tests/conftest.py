@@ -47,24 +47,20 @@ def _fsync_checks_the_descriptor_only():
     os.fsync = real
 
 
-_TORCH_THREADS: list[int] = []  # torch's own thread count, read once
+def pytest_configure(config):
+    """Torch on one thread, in this process and every process it starts (runs, job workers,
+    documented commands, servers), unless OMP_NUM_THREADS says otherwise.
 
-
-def pytest_runtest_setup(item):
-    """Tiny models run on one torch thread; tests of the real embedded models on torch's default.
-
-    On 2 cores, torch's second thread does not speed up a tiny model's matrices: it waits for
-    work, spinning. Measured on the quick subset of tests/extraction: 17 s of CPU with torch's
-    default (2 threads), 11.8 s with one. The real models' forward passes do gain from it, so
-    `embedded` tests keep the default. Set here, before fixtures, so session fixtures built for
-    a test get its setting; torch is left unimported where a test never needs it.
+    Two threads on two cores gain little on tiny models, and on a machine that is busy with
+    anything else (a browser, a server, a neighbour) they lose a lot: each parallel region
+    spins until both threads are scheduled. Measured here on SmolLM2 under load: 3 forward
+    passes of 16 x 24 tokens took 2.5 s of CPU on one thread, 11-12.6 s on two, and longer
+    wall time too; 16 generated tokens 1.8 s against 19 s. Set before torch is imported.
     """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    if not _TORCH_THREADS:
-        _TORCH_THREADS.append(torch.get_num_threads())
-    torch.set_num_threads(_TORCH_THREADS[0] if item.get_closest_marker("embedded") else 1)
+    if torch is not None:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
