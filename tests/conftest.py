@@ -31,22 +31,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _fsync_checks_the_descriptor_only():
-    """In this process, `os.fsync` checks its descriptor (a bad one raises OSError as fsync
-    would) without waiting for the disk: no test can observe durability, and the quick subset
-    made 2,560 fsyncs (about 3 ms each here: 8 s of waiting). Runs and workers that tests start
-    as subprocesses still fsync for real."""
-    real = os.fsync
-
-    def checked(fd) -> None:
-        os.fstat(fd if isinstance(fd, int) else fd.fileno())
-
-    os.fsync = checked
-    yield
-    os.fsync = real
-
-
 def pytest_configure(config):
     """Torch on one thread, in this process and every process it starts (runs, job workers,
     documented commands, servers), unless OMP_NUM_THREADS says otherwise.
