@@ -21,6 +21,7 @@ def paired_root(tiny_paired_store, tmp_path, monkeypatch):
     return root.resolve(), tiny_paired_store["run_id"]
 
 
+@pytest.mark.slow  # a worker and an extraction process: 3.1 s of wall time measured (load 9)
 def test_a_vectors_job_makes_a_committed_set(paired_root):
     root, run_id = paired_root
     settings = VectorSettings(run=run_id[:12], method="mean_diff", layers="1-3")
