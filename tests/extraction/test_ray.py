@@ -113,10 +113,11 @@ def _remote_parts(s3_server, uri: str, run_id: str) -> list[str]:
 
 
 def test_a_run_into_s3_survives_a_killed_worker_and_equals_a_local_run(
-    ray_cluster, work, s3_server, s3_store
+    ray_cluster, work, s3_server, s3_store, monkeypatch
 ):
     """The issue's "done when": --ray into an s3:// store on the test server commits the same
-    vectors as a local run, survives a killed worker, and the app's reader lists it."""
+    vectors as a local run, survives a killed worker, and shows up in the app reading that
+    store (hosted read-only)."""
     argv = ["run", *work["args"], "--store", s3_store, "--run-id", "on-ray", "--ray",
             "--flush-mb", "0.001"]  # fmt: skip
     outcome = {}
@@ -149,6 +150,16 @@ def test_a_run_into_s3_survives_a_killed_worker_and_equals_a_local_run(
     assert not Path(f"/proc/{alive[0]}").exists() or alive[0] not in _part_writer_pids()
     assert ray_record["parts"] == len(_remote_parts(s3_server, s3_store, "on-ray"))
     assert manifest.device == "cpu" and manifest.n_layers == 4 and manifest.d_model == 128
+
+    from tests.ui.apptest import open_page, page_text
+
+    monkeypatch.setenv("ACTX_STORE", s3_store)
+    monkeypatch.setenv("ACTX_READ_ONLY", "1")
+    runs = open_page("pages/runs.py")
+    assert runs.dataframe[0].value["run_id"].tolist() == ["on-ray"]
+    directions = open_page("pages/directions.py", {"runs": "on-ray"})
+    assert "on-ray" in page_text(directions) or manifest.name in page_text(directions)
+    assert not directions.error, [e.value for e in directions.error]
 
 
 def test_a_killed_driver_leaves_nothing_and_resume_redoes_the_rest(ray_cluster, work, tmp_path):
