@@ -285,9 +285,14 @@ def launch(
             why = f"its worker could not be started: {exc.strerror or exc}"
             write_job(root, replace(job, state="failed", ended_at=time.time(), error=why))
             raise JobError(f"job {job.job_id} failed: {why}") from None
-        job = replace(job, pid=worker.pid, pid_start=processes.proc_start(worker.pid))
-        if job.pid_start is None:  # exited before we could even look at it
-            job = _close_dead(root, job, "its worker exited at once")
+        # Recorded only once /proc shows it as this job's worker (see processes.verified_start):
+        # until then any reconcile would take it for dead.
+        start = processes.verified_start(
+            worker, lambda start: processes.is_worker(worker.pid, start, root, job.job_id)
+        )
+        job = replace(job, pid=worker.pid, pid_start=start)
+        if start is None:  # exited (or never became the worker) before we could verify it
+            job = _close_dead(root, job, "its worker exited at once or never started")
         write_job(root, job)
         return job, True
 

@@ -284,10 +284,15 @@ def _ensure_worker_locked(root: Path) -> WorkerRecord:
             os.close(log_fd)
     except OSError as exc:
         raise JobError(f"the steering worker could not be started: {exc.strerror or exc}") from None
-    start = processes.proc_start(process.pid)
+    # Recorded only once /proc shows it as the worker (processes.verified_start): a poll in
+    # between would otherwise find no live worker and fail the request.
+    start = processes.verified_start(
+        process, lambda start: is_worker(WorkerRecord(process.pid, start, 0.0), root)
+    )
     if start is None:
         raise JobError(
-            "the steering worker exited at once: " + (last_error_line(log_path(root)) or "")
+            "the steering worker exited at once or never started: "
+            + (last_error_line(log_path(root)) or "")
         )
     record = WorkerRecord(process.pid, start, time.time())
     record.write(root)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def plant(root: Path, index: int, content: bytes | dict | None = None, **fields)
     raw = content if isinstance(content, bytes) else json.dumps(content).encode()
     (folder / "job.json").write_bytes(raw)
     return folder
+
+
+def slow_exec(command: list[str], seconds: float) -> list[str]:
+    """`command`, started through a program that sleeps `seconds` then execs it: a worker whose
+    exec takes that long. The command travels as one JSON argument, so until the exec the
+    process's command line is not the worker's (as during a real exec, when it is empty)."""
+    code = "import json, os, sys, time; time.sleep(float(sys.argv[1])); c = json.loads(sys.argv[2])"
+    return [sys.executable, "-c", code + "; os.execv(c[0], c)", str(seconds), json.dumps(command)]
 
 
 def env_without_read_only() -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 from jobs import JobError, ReadOnlyError, steering
 from jobs.processes import proc_start
 from settings.vectors import SteerSettings
-from tests.jobs.helpers import alive, wait_for
+from tests.jobs.helpers import alive, slow_exec, wait_for
 
 
 @pytest.fixture
@@ -113,3 +113,15 @@ def test_a_malformed_result_reads_as_failed(service):
     steering.result_path(root, req_id).unlink()
     steering.result_path(root, req_id).symlink_to("/etc/passwd")
     assert "unreadable" in steering.poll(root, req_id).error
+
+
+def test_a_worker_still_in_its_exec_is_not_taken_for_gone(service, monkeypatch):
+    """A poll right after the submit, while the new worker's exec is still under way (its
+    command line not yet in /proc: stretched to 0.5 s here), used to find no live worker and
+    fail the request ("the steering worker stopped")."""
+    root = service["root"]
+    real = steering.worker_command
+    monkeypatch.setattr(steering, "worker_command", lambda *a: slow_exec(real(*a), 0.5))
+    req_id = steering.submit(root, _request(service["set_id"]), read_only=False)
+    assert steering.live_worker(root) is not None
+    assert steering.poll(root, req_id) is None  # pending, not failed

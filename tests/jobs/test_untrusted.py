@@ -31,7 +31,16 @@ from jobs import (
 )
 from jobs.records import parse_record
 from settings.run import RunSettings
-from tests.jobs.helpers import SLEEPER, alive, job_id, plant, record, settings_dict, wait_for
+from tests.jobs.helpers import (
+    SLEEPER,
+    alive,
+    job_id,
+    plant,
+    record,
+    settings_dict,
+    slow_exec,
+    wait_for,
+)
 
 PASSWD_LINE = Path("/etc/passwd").read_text().splitlines()[0]
 
@@ -307,6 +316,22 @@ def test_a_worker_that_exits_before_running_fails_its_job(root, monkeypatch):
     assert status.job.state == "failed"
     assert "before it started" in status.job.error or "exited at once" in status.job.error
     assert "the worker could not import jobs" in status.job.error
+
+
+def test_a_worker_still_in_its_exec_is_not_taken_for_dead(root, fake, monkeypatch):
+    """Popen returns once the worker's exec has begun, but /proc shows its command line only
+    when the exec is done: 4 ms later (median) on a 2-core machine, more when it is busy. A
+    reconcile in between (another session, a waiting worker, the app's next poll) found no
+    verifiable worker and failed the fresh job ("died before it started"). Here the exec is
+    stretched to 0.5 s (tests.jobs.helpers.slow_exec)."""
+    fake.use(SLEEPER)
+    real = processes.worker_command
+    monkeypatch.setattr(processes, "worker_command", lambda *a: slow_exec(real(*a), 0.5))
+    job, _ = launch(root, run("slow-exec"), read_only=False)
+    assert processes.is_worker(job.pid, job.pid_start, root.resolve(), job.job_id)
+    (status,) = list_jobs(root).statuses  # a reconcile right after the launch
+    assert status.job.state in ("queued", "running"), status.job.error
+    wait_for(lambda: read_job(root, job.job_id).state == "running", what="the job to run")
 
 
 @pytest.mark.slow
