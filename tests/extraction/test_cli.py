@@ -164,7 +164,7 @@ def test_reader_in_another_process_works_while_a_run_is_written(tmp_path, tiny_m
                   "--store", str(store_root), "--no-progress"]) == 0  # fmt: skip
     (committed,) = open_store(store_root).run_ids()
     writer = _start("run", "--model", str(tiny_models["llama"]), "--dataset",
-                    str(_big_dataset(tmp_path, 40)), "--batch-size", "2", "--flush-mb", "0.01",
+                    str(_big_dataset(tmp_path)), "--batch-size", "2", "--flush-mb", "0.01",
                     "--store", str(store_root), "--no-progress")  # fmt: skip
     store = open_store(store_root)
 

@@ -151,13 +151,20 @@ def test_a_run_into_s3_survives_a_killed_worker_and_equals_a_local_run(
     assert ray_record["parts"] == len(_remote_parts(s3_server, s3_store, "on-ray"))
     assert manifest.device == "cpu" and manifest.n_layers == 4 and manifest.d_model == 128
 
+    from streamlit import config
+
     from tests.ui.apptest import open_page, page_text
 
     monkeypatch.setenv("ACTX_STORE", s3_store)
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
-    runs = open_page("pages/runs.py")
+    # A read-only run hides error details for the whole process: undo it for later tests.
+    error_details = config.get_option("client.showErrorDetails")
+    try:
+        runs = open_page("pages/runs.py")
+        directions = open_page("pages/directions.py", {"runs": "on-ray"})
+    finally:
+        config.set_option("client.showErrorDetails", error_details)
     assert runs.dataframe[0].value["run_id"].tolist() == ["on-ray"]
-    directions = open_page("pages/directions.py", {"runs": "on-ray"})
     assert "on-ray" in page_text(directions) or manifest.name in page_text(directions)
     assert not directions.error, [e.value for e in directions.error]
 
