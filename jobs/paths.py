@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# A store URI (`s3://...`, store.fs): jobs, uploads and steering requests need a local folder.
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+from store.fs import is_uri
 
 
 def local_store_root(root: str | Path) -> Path:
@@ -28,7 +27,7 @@ def local_store_root(root: str | Path) -> Path:
     (jobs, uploads and steering requests live in a local store's folder, with fcntl locks)."""
     from jobs.errors import JobError
 
-    if isinstance(root, str) and _URI.match(root):
+    if is_uri(root):
         raise JobError(
             "this store is on object storage: the app starts no jobs in it; run the command "
             "line (python -m extraction ... --store <the store's URI>) and the result shows up here"
