@@ -190,6 +190,30 @@ def wait_for_css(driver, selector: str, timeout: float = 60.0):
     raise TimeoutError(f"no element matches {selector!r} after {timeout} s")
 
 
+def choose_option(driver, key: str, starts_with: str, tries: int = 6) -> None:
+    """Open the selectbox of widget `key` and click its option whose text starts with
+    `starts_with`. A click that lands while the frontend redraws the widget opens nothing (or the
+    list closes again): seen under load in CI, so the click is retried, each try waiting a while
+    for the list."""
+    from selenium.webdriver.common.by import By
+
+    selector = f".st-key-{key} input[role='combobox']"
+    for _ in range(tries):
+        wait_for_idle(driver)
+        driver.find_element(By.CSS_SELECTOR, selector).click()
+        try:
+            options = wait_for_css(driver, "[role='option']", timeout=10.0)
+        except TimeoutError:
+            continue
+        wanted = [o for o in options if o.text.strip().startswith(starts_with)]
+        if wanted:
+            wanted[0].click()
+            return
+        raise AssertionError(f"no option of {key!r} starts with {starts_with!r}: "
+                             f"{[o.text for o in options]}")  # fmt: skip
+    raise TimeoutError(f"the options of {key!r} did not open after {tries} clicks")
+
+
 def open_page(driver, url: str, timeout: float = 120.0) -> None:
     """Load `url` and wait until the app has finished running its script."""
     driver.get(url)
