@@ -5,8 +5,9 @@ function takes the rerun's `StoreView` (ui.context) as its first argument, then 
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
 What a page view asks for again and again (`runs_table`, `directions_of`, `layer_detail`,
-`layer_directions`, `cross_model_drawn`) goes through `ui.shared` on top: every session gets the
-same result object, without Streamlit's hashing and unpickling per call, so treat it as read-only.
+`layer_directions`, `cross_model_drawn`) is kept by `ui.shared` (alone, or on top of the
+cache_data functions it combines): every session gets the same result object, without
+Streamlit's hashing and unpickling per call, so treat it as read-only.
 
 Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors (it is a
 `st.cache_resource`: every caller shares one copy with read-only arrays, where a pickled
