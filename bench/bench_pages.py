@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_pages.py --skip-synthetic      # the default store's pages only
     .venv/bin/python bench/bench_pages.py --skip-pages --samples 20000   # a smaller big store
     .venv/bin/python bench/bench_pages.py --skip-pages --small 10000     # past the subsample
+    .venv/bin/python bench/bench_pages.py --skip-pages --repeats 5       # steadier medians
 
 Part 1, the default store (both embedded models, every layer). Each page's script runs through
 Streamlit's AppTest with its default view, once cold (empty caches) and then REPEATS times warm;
@@ -14,10 +15,14 @@ resid_post / last, float16, 4 labels, samples in minimal pairs of 2 categories; 
 dataset on two "models", so every page has something to show), at --small (1,000) and --samples
 (100,000) samples, kept in --synthetic-dir. Each page's compute path (what the page calls before
 drawing: ui.compute / ui.pairs_compute) runs in its own child process, cold and then warm (the
-st.cache_data hit a second visitor gets), with the child's peak RSS (Linux VmHWM, reset after the
-imports). The commit-time cost of summaries is the same 100,000-sample run written with and
-without them (same data, same process kind); the real extraction's share comes from the
-`summaries_s` and `extract_s` timings of runs in --store made by this code.
+cache hit a second visitor gets), with the child's peak RSS (Linux VmHWM, reset after the
+imports) and its CPU time. The two sizes alternate, --repeats times each, and the table gives
+medians: on a shared machine one child can wait seconds for a core, so the growth ratios are
+ratios of medians measured side by side, and the CPU-time ratio (this process's threads, not
+the wait) is printed beside the wall-clock one. The commit-time cost of summaries is the same
+100,000-sample run written with and without them (same data, same process kind); the real
+extraction's share comes from the `summaries_s` and `extract_s` timings of runs in --store made
+by this code.
 
 Goals (issue 13), printed beside the figures: every page under 1 s warm and under 3 s cold at
 100,000 samples, cold no more than 1.5x its 1,000-sample time, peak RSS under 1 GB, summaries
@@ -104,8 +109,8 @@ def page_compute(page: str, view, hook: str = SYN_HOOK, position: str = SYN_POSI
         detail = c.layer_detail(view, run_a, hook, position, layers[len(layers) // 2], baseline,
                                 target)  # fmt: skip
         return profile, detail
-    run_b = chosen.index[1]
-    return profile, c.cross_model(view, run_a, run_b, hook, position, target, baseline)
+    run_b = chosen.index[1]  # as the page draws it: with the chance levels (`chance_at`)
+    return profile, c.cross_model_drawn(view, run_a, run_b, hook, position, target, baseline)
 
 
 def chart_builds(page: str, result) -> list:
@@ -318,9 +323,12 @@ def measure(page: str, root: str) -> dict:
     store = open_store(root)
     view = StoreView(root, tuple(store.run_ids()))
     floor_mb = _reset_peak_rss()
+    cpu = time.process_time()
     _, cold = _timed(page_compute, page, view)
+    cold_cpu = time.process_time() - cpu
     _, warm = _timed(page_compute, page, view)
-    return {"cold": cold, "warm": warm, "floor_mb": floor_mb, "rss_mb": _peak_rss_mb()}
+    return {"cold": cold, "cold_cpu": cold_cpu, "warm": warm, "floor_mb": floor_mb,
+            "rss_mb": _peak_rss_mb()}  # fmt: skip
 
 
 def _child(page: str, root: Path) -> dict:
@@ -335,34 +343,50 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def bench_synthetic(folder: Path, small: int, samples: int, cost: bool) -> None:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def bench_synthetic(folder: Path, small: int, samples: int, cost: bool, repeats: int = 3) -> None:
+    from store.summaries import PAGE_SUBSAMPLE_SIZE, SUBSAMPLE_SIZE
+
     print(f"\n== synthetic stores: {SYN_LAYERS} layers x d={SYN_D}, float16, two runs of one "
           f"dataset, {small:,} and {samples:,} samples (load {load_average()})")  # fmt: skip
     roots = {n: build_synthetic(folder, n) for n in (small, samples)}
     for n, root in roots.items():
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
         print(f"   {n:>7,} samples: {root} ({size:,.0f} MB on disk)")
+    print(f"each cell: the median of {repeats} child processes, the two sizes alternating; growth "
+          f"= cold at {samples:,} / cold at {small:,} (wall clock, and CPU time)")  # fmt: skip
     print(f"{'page':<13}{f'{small:,} cold/warm s':>20}{f'{samples:,} cold/warm s':>22}"
-          f"{'cold growth':>13}{'peak RSS MB':>13}  goals (warm < {GOAL_WARM_S:g} s, cold < "
-          f"{GOAL_COLD_S:g} s, growth < {GOAL_GROWTH:g}x, RSS < {GOAL_RSS_MB} MB)")  # fmt: skip
+          f"{'growth':>9}{'CPU growth':>12}{'peak RSS MB':>13}  goals (warm < "
+          f"{GOAL_WARM_S:g} s, cold < {GOAL_COLD_S:g} s, growth < {GOAL_GROWTH:g}x, "
+          f"RSS < {GOAL_RSS_MB} MB)")  # fmt: skip
     for page in COMPUTE_PAGES:
-        a, b = _child(page, roots[small]), _child(page, roots[samples])
+        found: dict[int, list[dict]] = {small: [], samples: []}
+        loads = []
+        for _ in range(max(repeats, 1)):
+            for n in (small, samples):
+                found[n].append(_child(page, roots[n]))
+            loads.append(load_average())
+        a, b = ({key: _median([r[key] for r in found[n]]) for key in found[n][0]}
+                for n in (small, samples))  # fmt: skip
         growth = b["cold"] / a["cold"] if a["cold"] else float("nan")
-        rss = max(a["rss_mb"], b["rss_mb"])
+        cpu_growth = b["cold_cpu"] / a["cold_cpu"] if a["cold_cpu"] else float("nan")
+        rss = max(r["rss_mb"] for n in found for r in found[n])
         verdict = " ".join([_mark(b["warm"] < GOAL_WARM_S), _mark(b["cold"] < GOAL_COLD_S),
                             _mark(growth < GOAL_GROWTH), _mark(rss < GOAL_RSS_MB)])  # fmt: skip
         print(f"{page:<13}{a['cold']:>11.2f} / {a['warm']:<6.3f}{b['cold']:>13.2f} / "
-              f"{b['warm']:<6.3f}{growth:>12.2f}x{rss:>13.0f}  {verdict}  "
-              f"(load {load_average()})")  # fmt: skip
-    print("   (each cell: its own process; cold = empty caches, warm = the st.cache_data hit; "
-          "RSS = the child's peak, imports included)")  # fmt: skip
-    from store.summaries import SUBSAMPLE_SIZE
-
-    low, high = (min(n, SUBSAMPLE_SIZE) for n in (small, samples))
-    if low < high:  # per-sample statistics grow with the subsample, by design
-        print(f"   (per-sample statistics use the summaries' subsample: {low:,} and {high:,} "
-              f"samples, {high / low:.1f}x as many; --small {SUBSAMPLE_SIZE:,} or more "
-              "compares equal subsamples)")  # fmt: skip
+              f"{b['warm']:<6.3f}{growth:>8.2f}x{cpu_growth:>11.2f}x{rss:>13.0f}  {verdict}  "
+              f"(load {', '.join(loads)})")  # fmt: skip
+    print("   (cold = empty caches, warm = the cache hit a second visitor gets; RSS = the "
+          "highest child peak, imports included)")  # fmt: skip
+    low, high = (min(n, SUBSAMPLE_SIZE, PAGE_SUBSAMPLE_SIZE) for n in (small, samples))
+    print(f"   (per-sample statistics use the page subsample: {low:,} and {high:,} samples, "
+          f"at most {PAGE_SUBSAMPLE_SIZE:,} of the summaries' {SUBSAMPLE_SIZE:,}; what still "
+          "grows is reading them out of the bigger stored subsample)")  # fmt: skip
     if cost:
         commit_cost(folder, samples)
 
@@ -376,6 +400,7 @@ def main() -> None:
     parser.add_argument("--skip-pages", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-commit-cost", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="child processes per page and size")
     parser.add_argument("--measure", nargs=2, metavar=("PAGE", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     _quiet_streamlit()
@@ -385,7 +410,8 @@ def main() -> None:
     if not args.skip_pages:
         bench_pages(args.store)
     if not args.skip_synthetic:
-        bench_synthetic(args.synthetic_dir, args.small, args.samples, not args.skip_commit_cost)
+        bench_synthetic(args.synthetic_dir, args.small, args.samples, not args.skip_commit_cost,
+                        args.repeats)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,18 +5,22 @@ function takes the rerun's `StoreView` (ui.context) as its first argument, then 
 results are cached per store and set of committed runs, so a newly committed run shows up at
 once. Directions come from `analysis.directions_from_means` over the streamed label means.
 What a page view asks for again and again (`runs_table`, `directions_of`, `layer_detail`,
-`layer_directions`, `cross_model_drawn`) goes through `ui.shared` on top: every session gets the
-same result object, without Streamlit's hashing and unpickling per call, so treat it as read-only.
+`layer_directions`, `cross_model_drawn`) is kept by `ui.shared` (alone, or on top of the
+cache_data functions it combines): every session gets the same result object, without
+Streamlit's hashing and unpickling per call, so treat it as read-only.
 
 Data: `layer_stats` reads a run's summaries (store.summaries), never its vectors (it is a
 `st.cache_resource`: every caller shares one copy with read-only arrays, where a pickled
 cache_data copy of a 4,096-sample subsample cost seconds per hit at 100,000 samples): label means
 and typical norms from the per-label sums, which cover every sample, and the statistics that
-need single samples (stability, separability, PCA, CKA, Procrustes) from the summaries' fixed
-stratified subsample (at most `store.summaries.SUBSAMPLE_SIZE` samples, the same seed for every
-run, so two runs over the same dataset hold the same samples and line up for cross-model
-comparisons). The pages say how many samples those used. A run without usable summaries raises
-`SummaryUnavailable` (a StoreError carrying the command that makes them): nothing scans.
+need single samples (stability, separability, PCA, CKA, Procrustes) from the page subsample: at
+most `store.summaries.PAGE_SUBSAMPLE_SIZE` (1,024) samples of the summaries' fixed stratified
+subsample (at most `SUBSAMPLE_SIZE`, 4,096), chosen from it the same stratified way with the
+same seed. So a run of up to 1,024 samples uses every sample, a bigger one costs a page what
+1,024 samples cost, and two runs over the same dataset hold the same samples and line up for
+cross-model comparisons. The pages say how many samples those used. A run without usable
+summaries raises `SummaryUnavailable` (a StoreError carrying the command that makes them):
+nothing scans.
 
 Selections the analysis cannot use (one label, a missing baseline or layer, ...) raise
 `Unsuitable` with a message written for the page; store problems raise `StoreError`. A damaged
@@ -52,7 +56,7 @@ from analysis import (
     rsa_matrix,
 )
 from store import RunManifest, StoreError
-from store.summaries import MAX_SUMMARY_LABELS
+from store.summaries import MAX_SUMMARY_LABELS, PAGE_SUBSAMPLE_SIZE
 from ui.context import StoreView, public_text
 from ui.shared import shared
 
@@ -168,9 +172,9 @@ def complete_first(runs: pd.DataFrame) -> pd.DataFrame:
 class LayerStats:
     """Per-layer label statistics of one run at one (hook, position).
 
-    means [L, k, d] and counts [k] cover every sample; sub_* is the summaries' fixed subsample
-    (m rows, ordered by sample_idx): sub_X [L, m, d] in the run's dtype (`run_dtype`),
-    sub_labels / sub_ids / sub_text [m].
+    means [L, k, d] and counts [k] cover every sample; sub_* is the page subsample (m rows, at
+    most PAGE_SUBSAMPLE_SIZE, of the summaries' fixed subsample, ordered by sample_idx):
+    sub_X [L, m, d] in the run's dtype (`run_dtype`), sub_labels / sub_ids / sub_text [m].
     """
 
     run_id: str
@@ -223,14 +227,16 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 
 # A cache_resource, not cache_data: the result is shared, not pickled. At a 4,096-sample
-# subsample of 30 x 576 its sub_X is 141 MB, which cache_data pickled on every miss and
-# unpickled (a fresh copy) on every hit by the functions below: measured at 100,000 samples,
-# most of a cold Directions or Cross-model page. Its arrays are read-only, so no caller can
-# change what the next one gets; few entries, since each holds a subsample.
+# subsample of 30 x 576 its sub_X was 141 MB (35 MB at the page subsample's 1,024), which
+# cache_data pickled on every miss and unpickled (a fresh copy) on every hit by the functions
+# below: measured at 100,000 samples, most of a cold Directions or Cross-model page. Its
+# arrays are read-only, so no caller can change what the next one gets; few entries, since
+# each holds a subsample.
 @st.cache_resource(show_spinner="Reading the run's summaries...", max_entries=8)
 def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> LayerStats:
     """One site of a run from its summaries: label means and typical norms over every sample
-    (`Store.label_sums`), and the summaries' fixed subsample (`Store.subsample`). Never reads
+    (`Store.label_sums`), and the page subsample (`Store.subsample` with PAGE_SUBSAMPLE_SIZE:
+    at most that many of the summaries' fixed subsample, the same ones on every call). Never reads
     the run's vectors: a run without usable summaries raises `SummaryUnavailable`. Shared
     between callers (st.cache_resource): its arrays are read-only."""
     store = view.store
@@ -244,7 +250,9 @@ def layer_stats(view: StoreView, run_id: str, hook: str, position: str) -> Layer
     sums = store.label_sums(run_id, hook, position)
     names = [NO_LABEL if label is None else str(label) for label in sums.labels]
     order = sorted(range(len(names)), key=names.__getitem__)
-    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
+    X, samples, layers = store.subsample(
+        run_id, hook, position, size=PAGE_SUBSAMPLE_SIZE, dtype=run_dtype(manifest)
+    )
     return LayerStats(
         run_id=run_id, n_layers=manifest.n_layers, layers=list(layers),
         labels=[names[i] for i in order], counts=_frozen(sums.counts[-1, order]),
@@ -294,7 +302,7 @@ class DirectionProfile:
 
     @functools.cached_property
     def subsample_text(self) -> str:
-        """ "all 240 samples" or "4,096 of 100,000 samples", per run where they differ."""
+        """ "all 240 samples" or "1,024 of 100,000 samples", per run where they differ."""
         sizes = self.per_label.drop_duplicates(["n_subsample", "n_samples"])
         return ", ".join(
             f"all {n:,} samples" if m >= n else f"{m:,} of {n:,} samples"
@@ -390,23 +398,16 @@ def directions_for(
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _layer_directions(
-    view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
-) -> tuple[list[str], np.ndarray]:
-    """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
-    KB, cached on their own, so a hit needs no `layer_stats` (which may have been evicted)."""
-    stats = layer_stats(view, run_id, hook, position)
-    targets, directions, _ = label_directions_of(stats, baseline)
-    return targets, np.array(directions[stats.layer_index(layer)])
-
-
 @shared(maxsize=64)
 def layer_directions(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> tuple[list[str], np.ndarray]:
-    """`_layer_directions`, shared by every session (read-only values): no hash, no unpickle."""
-    return _layer_directions(view, run_id, hook, position, layer, baseline)
+    """(targets, directions [m, d]) at one layer, as `label_directions_of` gives them: a few
+    KB, kept on their own (so a hit needs no `layer_stats`, which may have been evicted) and
+    shared by every session (read-only values: `ui.shared`, no hash, no unpickle)."""
+    stats = layer_stats(view, run_id, hook, position)
+    targets, directions, _ = label_directions_of(stats, baseline)
+    return targets, _frozen(np.array(directions[stats.layer_index(layer)]))
 
 
 @dataclass(frozen=True)
@@ -419,16 +420,19 @@ class LayerDetail:
     explained: list[float]
 
 
+# One cache only (`ui.shared`): a st.cache_data of the same size behind it kept a second,
+# pickled copy of every entry and was reached only after the shared one had missed too.
 @shared(maxsize=64)
 def layer_detail(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str,
     target: str,
 ) -> LayerDetail:  # fmt: skip
-    """`_layer_detail`, shared by every session (read-only frames): no hash, no unpickle."""
-    return _layer_detail(view, run_id, hook, position, layer, baseline, target)
+    """Cosines, projections and PCA of one layer of one run, shared by every session
+    (read-only frames: no hash, no unpickle)."""
+    with st.spinner("Computing the layer view..."):
+        return _layer_detail(view, run_id, hook, position, layer, baseline, target)
 
 
-@st.cache_data(show_spinner="Computing the layer view...", max_entries=64)
 def _layer_detail(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str,
     target: str,

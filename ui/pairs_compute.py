@@ -1,12 +1,14 @@
 """Cached results behind the Pairs page: minimal-pair differences from the store, via `analysis`.
 
 A minimal-pairs run has samples with a `pair_id` and sides "a" and "b"; differences are b - a.
-`pair_profile` reads the run's summaries, never its vectors: the fixed subsample
-(`Store.subsample`) takes pairs whole, so every pair of a run of up to a few thousand samples,
-and a stratified random set of pairs (by category) of a bigger one; `PairProfile.n_pairs_total`
-says how many pairs the run has, so the page can say what it shows. The per-token view needs
-a run captured with position `all`; `all_positions_run` finds one of the same model and dataset,
-and `extraction_command` says how to make one when there is none.
+`pair_profile` reads the run's summaries, never its vectors: the page subsample
+(`Store.subsample` with `store.summaries.PAGE_SUBSAMPLE_SIZE`, chosen from the summaries' fixed
+subsample) takes pairs whole, so every pair of a run of up to 1,024 samples, and a stratified
+random set of pairs (by category, the same on every call) of a bigger one;
+`PairProfile.n_pairs_total` says how many pairs the run has, so the page can say what it
+shows. The per-token view needs a run captured with position `all`; `all_positions_run` finds
+one of the same model and dataset, and `extraction_command` says how to make one when there is
+none.
 
 Cached functions take the rerun's `StoreView` first (see ui.context). Unsuitable selections
 raise `ui.compute.Unsuitable` with a message for the page; store failures raise `StoreError`.
@@ -36,6 +38,7 @@ from analysis import (
 from extraction.datasets import builtin_dir
 from jobs import list_uploads
 from store import RunManifest, Store
+from store.summaries import PAGE_SUBSAMPLE_SIZE
 from ui.compute import Unsuitable, check_site, run_dtype
 from ui.context import StoreView, public_text
 from ui.jobs import prefill_query, upload_label
@@ -133,24 +136,27 @@ def _category_rows(layer: int, per_pair: tuple, categories: np.ndarray) -> list:
     return rows
 
 
+# One cache only (`ui.shared`): a st.cache_data of the same size behind it kept a second,
+# pickled copy of every profile and was reached only after the shared one had missed too.
 @shared(maxsize=32)
 def pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> PairProfile:
-    """`_pair_profile`, shared by every session (read-only): no hash, no unpickle of its
-    [L, categories, d] sums on every view."""
-    return _pair_profile(view, run_id, hook, position)
+    """The run's pair statistics from its page subsample, shared by every session (read-only:
+    no hash, no unpickle of its [L, categories, d] sums on every view)."""
+    with st.spinner("Computing pair differences..."):
+        return _pair_profile(view, run_id, hook, position)
 
 
-@st.cache_data(show_spinner="Computing pair differences...", max_entries=32)
 def _pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> PairProfile:
     store = view.store
     manifest = store.manifest(run_id)
     check_site(manifest, hook, position)
-    X, samples, layers = store.subsample(run_id, hook, position, dtype=run_dtype(manifest))
+    X, samples, layers = store.subsample(
+        run_id, hook, position, size=PAGE_SUBSAMPLE_SIZE, dtype=run_dtype(manifest)
+    )
     pairs = pair_table(samples)
-    # Every pair of the run when the subsample is every sample; else the count its summary
+    # Every pair of the run when the page subsample is every sample; else the count its summary
     # records (reading every sample for it took a second at 100,000 samples).
-    total = len(pairs) if store.summary(run_id).subsample_is_everything else None
-    total = store.complete_pairs(run_id) if total is None else total
+    total = len(pairs) if len(samples) == manifest.n_samples else store.complete_pairs(run_id)
     if len(pairs) < 2:
         raise Unsuitable(f"This run has {len(pairs)} complete pair; the statistics need 2.")
     # subsample rows follow samples order; map sample_idx to row position.

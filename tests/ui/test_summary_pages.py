@@ -2,7 +2,10 @@
 
 On the tiny store (a few dozen samples per run, so the subsample is every sample) what the pages
 compute equals what a full scan of the vectors gives, as the pages computed before summaries. A
-bigger run is drawn from its subsample and the page says how many samples that is. No page reads
+bigger run is drawn from its subsample and the page says how many samples that is; the pages'
+per-sample statistics use at most PAGE_SUBSAMPLE_SIZE of it, nested in it, stratified, the same on
+every call and for every run of one dataset, and a run of at most that many samples uses every
+sample, as before the page subsample existed. No page reads
 a run's vectors (the store's vector readers are made to fail). A run without summaries is named
 with the command that makes them; the writable app runs it on a button press, read-only only
 shows it, naming the store by its folder.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas.testing as pd_testing
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,6 +29,7 @@ from analysis import (
 from store import SummaryUnavailable, open_store
 from store import summarize as summarize_module
 from store.reader import Store
+from store.summaries import PAGE_SUBSAMPLE_SIZE, SUBSAMPLE_SIZE
 from tests.support.synthetic import label_rows, pair_rows, write_run
 from tests.ui.apptest import REPO, TIMEOUT, chart, messages, open_page, page_text, run_id_named
 from ui import compute
@@ -115,6 +120,83 @@ def test_a_big_pairs_run_counts_its_pairs_without_reading_its_samples(tmp_path, 
     pc.pair_profile.clear()
     profile = pc.pair_profile(view, "pairs", *SITE)
     assert (len(profile.pairs), profile.n_pairs_total) == (6, 20)
+
+
+def test_pages_use_a_nested_stratified_fixed_page_subsample(tmp_path):
+    """Past PAGE_SUBSAMPLE_SIZE the per-sample statistics use that many samples of the stored
+    subsample: inside it, stratified (a small label whole, equal shares of the rest), the same
+    on every call and for a second run of the same dataset; pairs stay whole."""
+    root = tmp_path / "store"
+    rows = label_rows(("anger", "gratitude", "apology", "neutral"), 1500) + label_rows(
+        ("rare",), 10
+    )
+    for run_id, seed in (("a", 1), ("b", 2)):
+        write_run(root, run_id, rows, d_model=8, positions=("last",), seed=seed,
+                  model=f"model-{run_id}")  # fmt: skip
+    write_run(root, "pairs", pair_rows(3000), d_model=8, positions=("last",), seed=3)
+    store = open_store(root)
+    view = StoreView(str(root), tuple(store.run_ids()))
+    stored = set(store.summary("a").subsample)
+    assert PAGE_SUBSAMPLE_SIZE < len(stored) <= SUBSAMPLE_SIZE < len(rows)  # not everything
+    stats = compute.layer_stats(view, "a", *SITE)
+    samples = store.samples("a")
+    chosen = samples[samples["id"].isin(stats.sub_ids)]
+    assert list(chosen["id"]) == list(stats.sub_ids)  # ordered by sample_idx
+    assert set(chosen["sample_idx"]) <= stored  # nested in the stored subsample
+    counts = chosen["label"].value_counts().to_dict()
+    share = (PAGE_SUBSAMPLE_SIZE - 10) // 4
+    assert counts == {"rare": 10, "anger": share, "gratitude": share, "apology": share,
+                      "neutral": share}  # fmt: skip
+    full, all_samples, _ = store.layer_vectors("a", *SITE)
+    rows_of = all_samples.index[all_samples["sample_idx"].isin(chosen["sample_idx"])]
+    np.testing.assert_array_equal(stats.sub_X, full[:, rows_of].astype(stats.sub_X.dtype))
+    compute.layer_stats.clear()
+    again = compute.layer_stats(view, "a", *SITE)
+    assert again is not stats and list(again.sub_ids) == list(stats.sub_ids)  # fixed
+    assert list(compute.layer_stats(view, "b", *SITE).sub_ids) == list(stats.sub_ids)  # aligned
+    profile = compute.direction_profile(view, "a", *SITE, "neutral")
+    assert (profile.per_label["n_subsample"] == len(stats.sub_ids)).all()
+    assert profile.subsample_text == f"{len(stats.sub_ids):,} of {len(rows):,} samples"
+
+    pairs = pc.pair_profile(view, "pairs", *SITE)
+    assert len(pairs.pairs) == PAGE_SUBSAMPLE_SIZE // 2 and pairs.n_pairs_total == 3000
+    assert pairs.pairs["category"].value_counts().nunique() == 1  # equal shares per category
+    kept = set(pairs.pairs["sample_a"]) | set(pairs.pairs["sample_b"])
+    assert len(kept) == PAGE_SUBSAMPLE_SIZE and kept <= set(store.summary("pairs").subsample)
+
+
+def test_a_run_of_at_most_the_page_subsample_uses_every_sample_as_before(tmp_path, monkeypatch):
+    """A run of 1,024 samples (what the page subsample promises to show whole): the pages use
+    all of them, and show what they showed when they used the whole stored subsample."""
+    n = 1024
+    assert n <= PAGE_SUBSAMPLE_SIZE
+    root = tmp_path / "store"
+    rows = label_rows(("anger", "gratitude", "neutral"), n // 4)
+    rows += label_rows(("apology",), n - len(rows))
+    write_run(root, "run", rows, d_model=8, positions=("last",), dtype="float16")
+    write_run(root, "pairs", pair_rows(n // 2), d_model=8, positions=("last",))
+    view = StoreView(str(root), ("pairs", "run"))
+    stats = compute.layer_stats(view, "run", *SITE)
+    assert len(stats.sub_ids) == len(rows) == n
+    now = compute.direction_profile(view, "run", *SITE, "neutral")
+    detail = compute.layer_detail(view, "run", *SITE, 1, "neutral", "anger")
+    pairs = pc.pair_profile(view, "pairs", *SITE)
+    assert len(pairs.pairs) == pairs.n_pairs_total == n // 2
+    for module in (compute, pc):  # as before: the whole stored subsample
+        monkeypatch.setattr(module, "PAGE_SUBSAMPLE_SIZE", SUBSAMPLE_SIZE)
+    compute.layer_stats.clear()
+    compute.direction_profile.clear()
+    compute.layer_detail.clear()
+    pc.pair_profile.clear()
+    before = compute.direction_profile(view, "run", *SITE, "neutral")
+    assert before is not now
+    pd_testing.assert_frame_equal(now.per_label, before.per_label)
+    old_detail = compute.layer_detail(view, "run", *SITE, 1, "neutral", "anger")
+    pd_testing.assert_frame_equal(detail.scores, old_detail.scores)
+    pd_testing.assert_frame_equal(detail.projections, old_detail.projections)
+    old_pairs = pc.pair_profile(view, "pairs", *SITE)
+    np.testing.assert_array_equal(pairs.score, old_pairs.score)
+    pd_testing.assert_frame_equal(pairs.per_layer, old_pairs.per_layer)
 
 
 def test_run_labels_and_pairs_come_from_summaries_as_from_the_samples(tiny_store):
