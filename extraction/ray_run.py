@@ -136,6 +136,7 @@ class PartWriter:
         self.writer = RunWriter.parts_only(
             store_location(job["store"]),
             job["run_id"],
+            fence=job["fence"],
             d_model=backend.d_model,
             dtype=settings.dtype,
         )
@@ -294,11 +295,14 @@ def execute_on_ray(
         mean_tokens = sum(tokens.lengths) / max(1, len(tokens.lengths))
         per_part = batches_per_part(plan, d_model, mean_tokens, flush)
         blocks = blocks_of(batches, tokens.ids, workers, per_part)
+        # Fences off the workers of an earlier, killed attempt that may still be running.
+        fence = writer.reserve_parts(len(blocks))
+        earlier = writer.earlier_parts
         job = {
             "settings": settings.to_dict(), "layers": list(plan.layers),
             "dataset_name": plan.dataset.name, "dataset_sha256": plan.dataset.sha256,
             "store": store_root if is_uri(store_root) else str(store_root.resolve()),
-            "run_id": opened.run_id, "part_base": writer.next_part,
+            "run_id": opened.run_id, "part_base": fence.start, "fence": fence.token,
         }  # fmt: skip
         _log(f"{opened.run_id}: {sum(map(len, batches))} samples in {len(blocks)} blocks on "
              f"{workers} Ray worker(s) at {cluster.address}")  # fmt: skip
@@ -312,10 +316,17 @@ def execute_on_ray(
         parts = [r["part"] for r in reports if r["part"] >= 0]
         # Take every part in as a resumed run does (rows, done samples, summaries): the lock is
         # let go for a moment only, and the same path serves a store on object storage.
+        # Only the parts this attempt knows of: a part written meanwhile by a fenced-off worker
+        # of an earlier attempt would hold samples twice.
         writer.close()
-        writer = RunWriter.resume(store_root, opened.run_id, d_model=d_model,
-                                  dtype=settings.dtype, flush_bytes=flush)  # fmt: skip
+        writer = RunWriter.resume(store_root, opened.run_id, keep_parts={*earlier, *parts},
+                                  d_model=d_model, dtype=settings.dtype,
+                                  flush_bytes=flush)  # fmt: skip
         opened.writer = writer
+        if writer.dropped_parts:
+            _log(f"{opened.run_id}: dropped {len(writer.dropped_parts)} part(s) written by the "
+                 "workers of an earlier, killed attempt")  # fmt: skip
+        writer.drop_fence()
         writer.write_samples(samples)
         writer.overflow_values += sum(r["overflow"] for r in reports)
         missing = len(plan.dataset) - len(writer.done_samples)
@@ -341,6 +352,7 @@ def execute_on_ray(
             extra={**manifest.extra, "ray": {
                 "ray_version": ray.__version__, "address": cluster.address,
                 "n_workers": workers, "gpus_per_worker": gpus, "parts": len(parts),
+                "earlier_parts": len(earlier), "dropped_parts": len(writer.dropped_parts),
                 "startup_s": round(startup_seconds, 3), "workers": worker_rows,
             }},
         )  # fmt: skip

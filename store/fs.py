@@ -412,7 +412,8 @@ class RemoteStore:
     def pull(self, run_id: str, run: Path) -> None:
         """Copy an uncommitted run's files into its (empty) staging folder, for --resume."""
         for rel in self.run_files(run_id):
-            if _safe_relative(rel) and wanted_in_mirror(rel):
+            # The fence too, so that a resumed run's next reservation starts past it.
+            if _safe_relative(rel) and (wanted_in_mirror(rel) or rel == layout.FENCE_FILE):
                 self.download(f"runs/{run_id}/{rel}", run / rel)
 
     def pending(self, folder: str = "runs") -> list[Path]:

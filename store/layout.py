@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from settings.run import validate_run_id
 
 COMMIT_MARKER = "_COMMITTED"
+FENCE_FILE = "parts_fence.json"
 PART_GLOB = "part-*.parquet"
 PART_NAME = re.compile(r"part-\d{5,9}\.parquet")
 # A manifest is a few KiB; the cap keeps a planted 1 GB "manifest" from being read into memory.
@@ -73,6 +74,12 @@ def samples_path(run: Path) -> Path:
 
 def progress_path(run: Path) -> Path:
     return run / "progress.json"
+
+
+def fence_path(run: Path) -> Path:
+    """An uncommitted run's reservation of part numbers for its parts-only writers (see
+    store.writer, "Several writers of one run"); never read by readers."""
+    return run / FENCE_FILE
 
 
 def marker_path(run: Path) -> Path:

@@ -22,17 +22,28 @@ run's folder with `store.fs.put_run_file(root, run_id, "vectors/part-NNNNN.parqu
 (tokens and answers parts under the same name, before their vectors part), names unique across
 workers; the driver then opens the run with `RunWriter.resume` (which reads every part, finds the
 done samples and feeds the parts to the summaries), calls `write_samples` and `commit`.
+
+Several writers of one run are fenced, because a killed driver's workers can outlive it (a Ray
+cluster stops a dead job's actors only after a while) and could write parts into the run while
+a resumed attempt works on it: samples twice, or a part overwritten. `reserve_parts` writes
+parts_fence.json (a fresh token and a range of part numbers past any earlier reservation's), a
+parts-only writer made with that token checks it before each part and refuses once it changed
+or went, and the driver commits through `resume(keep_parts=...)`, which drops any part it did not
+know of (the parts found when it started and those its own workers reported).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +148,8 @@ class RunWriter:
         self._answers_merged = False
         self._pusher: Pusher | None = None  # set when the store is on object storage (store.fs)
         self._put_root: str | None = None  # a parts-only writer's object store (parts_only)
+        self._fence: str | None = None  # a parts-only writer's token (reserve_parts)
+        self.dropped_parts: list[int] = []  # unknown parts `resume(keep_parts=...)` dropped
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -172,8 +185,12 @@ class RunWriter:
         return writer
 
     @classmethod
-    def resume(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
-        """Reopen an uncommitted run: drop half-written files, keep whole parts, find done ones."""
+    def resume(
+        cls, root: Path, run_id: str, keep_parts: Collection[int] | None = None, **kwargs: Any
+    ) -> RunWriter:
+        """Reopen an uncommitted run: drop half-written files, keep whole parts, find done ones.
+        With `keep_parts`, vectors parts of other numbers are dropped too (`dropped_parts`): what
+        a fenced-off worker wrote (see the module doc)."""
         remote = RemoteStore(root) if is_uri(root) else None
         if remote is not None:
             run_path = _pull_for_resume(remote, run_id)
@@ -191,6 +208,12 @@ class RunWriter:
             stale.unlink()
         remove_leftovers(run_path)
         vector_parts = sorted(vec_dir.glob(layout.PART_GLOB))
+        if keep_parts is not None:
+            wanted = {layout.part_name(n) for n in keep_parts}
+            for part in [p for p in vector_parts if p.name not in wanted]:
+                writer.dropped_parts.append(_part_number(part))
+                part.unlink()
+            vector_parts = [p for p in vector_parts if p.name in wanted]
         # Tokens and answers parts are written before their vectors part; without the vectors
         # part they are orphaned.
         kept = {p.name for p in vector_parts}
@@ -204,7 +227,7 @@ class RunWriter:
             writer.rows_written += len(column)
         writer._done = done
         writer._earlier_parts = vector_parts
-        writer._next_part = (int(vector_parts[-1].stem.split("-")[1]) + 1) if vector_parts else 0
+        writer._next_part = (_part_number(vector_parts[-1]) + 1) if vector_parts else 0
         if remote is not None:  # the remote copy loses what the cleanup above dropped
             writer._pusher = Pusher.open(remote, run_path)
             writer._pusher.push()
@@ -212,12 +235,16 @@ class RunWriter:
         return writer
 
     @classmethod
-    def parts_only(cls, root: Path, run_id: str, **kwargs: Any) -> RunWriter:
+    def parts_only(
+        cls, root: Path, run_id: str, fence: str | None = None, **kwargs: Any
+    ) -> RunWriter:
         """A writer of part files only, for one of several processes writing one run (a Ray
         run's workers): no lock, no config, no sample table, no summaries, no size flushes (the
         caller sizes its parts). Each `flush(part=N)` writes part N, which must be unique in the
         run. Once every such writer is done, the process that created the run closes its writer
-        and commits through `resume`, which takes every part in (rows, done samples, summaries)."""
+        and commits through `resume`, which takes every part in (rows, done samples, summaries).
+        With `fence` (the token of `reserve_parts`), each flush first checks that the run's
+        reservation still holds that token and raises StoreError, writing nothing, if not."""
         kwargs = {**kwargs, "flush_bytes": 2**62, "summaries": False}
         if is_uri(root):  # parts are written in a private folder and put whole, then dropped
             files = RemoteStore(str(root)).run_files(run_id)
@@ -228,13 +255,64 @@ class RunWriter:
             layout.vectors_dir(run_path).mkdir(parents=True)
             layout.tokens_dir(run_path).mkdir()
             writer = cls(run_path, **kwargs)
-            writer._put_root = str(root)
+            writer._put_root, writer._fence = str(root), fence
             weakref.finalize(writer, shutil.rmtree, staging, True)
             return writer
         run_path = layout.run_dir(Path(root), run_id)
         if layout.is_committed(run_path) or not layout.config_path(run_path).is_file():
             raise StoreError(f"run {run_id!r} is not an uncommitted run in {root}")
-        return cls(run_path, **kwargs)
+        writer = cls(run_path, **kwargs)
+        writer._fence = fence
+        return writer
+
+    # -- several writers of one run (see the module doc) --------------------------------------
+    def reserve_parts(self, count: int) -> PartsFence:
+        """Reserve `count` part numbers for parts-only writers under a fresh token, past this
+        writer's parts and any earlier reservation's (whose writers are fenced off from here
+        on); this writer's own next part comes after them."""
+        try:
+            earlier = _read_fence(read_regular(layout.fence_path(self.run_path), 4096))
+        except (OSError, ValueError):
+            earlier = None
+        start = max(self._next_part, earlier.end if earlier is not None else 0)
+        fence = PartsFence(secrets.token_hex(16), start, start + count)
+        if fence.end > MAX_PART:
+            raise StoreError(f"run {self.run_id!r} has no part numbers left past {start}")
+        path = layout.fence_path(self.run_path)
+        atomic_write_text(path, json.dumps(dataclasses.asdict(fence)))
+        if self._pusher is not None:
+            self._pusher.push([path])
+        self._next_part = fence.end
+        return fence
+
+    def drop_fence(self) -> None:
+        """Remove the reservation (before a commit): any parts-only writer left stops too."""
+        layout.fence_path(self.run_path).unlink(missing_ok=True)
+        if self._pusher is not None:
+            self._pusher.remote.delete([f"{self._pusher.prefix}/{layout.FENCE_FILE}"])
+
+    @property
+    def earlier_parts(self) -> list[int]:
+        """The numbers of the parts a resumed run's earlier attempt left (kept by `resume`)."""
+        return [_part_number(p) for p in self._earlier_parts]
+
+    def _check_fence(self) -> None:
+        if self._fence is None:
+            return
+        name = layout.FENCE_FILE
+        try:
+            if self._put_root is not None:
+                data = RemoteStore(self._put_root).get_bytes(f"runs/{self.run_id}/{name}", 4096)
+            else:
+                data = read_regular(layout.fence_path(self.run_path), 4096)
+        except (StoreError, OSError, ValueError):
+            data = None
+        held = _read_fence(data)
+        if held is None or held.token != self._fence:
+            raise StoreError(
+                f"run {self.run_id!r} was taken over by a newer attempt (its {name} changed); "
+                "this writer stops without writing"
+            )
 
     @property
     def next_part(self) -> int:
@@ -326,6 +404,7 @@ class RunWriter:
             self._next_part = part
         if not self._buffer.rows:
             return
+        self._check_fence()
         started, summarizing = time.perf_counter(), self.summary_seconds
         name = layout.part_name(self._next_part)
         written = []
@@ -571,3 +650,32 @@ def read_progress(root: Path, run_id: str, folder: str = "runs") -> tuple[int | 
     if type(done) is not int or type(total) is not int or not 0 <= done <= total <= 10**12:
         return None, None
     return done, total
+
+
+MAX_PART = 10**9  # part names have at most 9 digits (layout.PART_NAME)
+
+
+@dataclass(frozen=True)
+class PartsFence:
+    """A reservation of part numbers [start, end) for the parts-only writers holding `token`."""
+
+    token: str
+    start: int
+    end: int
+
+
+def _read_fence(data: bytes | None) -> PartsFence | None:
+    """parts_fence.json as written by `reserve_parts`, or None when absent or not one (a damaged
+    or planted file fences every writer off and reserves nothing)."""
+    try:
+        found = json.loads(data) if data is not None and len(data) <= 4096 else None
+        fence = PartsFence(found["token"], found["start"], found["end"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    ok = isinstance(fence.token, str) and len(fence.token) == 32
+    ints = all(type(v) is int for v in (fence.start, fence.end))
+    return fence if ok and ints and 0 <= fence.start <= fence.end <= MAX_PART else None
+
+
+def _part_number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
