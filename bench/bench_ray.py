@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -110,7 +111,14 @@ def main() -> int:
     if unknown or "local 1t" not in runs:
         parser.error(f"--runs: unknown {unknown}" if unknown else "--runs needs 'local 1t'")
     runs = [name for name in RUNS if name in runs]
+    work = Path(tempfile.mkdtemp(prefix="actx-bench-ray-"))
+    try:  # its stores hold hundreds of MB at --samples 2400
+        return _bench(args, runs, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _bench(args, runs: list[str], work: Path) -> int:
     import numpy as np
     import ray
 
@@ -118,7 +126,6 @@ def main() -> int:
     from store import open_store
     from tests.support.tiny import emotion_rows, write_jsonl
 
-    work = Path(tempfile.mkdtemp(prefix="actx-bench-ray-"))
     dataset, layers = "emotions", "all"
     if args.quick:
         dataset = str(write_jsonl(work / "emo.jsonl", emotion_rows(per_label=16)))
