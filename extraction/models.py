@@ -140,8 +140,14 @@ def folder_weights_sha256(folder: Path) -> str:
     return digest.hexdigest() if files else "unknown"
 
 
-def resolve(name: str, cache: Path | None = None) -> ResolvedModel:
-    """Resolve a short name, local folder or hub id. Converts an embedded model on first use."""
+def resolve(name: str, cache: Path | None = None, weights_sha256: str | None = None
+            ) -> ResolvedModel:  # fmt: skip
+    """Resolve a short name, local folder or hub id. Converts an embedded model on first use.
+
+    `weights_sha256`: the weights' hash where it is known already (a Ray worker is given its
+    driver's): a folder's weights are then not read to hash them again, which for an 8B model
+    is 16 GB read by every worker before its load.
+    """
     cache = cache or model_cache_dir()
     if name in EMBEDDED:
         folder = ensure_converted(EMBEDDED[name], cache)
@@ -151,16 +157,17 @@ def resolve(name: str, cache: Path | None = None) -> ResolvedModel:
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {str(path)!r} has no config.json")
-        return ResolvedModel(name, str(path.resolve()), None, folder_weights_sha256(path))
+        digest = weights_sha256 or folder_weights_sha256(path)
+        return ResolvedModel(name, str(path.resolve()), None, digest)
     if name.count("/") == 1 and not name.startswith((".", "/")):
-        return _resolve_hub_id(name)
+        return _resolve_hub_id(name, weights_sha256)
     raise ModelError(
         f"unknown model {name!r}: use one of {', '.join(EMBEDDED)}, a local folder with "
         "config.json, or a Hugging Face id like org/name"
     )
 
 
-def _resolve_hub_id(name: str) -> ResolvedModel:
+def _resolve_hub_id(name: str, weights_sha256: str | None = None) -> ResolvedModel:
     """A Hugging Face id: its cached snapshot when that holds the weights, else the hub.
 
     The cache is looked at first, without the network. Only an id that is not cached is looked up
@@ -171,7 +178,9 @@ def _resolve_hub_id(name: str) -> ResolvedModel:
 
     cached = _cached_snapshot(name)
     if cached is not None:
-        return ResolvedModel(name, str(cached), None, folder_weights_sha256(cached))
+        return ResolvedModel(
+            name, str(cached), None, weights_sha256 or folder_weights_sha256(cached)
+        )
     where = (
         f"model {name!r} is not a local folder, and as a Hugging Face id it is not in the "
         f"Hugging Face cache ({constants.HF_HUB_CACHE})"

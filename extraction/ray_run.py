@@ -130,7 +130,8 @@ class PartWriter:
         settings = RunSettings.from_dict(job["settings"])
         # The plan without its samples: the driver sends each batch's token ids.
         dataset = Dataset(job["dataset_name"], "", job["dataset_sha256"], ())
-        plan = Plan(settings, dataset, resolve(settings.model), tuple(job["layers"]))
+        model = resolve(settings.model, weights_sha256=job["weights_sha256"])  # not hashed again
+        plan = Plan(settings, dataset, model, tuple(job["layers"]))
         self.loaded = load_model(plan)
         backend = self.loaded.backend
         self.writer = RunWriter.parts_only(
@@ -301,6 +302,7 @@ def execute_on_ray(
         job = {
             "settings": settings.to_dict(), "layers": list(plan.layers),
             "dataset_name": plan.dataset.name, "dataset_sha256": plan.dataset.sha256,
+            "weights_sha256": plan.model.weights_sha256,
             "store": store_root if is_uri(store_root) else str(store_root.resolve()),
             "run_id": opened.run_id, "part_base": fence.start, "fence": fence.token,
         }  # fmt: skip

@@ -303,13 +303,13 @@ class RemoteStore:
                 raise self._error("delete from", exc) from None
 
     # -- runs -----------------------------------------------------------------------------
-    def run_files(self, run_id: str, folder: str = "runs") -> dict[str, int]:
-        """The files of one entry, relative to its folder, with their sizes."""
-        rel = f"{folder}/{validate_run_id(run_id)}"
+    def run_files(self, entry_id: str, folder: str = "runs") -> dict[str, int]:
+        """The files of one entry (a run, by default), relative to its folder, with sizes."""
+        rel = f"{folder}/{validate_run_id(entry_id)}"
         return {f.rel[len(rel) + 1 :]: f.size for f in self.list(rel)}
 
     def entries(self, folder: str = "runs") -> dict[str, dict[str, int]]:
-        """Every entry folder (run id -> its files and sizes), from one recursive listing.
+        """Every entry folder (entry id -> its files and sizes), from one recursive listing.
         Keys that are not `<folder>/<valid id>/<file>` are left out."""
         found: dict[str, dict[str, int]] = {}
         for item in self.list(folder):
@@ -322,8 +322,8 @@ class RemoteStore:
                 found.setdefault(entry, {})[rel] = item.size
         return found
 
-    def is_committed(self, run_id: str, folder: str = "runs") -> bool:
-        return self.exists(f"{folder}/{validate_run_id(run_id)}/{layout.COMMIT_MARKER}")
+    def is_committed(self, entry_id: str, folder: str = "runs") -> bool:
+        return self.exists(f"{folder}/{validate_run_id(entry_id)}/{layout.COMMIT_MARKER}")
 
     # -- reading: the local mirror -----------------------------------------------------------
     @property
@@ -347,40 +347,41 @@ class RemoteStore:
     def _mirror_folder(self, root: Path, folder: str) -> None:
         """Copy the committed entries of one folder (`runs`, `vector_sets`): each entry's files,
         its marker last; drop local entries the store no longer has committed."""
-        committed = {run_id: files for run_id, files in self.entries(folder).items()
+        committed = {entry_id: files for entry_id, files in self.entries(folder).items()
                      if files.get(layout.COMMIT_MARKER) is not None}  # fmt: skip
-        runs = root / folder
-        if not committed and not runs.is_dir():
+        mirrored = root / folder
+        if not committed and not mirrored.is_dir():
             return
-        runs.mkdir(parents=True, exist_ok=True)
-        for local in runs.iterdir():
+        mirrored.mkdir(parents=True, exist_ok=True)
+        for local in mirrored.iterdir():
             if local.name not in committed:
                 _remove(local)
-        for run_id, files in committed.items():
-            run = runs / run_id
+        for entry_id, files in committed.items():
+            entry = mirrored / entry_id
             wanted = {rel: size for rel, size in files.items()
                       if _safe_relative(rel) and wanted_in_mirror(rel, folder)}  # fmt: skip
-            if (run / layout.COMMIT_MARKER).is_file() and _same_files(run, wanted):
+            if (entry / layout.COMMIT_MARKER).is_file() and _same_files(entry, wanted):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                (run / layout.COMMIT_MARKER).unlink()  # invisible while it changes
-            for path in _local_files(run):
-                if path.relative_to(run).as_posix() not in wanted:
+                (entry / layout.COMMIT_MARKER).unlink()  # invisible while it changes
+            for path in _local_files(entry):
+                if path.relative_to(entry).as_posix() not in wanted:
                     path.unlink()
             for rel, size in sorted(wanted.items()):
                 if rel == layout.COMMIT_MARKER:
                     continue
-                target = run / rel
+                target = entry / rel
                 if target.is_file() and not target.is_symlink() and target.stat().st_size == size:
                     continue
                 limit = layout.MANIFEST_MAX_BYTES if rel == "manifest.json" else None
                 try:
-                    self.download(f"{folder}/{run_id}/{rel}", target, limit)
+                    self.download(f"{folder}/{entry_id}/{rel}", target, limit)
                 except ValueError:
                     continue  # a planted huge manifest: the catalog reports it missing
                 except OSError as exc:
                     raise self._error("read", exc) from None
-            self.download(f"{folder}/{run_id}/{layout.COMMIT_MARKER}", run / layout.COMMIT_MARKER)
+            marker = f"{folder}/{entry_id}/{layout.COMMIT_MARKER}"
+            self.download(marker, entry / layout.COMMIT_MARKER)
 
     # -- writing: small entries written whole ------------------------------------------------
     def put_entry(self, folder: str, entry_id: str, files: dict[str, bytes], marker: str) -> None:

@@ -96,6 +96,20 @@ def test_a_cached_hub_id_loads_from_the_cache_without_the_network(hub, monkeypat
     assert len(resolved.weights_sha256) == 64  # the cached weights' hash, not just the id
 
 
+def test_a_known_weights_hash_is_taken_instead_of_reading_the_weights(hub, monkeypatch, tmp_path):
+    """A Ray worker gets its driver's hash: the same folder and source, the weights not hashed."""
+    from pathlib import Path
+
+    folder = tiny_model_dir("llama", tmp_path / "m")
+    cache_model(Path(hub.HF_HUB_CACHE), "someone/tiny", folder)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    for name in (str(folder), "someone/tiny"):
+        hashed = resolve(name)
+        given = resolve(name, weights_sha256="f" * 64)
+        assert len(hashed.weights_sha256) == 64 and hashed.weights_sha256 != "f" * 64
+        assert given.weights_sha256 == "f" * 64 and given.source == hashed.source
+
+
 def test_an_uncached_hub_id_offline_is_one_cli_error_at_once(hub, monkeypatch, tmp_path, capsys):
     from extraction.__main__ import main
 
