@@ -753,18 +753,18 @@ def _gram_span_coordinates(grams, widths, train, test, rank):
     B -= r[:, :, None]
     B -= r[:, None, :m] - c[:, None, None]
     Ctt, Cst = B[:, :m], B[:, m:]
-    values, vectors = np.linalg.eigh(Ctt)
-    out = []
-    for g in range(len(grams)):
-        v, V = values[g, ::-1][:rank], vectors[g, :, ::-1][:, :rank]
-        tol = v[0] * max(m, widths[g]) * np.finfo(np.float64).eps * 10
-        keep = max(int(np.count_nonzero(v > tol)), 1)
-        v, V = v[:keep], V[:, :keep]
-        # A constant layer (v[0] = 0) gets zero coordinates rather than 0 / 0.
-        root = np.sqrt(np.maximum(v, 0.0))
-        inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0.0)
-        out.append((V * root, (Cst[g] @ V) * inv))
-    return out
+    values, vectors = np.linalg.eigh(Ctt)  # ascending
+    top = min(rank, m)
+    v = values[:, ::-1][:, :top]  # [L, r], largest first
+    V = np.ascontiguousarray(vectors[:, :, ::-1][:, :, :top])  # [L, m, r]
+    tol = v[:, 0] * np.maximum(m, widths) * np.finfo(np.float64).eps * 10
+    keep = np.maximum(np.count_nonzero(v > tol[:, None], axis=1), 1)
+    # A constant layer (v[0] = 0) gets zero coordinates rather than 0 / 0.
+    root = np.sqrt(np.maximum(v, 0.0))
+    inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0.0)
+    train_coords = V * root[:, None, :]
+    test_coords = (Cst @ V) * inv[:, None, :]
+    return [(train_coords[g, :, :k], test_coords[g, :, :k]) for g, k in enumerate(keep.tolist())]
 
 
 # Most bytes the [La, Lb, w, w] tables of ``_aligned_cosine_table`` may take.
@@ -782,17 +782,28 @@ def _aligned_cosine_table(prep_a, prep_b, cells) -> np.ndarray:
     Falls back to ``_aligned_cosines`` when the tables would pass _ALIGN_TABLE_BYTES.
     """
     w = max(X.shape[1] for X, _ in [*prep_a, *prep_b])
-    if len(prep_a) * len(prep_b) * w * w * 8 > _ALIGN_TABLE_BYTES:
+    La, Lb = len(prep_a), len(prep_b)
+    table = 4 * len(cells) >= La * Lb  # most pairs wanted: one product for all of them
+    if table and La * Lb * w * w * 8 > _ALIGN_TABLE_BYTES:
         return _aligned_cosines(prep_a, prep_b, cells)
 
-    def flat(prep, part, unit):  # [rows, L * w]: each layer's coordinates padded to w
-        mats = [_pad_to(_unit_rows(p[part]) if unit else p[part], w) for p in prep]
-        return np.concatenate(mats, axis=1)
+    def stack(prep, part, unit):  # [L, rows, w]: each layer's coordinates padded to w
+        out = np.zeros((len(prep), prep[0][part].shape[0], w))
+        for g, p in enumerate(prep):
+            out[g, :, : p[part].shape[1]] = _unit_rows(p[part]) if unit else p[part]
+        return out
 
-    La, Lb = len(prep_a), len(prep_b)
-    cross = (flat(prep_a, 0, False).T @ flat(prep_b, 0, False)).reshape(La, w, Lb, w)
-    unit = (flat(prep_a, 1, True).T @ flat(prep_b, 1, True)).reshape(La, w, Lb, w)
-    t = prep_a[0][1].shape[0]
+    TA, TB = stack(prep_a, 0, False), stack(prep_b, 0, False)  # fitting coordinates
+    UA, UB = stack(prep_a, 1, True), stack(prep_b, 1, True)  # unit held-out rows
+    t = UA.shape[1]
+    if table:
+
+        def products(X, Y):  # [La, Lb, w, w]: X[i]^T Y[j] for every pair
+            flat_x = X.transpose(1, 0, 2).reshape(X.shape[1], La * w)
+            flat_y = Y.transpose(1, 0, 2).reshape(Y.shape[1], Lb * w)
+            return (flat_x.T @ flat_y).reshape(La, w, Lb, w).transpose(0, 2, 1, 3)
+
+        cross, unit = products(TA, TB), products(UA, UB)
     out = np.empty(len(cells))
     # Each pair is padded to the wider of its two widths only, as ``_aligned_cosines`` pads it
     # (the zero padding beyond that changes no determined part of R).
@@ -803,8 +814,11 @@ def _aligned_cosine_table(prep_a, prep_b, cells) -> np.ndarray:
     for width, members in by_width.items():
         ii = np.array([cells[c][0] for c in members])
         jj = np.array([cells[c][1] for c in members])
-        M = cross[ii, :width, jj, :width]  # [C, width, width]
-        N = unit[ii, :width, jj, :width]
-        U, _, Vt = np.linalg.svd(M)
+        if table:
+            M, N = cross[ii, jj, :width, :width], unit[ii, jj, :width, :width]
+        else:
+            M = TA[ii, :, :width].transpose(0, 2, 1) @ TB[jj, :, :width]
+            N = UA[ii, :, :width].transpose(0, 2, 1) @ UB[jj, :, :width]
+        U, _, Vt = np.linalg.svd(M)  # [C, width, width]
         out[members] = np.einsum("gij,gij->g", U @ Vt, N) / t
     return np.clip(out, -1.0, 1.0)
