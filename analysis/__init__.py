@@ -72,11 +72,13 @@ from .pairs import (
 )
 from .readout import TokenScores, TopTokens, readout_directions
 from .similarity import (
+    LayerComparison,
     best_pairs,
     best_per_row,
     centred_label_similarity,
     cka_chance,
     cka_matrix,
+    compare_layers,
     linear_cka,
     normalised_depth,
     procrustes_chance,
@@ -114,6 +116,8 @@ __all__ = [
     "centred_label_similarity",
     "cka_chance",
     "cka_matrix",
+    "compare_layers",
+    "LayerComparison",
     "cosine",
     "cosine_matrix",
     "diff_of_means",

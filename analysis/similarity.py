@@ -12,6 +12,9 @@
 * ``best_per_row`` and ``shuffled_chance``: the best layer of B for each layer of A, and the
   chance level of a comparison (B's samples shuffled, so nothing corresponds); ``cka_chance``
   and ``procrustes_chance`` give the same for chosen cells of the two heatmaps, fast.
+* ``compare_layers``: everything the cross-model heatmaps show (both matrices, each row's best
+  cell and its chance levels) from one centred Gram matrix per layer, several times faster than
+  the functions above one by one, and equal to them.
 * ``normalised_depth`` puts layers of models with different depths on one 0..1 axis.
 
 Caveats:
@@ -25,6 +28,8 @@ Caveats:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ._checks import as_float_matrix, check_positive_int, check_seed, rankdata
@@ -35,6 +40,8 @@ __all__ = [
     "best_per_row",
     "centred_label_similarity",
     "cka_matrix",
+    "compare_layers",
+    "LayerComparison",
     "linear_cka",
     "normalised_depth",
     "procrustes_cosine",
@@ -557,3 +564,261 @@ def procrustes_chance(
         prep_b = {j: _span_coordinates(Y[p], train, test, center, rank) for j, Y in used_b.items()}
         out[:, s] = _aligned_cosines(prep_a, prep_b, cells)
     return out
+
+
+# -- every comparison of the cross-model page at once ------------------------------------------
+@dataclass(frozen=True)
+class LayerComparison:
+    """CKA and held-out Procrustes cosine of every layer pair, with chance levels at each row's
+    best cell (``compare_layers``). La, Lb: the layers of A and B; S: shuffles.
+
+    cka, procrustes: [La, Lb] as ``cka_matrix`` / ``procrustes_cosine_matrix``;
+    cka_best, procrustes_best: [La] int, ``best_per_row`` of each (-1: no finite entry);
+    cka_chance, procrustes_chance: [La, S], ``cka_chance`` / ``procrustes_chance`` at
+    (i, best[i]) for each row i (nan where best is -1).
+    """
+
+    cka: np.ndarray
+    procrustes: np.ndarray
+    cka_best: np.ndarray
+    procrustes_best: np.ndarray
+    cka_chance: np.ndarray
+    procrustes_chance: np.ndarray
+
+
+def compare_layers(
+    layers_a, layers_b, rank: int | None = None, shuffles: int = 5, seed=0, split_seed=0,
+) -> LayerComparison:  # fmt: skip
+    """What the cross-model heatmaps show, computed once from shared pieces: [La, Lb] matrices
+    and [La, S] chance levels at each row's best cell (see ``LayerComparison``).
+
+    layers_a: La arrays [n, d1]; layers_b: Lb arrays [n, d2]; the same n >= 4 rows in the same
+    order. rank, split_seed: as ``procrustes_cosine_matrix``'s rank and seed (centred);
+    shuffles, seed: as ``cka_chance`` / ``procrustes_chance``. Equal, within float rounding,
+    to calling those four functions and ``best_per_row``.
+
+    When n is below every width and a rank well below n / 4 is given (the page: n = 400,
+    widths 576 and 640, rank 32), everything comes from one [n, n] Gram matrix per layer of the
+    column-centred rows: CKA of every pair is one matrix product of the stacked Grams, a shuffle
+    of B's rows permutes B's Gram (no new products), and a layer's top principal coordinates of
+    any row split are the eigenvectors of the split's block of the Gram, re-centred on the
+    fitting rows. Otherwise it calls the four functions.
+    """
+    if rank is not None:
+        rank = check_positive_int(rank, "rank")
+    shuffles = check_positive_int(shuffles, "shuffles")
+    sides = []
+    for name, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
+        if len(layers) == 0:
+            raise ValueError(f"{name} is empty")
+        sides.append([as_float_matrix(X, f"{name}[{i}]") for i, X in enumerate(layers)])
+    mats_a, mats_b = sides
+    n = mats_a[0].shape[0]
+    for name, mats in (("layers_a", mats_a), ("layers_b", mats_b)):
+        for i, X in enumerate(mats):
+            if X.shape[0] != n:
+                raise ValueError(f"{name}[{i}] has {X.shape[0]} rows, layers_a[0] has {n}")
+    if n < 4:
+        raise ValueError(f"compare_layers needs at least 4 shared rows, got {n}")
+    widths = [X.shape[1] for X in mats_a + mats_b]
+    fast = (
+        rank is not None
+        and rank < min(n // 2, min(widths)) // 2
+        and n < min(widths)
+        and max(len(mats_a), len(mats_b)) * n * n * 8 <= _GRAM_TABLE_BYTES
+    )
+    if not fast:
+        return _compare_layers_by_parts(mats_a, mats_b, rank, shuffles, seed, split_seed)
+    grams_a, grams_b = _centred_grams(mats_a), _centred_grams(mats_b)
+    widths_a, widths_b = [X.shape[1] for X in mats_a], [X.shape[1] for X in mats_b]
+    del mats_a, mats_b, sides
+    rng = check_seed(seed)
+    perms = np.stack([rng.permutation(n) for _ in range(shuffles)])  # as _chance_inputs draws
+    split = check_seed(split_seed).permutation(n)
+    train, test = split[: n // 2], split[n // 2 :]
+
+    cka = _gram_cka(grams_a, grams_b)
+    cka_best = best_per_row(cka)
+    cka_chance = np.full((len(cka), shuffles), np.nan)
+    rows = np.flatnonzero(cka_best >= 0)
+    cka_chance[rows] = _gram_cka_chance(grams_a, grams_b, rows, cka_best[rows], perms)
+
+    coords_a = _gram_span_coordinates(grams_a, widths_a, train, test, rank)
+    coords_b = _gram_span_coordinates(grams_b, widths_b, train, test, rank)
+    La, Lb = len(coords_a), len(coords_b)
+    cells = [(i, j) for i in range(La) for j in range(Lb)]
+    procrustes = _aligned_cosine_table(coords_a, coords_b, cells).reshape(La, Lb)
+    proc_best = best_per_row(procrustes)
+    proc_chance = np.full((La, shuffles), np.nan)
+    rows = np.flatnonzero(proc_best >= 0)
+    used_b = sorted(set(proc_best[rows].tolist()))
+    if len(rows):
+        # B's layers under each shuffle p: the rows p[train] fit, p[test] score.
+        shuffled, grams_used = [], grams_b[used_b]
+        for p in perms:
+            shuffled += _gram_span_coordinates(
+                grams_used, [widths_b[j] for j in used_b], p[train], p[test], rank
+            )
+        where = {j: k for k, j in enumerate(used_b)}
+        cells = [(i, s * len(used_b) + where[int(proc_best[i])])
+                 for s in range(shuffles) for i in rows]  # fmt: skip
+        values = _aligned_cosine_table(coords_a, shuffled, cells)
+        proc_chance[rows] = values.reshape(shuffles, len(rows)).T
+    return LayerComparison(cka, procrustes, cka_best, proc_best, cka_chance, proc_chance)
+
+
+def _compare_layers_by_parts(mats_a, mats_b, rank, shuffles, seed, split_seed):
+    """compare_layers from the general functions, for shapes its Gram form does not suit."""
+    cka = cka_matrix(mats_a, mats_b)
+    procrustes = procrustes_cosine_matrix(mats_a, mats_b, seed=split_seed, rank=rank)
+    out = [cka, procrustes]
+    for M, chance in ((cka, cka_chance), (procrustes, procrustes_chance)):
+        best = best_per_row(M)
+        rows = np.flatnonzero(best >= 0)
+        levels = np.full((len(M), shuffles), np.nan)
+        cells = [(int(i), int(best[i])) for i in rows]
+        if chance is cka_chance:
+            levels[rows] = cka_chance(mats_a, mats_b, cells, shuffles, seed)
+        else:
+            levels[rows] = procrustes_chance(
+                mats_a, mats_b, cells, shuffles, seed, split_seed, rank=rank
+            )
+        out += [best, levels]
+    cka, procrustes, cka_best, cka_levels, proc_best, proc_levels = out
+    return LayerComparison(cka, procrustes, cka_best, proc_best, cka_levels, proc_levels)
+
+
+def _centred_grams(mats: list[np.ndarray]) -> np.ndarray:
+    """[L, n, n]: X0 X0^T for each layer X [n, d], X0 = X less its column means over all n rows.
+
+    A permutation p of the rows permutes the Gram matrix (G[p][:, p]) and keeps the means, so
+    these serve every shuffle; re-centring on a subset of rows needs only the Gram (see
+    ``_gram_span_coordinates``), and centring here first keeps that correction small.
+    """
+    n = mats[0].shape[0]
+    out = np.empty((len(mats), n, n))
+    for g, X in enumerate(mats):
+        X0 = X - X.mean(axis=0)
+        np.matmul(X0, X0.T, out=out[g])
+    return out
+
+
+def _gram_cka(grams_a: np.ndarray, grams_b: np.ndarray) -> np.ndarray:
+    """Linear CKA of every pair from centred Grams [La, n, n] and [Lb, n, n]: [La, Lb].
+
+    CKA = <Ga, Gb>_F / (||Ga||_F ||Gb||_F), scale-free, so the Frobenius scaling of
+    ``linear_cka`` cancels. 0.0 where a layer is constant (a zero Gram)."""
+    fa = grams_a.reshape(len(grams_a), -1)
+    fb = grams_b.reshape(len(grams_b), -1)
+    na, nb = np.linalg.norm(fa, axis=1), np.linalg.norm(fb, axis=1)
+    denom = np.outer(na, nb)
+    M = np.divide(fa @ fb.T, denom, out=np.zeros_like(denom), where=denom > 0.0)
+    return np.clip(M, 0.0, 1.0)
+
+
+def _gram_cka_chance(grams_a, grams_b, rows, cols, perms) -> np.ndarray:
+    """CKA of A's layer rows[c] with B's layer cols[c] under each permutation of B's rows:
+    [C, S]. B's Gram is permuted once per used layer and permutation."""
+    out = np.zeros((len(rows), len(perms)))
+    na = np.linalg.norm(grams_a.reshape(len(grams_a), -1), axis=1)
+    for j in sorted(set(cols.tolist())):
+        members = np.flatnonzero(cols == j)
+        Gb = grams_b[j]
+        nb = float(np.linalg.norm(Gb))
+        fa = grams_a[rows[members]].reshape(len(members), -1)
+        denom = na[rows[members]] * nb
+        for s, p in enumerate(perms):
+            dots = fa @ Gb[np.ix_(p, p)].ravel()
+            out[members, s] = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _gram_span_coordinates(grams, widths, train, test, rank):
+    """``_top_span_coordinates`` of every layer, centred on the fitting rows, from its centred
+    Gram G [n, n] alone: a list of (train coords [m, r], test coords [n - m, r]).
+
+    Re-centring on the fitting rows t: (x_i - m_t) . (x_k - m_t) = G_ik - r_i - r_k + c with
+    r_i = mean_t G_it and c = mean_t r_t. The top eigenvectors V (values v) of the fitting
+    block give the coordinates V sqrt(v) of the fitting rows and G_st V / sqrt(v) of the others,
+    what X_t basis and X_s basis give with basis = X_t^T V / sqrt(v). One stacked eigh serves
+    every layer.
+    """
+    m = len(train)
+    rows = np.concatenate([train, test])
+    # One gather: every row (fitting rows first) against the fitting columns, [L, n, m]...
+    B = grams[:, rows[:, None], train[None, :]]
+    r = B.mean(axis=2)  # [L, n]: r_i
+    c = r[:, :m].mean(axis=1)  # [L]
+    # ... re-centred in place: B_ik - r_i - (r_k - c).
+    B -= r[:, :, None]
+    B -= r[:, None, :m] - c[:, None, None]
+    Ctt, Cst = B[:, :m], B[:, m:]
+    values, vectors = np.linalg.eigh(Ctt)  # ascending
+    top = min(rank, m)
+    v = values[:, ::-1][:, :top]  # [L, r], largest first
+    V = np.ascontiguousarray(vectors[:, :, ::-1][:, :, :top])  # [L, m, r]
+    tol = v[:, 0] * np.maximum(m, widths) * np.finfo(np.float64).eps * 10
+    keep = np.maximum(np.count_nonzero(v > tol[:, None], axis=1), 1)
+    # A constant layer (v[0] = 0) gets zero coordinates rather than 0 / 0.
+    root = np.sqrt(np.maximum(v, 0.0))
+    inv = np.divide(1.0, root, out=np.zeros_like(root), where=root > 0.0)
+    train_coords = V * root[:, None, :]
+    test_coords = (Cst @ V) * inv[:, None, :]
+    return [(train_coords[g, :, :k], test_coords[g, :, :k]) for g, k in enumerate(keep.tolist())]
+
+
+# Most bytes the [La, Lb, w, w] tables of ``_aligned_cosine_table`` may take.
+_ALIGN_TABLE_BYTES = 64 * 1024 * 1024
+
+
+def _aligned_cosine_table(prep_a, prep_b, cells) -> np.ndarray:
+    """``_aligned_cosines`` of the same inputs: [C], with the cross products of every pair from
+    two matrix products instead of one per pair.
+
+    For a pair, M = CA^T CB (fitting coordinates) gives the map R = U Vt, and the mean held-out
+    cosine is mean_i <unit(a_i) R, unit(b_i)> = <R, UA^T UB>_F / t (unit test rows, t of
+    them), so every M and UA^T UB is a [w, w] block of one [La w, Lb w] product. The per-row
+    clip of ``_aligned_cosines`` moves only rounding (|cos| <= 1 for an orthogonal R).
+    Falls back to ``_aligned_cosines`` when the tables would pass _ALIGN_TABLE_BYTES.
+    """
+    w = max(X.shape[1] for X, _ in [*prep_a, *prep_b])
+    La, Lb = len(prep_a), len(prep_b)
+    table = 4 * len(cells) >= La * Lb  # most pairs wanted: one product for all of them
+    if table and La * Lb * w * w * 8 > _ALIGN_TABLE_BYTES:
+        return _aligned_cosines(prep_a, prep_b, cells)
+
+    def stack(prep, part, unit):  # [L, rows, w]: each layer's coordinates padded to w
+        out = np.zeros((len(prep), prep[0][part].shape[0], w))
+        for g, p in enumerate(prep):
+            out[g, :, : p[part].shape[1]] = _unit_rows(p[part]) if unit else p[part]
+        return out
+
+    TA, TB = stack(prep_a, 0, False), stack(prep_b, 0, False)  # fitting coordinates
+    UA, UB = stack(prep_a, 1, True), stack(prep_b, 1, True)  # unit held-out rows
+    t = UA.shape[1]
+    if table:
+
+        def products(X, Y):  # [La, Lb, w, w]: X[i]^T Y[j] for every pair
+            flat_x = X.transpose(1, 0, 2).reshape(X.shape[1], La * w)
+            flat_y = Y.transpose(1, 0, 2).reshape(Y.shape[1], Lb * w)
+            return (flat_x.T @ flat_y).reshape(La, w, Lb, w).transpose(0, 2, 1, 3)
+
+        cross, unit = products(TA, TB), products(UA, UB)
+    out = np.empty(len(cells))
+    # Each pair is padded to the wider of its two widths only, as ``_aligned_cosines`` pads it
+    # (the zero padding beyond that changes no determined part of R).
+    by_width: dict[int, list[int]] = {}
+    for c, (i, j) in enumerate(cells):
+        width = max(prep_a[i][0].shape[1], prep_b[j][0].shape[1])
+        by_width.setdefault(width, []).append(c)
+    for width, members in by_width.items():
+        ii = np.array([cells[c][0] for c in members])
+        jj = np.array([cells[c][1] for c in members])
+        if table:
+            M, N = cross[ii, jj, :width, :width], unit[ii, jj, :width, :width]
+        else:
+            M = TA[ii, :, :width].transpose(0, 2, 1) @ TB[jj, :, :width]
+            N = UA[ii, :, :width].transpose(0, 2, 1) @ UB[jj, :, :width]
+        U, _, Vt = np.linalg.svd(M)  # [C, width, width]
+        out[members] = np.einsum("gij,gij->g", U @ Vt, N) / t
+    return np.clip(out, -1.0, 1.0)

@@ -109,7 +109,7 @@ def page_compute(page: str, view, hook: str = SYN_HOOK, position: str = SYN_POSI
         detail = c.layer_detail(view, run_a, hook, position, layers[len(layers) // 2], baseline,
                                 target)  # fmt: skip
         return profile, detail
-    run_b = chosen.index[1]  # as the page draws it: with the chance levels (`chance_at`)
+    run_b = chosen.index[1]  # as the page draws it: with the chance levels
     return profile, c.cross_model_drawn(view, run_a, run_b, hook, position, target, baseline)
 
 

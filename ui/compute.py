@@ -41,8 +41,7 @@ import streamlit as st
 from analysis import (
     best_per_row,
     centred_label_similarity,
-    cka_chance,
-    cka_matrix,
+    compare_layers,
     cosine_matrix,
     direction_norms_by_layer,
     directions_from_means,
@@ -50,8 +49,6 @@ from analysis import (
     normalised_depth,
     one_vs_rest_means,
     pca,
-    procrustes_chance,
-    procrustes_cosine_matrix,
     relative_projection,
     rsa_matrix,
 )
@@ -513,6 +510,43 @@ def _direction_stack(stats: LayerStats, target: str, baseline: str) -> np.ndarra
     return directions_from_means(stats.means, stats.labels, [target], baseline)[:, 0]  # [L, d]
 
 
+@dataclass(frozen=True)
+class LayerSimilarity:
+    """CKA and Procrustes of every layer pair of two runs (`analysis.compare_layers` over their
+    shared samples): cka, procrustes [La, Lb]; cka_best, procrustes_best [La], the best column
+    of each row (-1: none); cka_chance, procrustes_chance [La], the mean over CHANCE_SHUFFLES
+    shuffles at that cell (nan where a row has none); n_shared."""
+
+    cka: np.ndarray
+    procrustes: np.ndarray
+    cka_best: np.ndarray
+    procrustes_best: np.ndarray
+    cka_chance: np.ndarray
+    procrustes_chance: np.ndarray
+    n_shared: int
+
+
+@st.cache_data(show_spinner="Comparing the two models layer by layer...", max_entries=32)
+def layer_similarity(
+    view: StoreView, run_a: str, run_b: str, hook: str, position: str
+) -> LayerSimilarity:
+    """What the CKA and Procrustes heatmaps show, with their chance levels: one computation
+    (the Gram matrices serve both measures and every shuffle), and not keyed by the label and
+    baseline, which change neither."""
+    a = layer_stats(view, run_a, hook, position)
+    b = layer_stats(view, run_b, hook, position)
+    ia, ib = _shared_rows(a, b)
+    result = compare_layers(
+        list(a.sub_X[:, ia]), list(b.sub_X[:, ib]), rank=PROCRUSTES_RANK,
+        shuffles=CHANCE_SHUFFLES,
+    )  # fmt: skip
+    return LayerSimilarity(
+        result.cka, result.procrustes, result.cka_best, result.procrustes_best,
+        result.cka_chance.mean(axis=1),
+        result.procrustes_chance.mean(axis=1), len(ia),
+    )  # fmt: skip
+
+
 @st.cache_data(show_spinner="Comparing the two models layer by layer...", max_entries=32)
 def cross_model(
     view: StoreView, run_a: str, run_b: str, hook: str, position: str, target: str,
@@ -523,11 +557,7 @@ def cross_model(
     if a.labels != b.labels:
         raise Unsuitable("The two runs have different labels; pick runs of the same dataset.")
     check_labels(a.labels, baseline)
-    ia, ib = _shared_rows(a, b)
-    cka = cka_matrix(list(a.sub_X[:, ia]), list(b.sub_X[:, ib]))
-    proc = procrustes_cosine_matrix(
-        list(a.sub_X[:, ia]), list(b.sub_X[:, ib]), rank=PROCRUSTES_RANK
-    )
+    similarity = layer_similarity(view, run_a, run_b, hook, position)
     rsa, note = None, ""
     if len(a.labels) >= 3:
         mats_a = [centred_label_similarity(m) for m in a.means]
@@ -540,27 +570,10 @@ def cross_model(
         Da, Db = _direction_stack(a, target, baseline), _direction_stack(b, target, baseline)
         C = cosine_matrix(np.concatenate([Da, Db]))[: len(Da), len(Da) :]
         raw = _long(C, a, b)
-    return CrossModel(_long(cka, a, b), _long(proc, a, b), rsa, raw, len(ia), note)
-
-
-@st.cache_data(show_spinner="Measuring the chance level (shuffled samples)...", max_entries=64)
-def chance_at(
-    view: StoreView, run_a: str, run_b: str, hook: str, position: str, measure: str,
-    cells: tuple[tuple[int, int], ...],
-) -> tuple[float, ...]:  # fmt: skip
-    """`measure` ("cka" or "procrustes", as `cross_model` computes it, on the same samples) at
-    each (layer of A, layer of B) cell with B's sample order shuffled: the mean over
-    CHANCE_SHUFFLES shuffles, per cell (analysis.cka_chance / procrustes_chance)."""
-    a = layer_stats(view, run_a, hook, position)
-    b = layer_stats(view, run_b, hook, position)
-    ia, ib = _shared_rows(a, b)
-    index = [(a.layer_index(la), b.layer_index(lb)) for la, lb in cells]
-    XA, XB = list(a.sub_X[:, ia]), list(b.sub_X[:, ib])
-    if measure == "cka":
-        levels = cka_chance(XA, XB, index, CHANCE_SHUFFLES)
-    else:
-        levels = procrustes_chance(XA, XB, index, CHANCE_SHUFFLES, rank=PROCRUSTES_RANK)
-    return tuple(levels.mean(axis=1).tolist())
+    return CrossModel(
+        _long(similarity.cka, a, b), _long(similarity.procrustes, a, b), rsa, raw,
+        similarity.n_shared, note,
+    )  # fmt: skip
 
 
 @shared(maxsize=32)
@@ -570,19 +583,28 @@ def cross_model_drawn(
 ) -> CrossModel:  # fmt: skip
     """`cross_model` as the Cross-model page draws it, shared by every session (read-only
     frames): `best` on every heatmap (`with_best`) and `chance` on CKA and Procrustes
-    (`with_chance`, from `chance_at`)."""
+    (from `layer_similarity`: the mean over CHANCE_SHUFFLES shuffles of B's sample order at
+    each best cell)."""
     result = cross_model(view, run_a, run_b, hook, position, target, baseline)
-
-    def chance(measure: str):
-        return lambda cells: chance_at(view, run_a, run_b, hook, position, measure, cells)
-
+    similarity = layer_similarity(view, run_a, run_b, hook, position)
+    cka = _with_best_and_chance(result.cka, similarity.cka_best, similarity.cka_chance)
+    procrustes = _with_best_and_chance(
+        result.procrustes, similarity.procrustes_best, similarity.procrustes_chance
+    )
     return dataclasses.replace(
-        result,
-        cka=with_chance(with_best(result.cka), chance("cka")),
-        procrustes=with_chance(with_best(result.procrustes), chance("procrustes")),
+        result, cka=cka, procrustes=procrustes,
         rsa=None if result.rsa is None else with_best(result.rsa),
         raw=None if result.raw is None else with_best(result.raw),
-    )
+    )  # fmt: skip
+
+
+def _with_best_and_chance(frame: pd.DataFrame, best: np.ndarray, chance: np.ndarray):
+    """A `_long` frame of an [La, Lb] matrix with `best` (as `with_best`: column best[i] of each
+    row i, from `best_per_row` of the same matrix) and `chance` (chance[i] there, else nan)."""
+    La = len(best)
+    i, j = np.divmod(np.arange(len(frame)), len(frame) // La)  # `_long` is row-major
+    is_best = best[i] == j
+    return frame.assign(best=is_best, chance=np.where(is_best, chance[i], np.nan))
 
 
 def with_best(frame: pd.DataFrame) -> pd.DataFrame:
@@ -591,12 +613,3 @@ def with_best(frame: pd.DataFrame) -> pd.DataFrame:
     cols = best_per_row(M.to_numpy())
     best = {a: M.columns[c] for a, c in zip(M.index, cols, strict=True) if c >= 0}
     return frame.assign(best=frame["layer_b"].to_numpy() == frame["layer_a"].map(best).to_numpy())
-
-
-def with_chance(frame: pd.DataFrame, chance) -> pd.DataFrame:
-    """A `with_best` frame with `chance` at its best cells, from chance(cells) -> values
-    (e.g. `chance_at` with its other arguments bound); elsewhere nan."""
-    best = frame[frame["best"]]
-    cells = tuple(zip(best["layer_a"].astype(int), best["layer_b"].astype(int), strict=True))
-    values = pd.Series(chance(cells), index=best.index, dtype=float)
-    return frame.assign(chance=values.reindex(frame.index))
