@@ -36,7 +36,7 @@ if len(labels) < 2:
     )
     links.stop()
 
-columns = st.columns([1, 1, 1, 2])
+columns = controls.row(4)
 hook, position = controls.pick_site(chosen, columns[:2])
 baseline = controls.pick_baseline(labels, columns[2], one_vs_rest=True)
 rest = baseline == REST
@@ -45,7 +45,7 @@ versus = "every other label" if rest else baseline
 # "Hide" rather than "show": a selection that stays right when the baseline changes.
 hidden = controls.pick_many(columns[3], "Hide labels", targets, key="hide", what="label")
 shown = [label for label in targets if label not in hidden]
-options = st.columns(3)
+options = controls.row(2)
 relative = controls.toggle(
     options[0], "Divide by typical activation norm", value=True, key="relative",
     help="Activation scale grows with depth; dividing by the layer's mean sample norm "
@@ -77,7 +77,7 @@ series = "model" if chosen["model"].is_unique else "run"
 style = {"colours": charts.label_colours(labels), "dash": None if len(run_ids) == 1 else series,
          "dashes": charts.series_dashes(runs, series)}  # fmt: skip
 norm = " ÷ typical norm" if relative else ""
-left, right = st.columns(2)
+left, right = controls.row(2)
 for column, name in ((left, "l2"), (right, "l1")):
     field, label = (f"{name}_rel" if relative else name), name.upper()
     charts.draw(
@@ -86,7 +86,7 @@ for column, name in ((left, "l2"), (right, "l1")):
         title=f"{label} norm of each direction (vs {versus}){norm}", **style,
     )  # fmt: skip
 
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.lines,
     per_label, x, "stability", "label", x_title=x_title, y_title="cosine",
@@ -124,7 +124,7 @@ else:
     )  # fmt: skip
 
 st.subheader("One layer in detail")
-columns = st.columns([2, 2, 1, 1])
+columns = controls.row(4)
 detail = readable[0]
 if len(readable) > 1:
     detail = controls.pick_one(columns[0], "Run", readable, key="detail", what="run")
@@ -139,7 +139,7 @@ except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.heatmap,
     layer_view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
@@ -152,11 +152,13 @@ charts.draw(
     title=f"Samples projected on the {target} direction, layer {layer}",
     x_title=f"position along it: 0 = mean of {versus}, 1 = mean of {target}",
 )  # fmt: skip
-right.caption(
-    f"In units of the direction's length: a sample at 0 sits at the mean of {plain(versus)}, "
-    f"at 1 at the mean of {plain(target)} (means over every sample)."
+st.caption(
+    f"Projections are in units of the direction's length: a sample at 0 sits at the mean of "
+    f"{plain(versus)}, at 1 at the mean of {plain(target)} (means over every sample)."
+    + controls.subsample_text(
+        len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA", prefix=" "
+    )  # fmt: skip
 )
-controls.subsample_note(len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA")
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:

@@ -48,7 +48,7 @@ if not pair_runs:
     )
     links.stop()
 
-columns = st.columns([3, 1, 1])
+columns = controls.row(3)
 minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
 run_id = controls.pick_one(columns[0], "Run", pair_runs, key="pairs_run", what="run",
                            index=pair_runs.index((minimal or pair_runs)[0]))  # fmt: skip
@@ -69,7 +69,7 @@ if not shown:
     links.stop()
 per_layer = per_layer_selected(profile, shown)
 colours = charts.category_colours(categories, overall=overall_name(profile, shown))
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.lines,
     per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
@@ -85,7 +85,7 @@ charts.draw(
 
 controls.subsample_note(len(profile.pairs), profile.n_pairs_total, "Pair statistics", "pairs")
 st.subheader("Dimensions")
-columns = st.columns([3, 1])
+columns = controls.row(2)
 layer = controls.pick_layer(profile.layers, columns[0])
 top = controls.pick_count(columns[1], "How many", [5, 10, 15, 20, 30, 50], value=10, key="top")
 n_chosen = int(selected_pairs(profile, shown).sum())
