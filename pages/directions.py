@@ -70,7 +70,10 @@ if result.per_label.empty:
 controls.baseline_note(baseline)
 readable = [r for r in run_ids if r not in dict(result.failed)]
 
-per_label = result.per_label[result.per_label["label"].isin(shown)]
+# The shared frame itself when nothing is hidden: a chart of it is keyed by identity (ui.charts).
+per_label = result.per_label
+if hidden:
+    per_label = per_label[per_label["label"].isin(shown)]
 x, x_title = ("depth", "normalised depth") if by_depth else ("layer", "layer")
 # One line style per run; the model name is shorter and says the same when models differ.
 series = "model" if chosen["model"].is_unique else "run"
@@ -110,9 +113,9 @@ st.caption(
     + ". Norms and directions use every sample."
 )
 
-cosines = result.cosines[
-    result.cosines["pair"].map(lambda p: all(part in shown for part in p.split(" · ")))
-]
+cosines = result.cosines
+if hidden:
+    cosines = cosines[cosines["pair"].map(lambda p: all(part in shown for part in p.split(" · ")))]
 if cosines.empty:
     st.caption("Cosines between label directions need at least two labels besides the baseline.")
 else:

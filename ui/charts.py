@@ -30,6 +30,7 @@ import hashlib
 import json
 import numbers
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -231,13 +232,38 @@ class _Drawn:
 DRAWN = _Drawn()
 
 
+# id(frame) -> (a weak reference to it, its content digest): see `_frame_digest`.
+_FRAME_DIGESTS: dict[int, tuple[weakref.ref, bytes]] = {}
+
+
+def _frame_digest(frame: pd.DataFrame) -> bytes:
+    """A digest of a frame's content (columns, values, dtypes, index), kept while the frame
+    lives: most frames a page draws are shared results (ui.shared, `_memo`) that every view
+    draws again, and hashing their values was most of a chart's cost on a served view
+    (bench/bench_load.py). So a frame must not change in place once drawn (shared results never
+    do; a page draws a changed copy)."""
+    key = id(frame)
+    known = _FRAME_DIGESTS.get(key)
+    if known is not None and known[0]() is frame:
+        return known[1]
+    out = hashlib.sha256()
+    out.update(repr(list(frame.columns)).encode())  # each column's dtype: _digest_values
+    for i in range(frame.shape[1]):
+        _digest_values(_column_values(frame, i), out)
+    _digest_values(frame.index.array, out)
+    digest = out.digest()
+    try:  # forgotten when the frame goes, before its id can be reused
+        ref = weakref.ref(frame, lambda _, key=key: _FRAME_DIGESTS.pop(key, None))
+    except TypeError:
+        return digest
+    _FRAME_DIGESTS[key] = (ref, digest)
+    return digest
+
+
 def _digest(value, out) -> None:
     """Feed `value` (a builder argument) into the hash `out`; TypeError if it cannot say."""
     if isinstance(value, pd.DataFrame):
-        out.update(repr(list(value.columns)).encode())  # each column's dtype: _digest_values
-        for i in range(value.shape[1]):
-            _digest_values(_column_values(value, i), out)
-        _digest_values(value.index.array, out)
+        out.update(b"frame:" + _frame_digest(value))
     elif isinstance(value, (list, tuple)):
         out.update(b"(" if isinstance(value, tuple) else b"[")
         for item in value:
