@@ -15,6 +15,7 @@ from ui.context import (
     CREATE_KEY,
     default_store_path,
     hide_error_details,
+    page,
     plain,
     read_only,
     run_page,
@@ -39,18 +40,18 @@ with st.sidebar:
         )  # fmt: skip
 
 PAGES = [
-    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
-    st.Page("pages/directions.py", title="Directions", icon=":material/north_east:"),
-    st.Page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
-    st.Page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
-    st.Page("pages/propositions.py", title="Propositions", icon=":material/forum:"),
-    st.Page("pages/features.py", title="Features", icon=":material/scatter_plot:"),
-    st.Page("pages/query.py", title="Query", icon=":material/database:"),
-    st.Page("pages/vectors.py", title="Vectors", icon=":material/trending_flat:"),
+    page("pages/runs.py", title="Runs", icon=":material/table_rows:", default=True),
+    page("pages/directions.py", title="Directions", icon=":material/north_east:"),
+    page("pages/cross_model.py", title="Cross-model", icon=":material/compare_arrows:"),
+    page("pages/pairs.py", title="Pairs", icon=":material/difference:"),
+    page("pages/propositions.py", title="Propositions", icon=":material/forum:"),
+    page("pages/features.py", title="Features", icon=":material/scatter_plot:"),
+    page("pages/query.py", title="Query", icon=":material/database:"),
+    page("pages/vectors.py", title="Vectors", icon=":material/trending_flat:"),
     # In read-only mode the page shows the command instead: it starts no worker there.
-    st.Page("pages/steering.py", title="Steering", icon=":material/tune:"),
+    page("pages/steering.py", title="Steering", icon=":material/tune:"),
 ]
 if not locked:  # read-only: not in the navigation, and the page refuses by itself too
-    PAGES.append(st.Page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
-page = st.navigation(PAGES)
-run_page(lambda: links.run_pinned(page.run))  # the view's settings go into the URL (ui.links)
+    PAGES.append(page("pages/new_run.py", title="New run", icon=":material/play_circle:"))
+shown = st.navigation(PAGES)
+run_page(lambda: links.run_pinned(shown.run))  # the view's settings go into the URL (ui.links)

@@ -46,10 +46,10 @@ labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
     st.warning(f"These runs have one label ({plain(short(labels[0]))}): nothing to compare.")
     links.stop()
-hook, position = controls.pick_site(chosen, st.columns(4)[:2])
+hook, position = controls.pick_site(chosen, controls.row(2))
 
 st.subheader("One label's direction, model by model")
-columns = st.columns(4)
+columns = controls.row(2)
 baseline = controls.pick_baseline(labels, columns[0])
 targets = [label for label in labels if label != baseline]
 target = controls.pick_one(columns[1], "Direction of", targets, key="label", what="label")
@@ -66,7 +66,7 @@ if len(readable) < 2:
 profile = directions.per_label[directions.per_label["label"] == target]
 series = "model" if chosen["model"].is_unique else "run"
 colours = charts.series_colours(runs, series)
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.lines,
     profile, "depth", "l2_rel", series, x_title="normalised depth", y_title="L2 ÷ typical norm",
@@ -84,24 +84,20 @@ st.caption(
     "RSA, CKA and Procrustes compare whole representations: the label and baseline above "
     "change only the raw cosine. A ring marks the best layer of B for each layer of A."
 )
-pick = st.columns([4, 1, 4], vertical_alignment="bottom")
+pick = controls.row(3, vertical_alignment="bottom")  # filled left to right: A, Swap, B
 run_a = controls.pick_one(pick[0], "Run A (rows)", readable, key="a", what="run", index=0)
+
+
+def swap() -> None:
+    """Run A becomes B and B A (the two selectboxes' values when Swap was pressed)."""
+    a, b = st.session_state.get("a"), st.session_state.get("b")
+    if a is not None and b is not None:
+        links.choose("a", b)
+        links.choose("b", a)
+
+
+pick[1].button("Swap", icon=":material/swap_horiz:", key="swap", on_click=swap, width="content")
 run_b = controls.pick_one(pick[2], "Run B (columns)", readable, key="b", what="run", index=1)
-
-
-def swap(a: str, b: str) -> None:
-    links.choose("a", b)
-    links.choose("b", a)
-
-
-pick[1].button(
-    "Swap",
-    icon=":material/swap_horiz:",
-    key="swap",
-    on_click=swap,
-    args=(run_a, run_b),
-    width="stretch",
-)
 if run_a == run_b:
     st.info(
         f"A and B are the same run, {plain(run_title(runs.loc[run_a]))}: each heatmap compares "

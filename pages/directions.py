@@ -36,7 +36,7 @@ if len(labels) < 2:
     )
     links.stop()
 
-columns = st.columns([1, 1, 1, 2])
+columns = controls.row(4)
 hook, position = controls.pick_site(chosen, columns[:2])
 baseline = controls.pick_baseline(labels, columns[2], one_vs_rest=True)
 rest = baseline == REST
@@ -45,7 +45,7 @@ versus = "every other label" if rest else baseline
 # "Hide" rather than "show": a selection that stays right when the baseline changes.
 hidden = controls.pick_many(columns[3], "Hide labels", targets, key="hide", what="label")
 shown = [label for label in targets if label not in hidden]
-options = st.columns(3)
+options = controls.row(2)
 relative = controls.toggle(
     options[0], "Divide by typical activation norm", value=True, key="relative",
     help="Activation scale grows with depth; dividing by the layer's mean sample norm "
@@ -70,14 +70,17 @@ if result.per_label.empty:
 controls.baseline_note(baseline)
 readable = [r for r in run_ids if r not in dict(result.failed)]
 
-per_label = result.per_label[result.per_label["label"].isin(shown)]
+# The shared frame itself when nothing is hidden: a chart of it is keyed by identity (ui.charts).
+per_label = result.per_label
+if hidden:
+    per_label = per_label[per_label["label"].isin(shown)]
 x, x_title = ("depth", "normalised depth") if by_depth else ("layer", "layer")
 # One line style per run; the model name is shorter and says the same when models differ.
 series = "model" if chosen["model"].is_unique else "run"
 style = {"colours": charts.label_colours(labels), "dash": None if len(run_ids) == 1 else series,
          "dashes": charts.series_dashes(runs, series)}  # fmt: skip
 norm = " ÷ typical norm" if relative else ""
-left, right = st.columns(2)
+left, right = controls.row(2)
 for column, name in ((left, "l2"), (right, "l1")):
     field, label = (f"{name}_rel" if relative else name), name.upper()
     charts.draw(
@@ -86,7 +89,7 @@ for column, name in ((left, "l2"), (right, "l1")):
         title=f"{label} norm of each direction (vs {versus}){norm}", **style,
     )  # fmt: skip
 
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.lines,
     per_label, x, "stability", "label", x_title=x_title, y_title="cosine",
@@ -110,9 +113,9 @@ st.caption(
     + ". Norms and directions use every sample."
 )
 
-cosines = result.cosines[
-    result.cosines["pair"].map(lambda p: all(part in shown for part in p.split(" · ")))
-]
+cosines = result.cosines
+if hidden:
+    cosines = cosines[cosines["pair"].map(lambda p: all(part in shown for part in p.split(" · ")))]
 if cosines.empty:
     st.caption("Cosines between label directions need at least two labels besides the baseline.")
 else:
@@ -124,7 +127,7 @@ else:
     )  # fmt: skip
 
 st.subheader("One layer in detail")
-columns = st.columns([2, 2, 1, 1])
+columns = controls.row(4)
 detail = readable[0]
 if len(readable) > 1:
     detail = controls.pick_one(columns[0], "Run", readable, key="detail", what="run")
@@ -139,7 +142,7 @@ except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.heatmap,
     layer_view.cosines, "label_b", "label_a", "cosine", x_title="", y_title="",
@@ -152,11 +155,13 @@ charts.draw(
     title=f"Samples projected on the {target} direction, layer {layer}",
     x_title=f"position along it: 0 = mean of {versus}, 1 = mean of {target}",
 )  # fmt: skip
-right.caption(
-    f"In units of the direction's length: a sample at 0 sits at the mean of {plain(versus)}, "
-    f"at 1 at the mean of {plain(target)} (means over every sample)."
+st.caption(
+    f"Projections are in units of the direction's length: a sample at 0 sits at the mean of "
+    f"{plain(versus)}, at 1 at the mean of {plain(target)} (means over every sample)."
+    + controls.subsample_text(
+        len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA", prefix=" "
+    )  # fmt: skip
 )
-controls.subsample_note(len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA")
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)
 title = f"PCA of the samples at layer {layer} (explained variance {ratio})"
 if three_d:

@@ -21,17 +21,18 @@ from ui.pairs_compute import (
     DIMENSION_COLUMNS,
     MEDIAN_PAIR,
     THIS_PAIR,
-    all_positions_run,
+    all_positions_run_of,
     dimension_caption,
     dimension_layers,
     dimension_table,
     extraction_command,
+    found_pairs,
     new_run_prefill,
     overall_name,
     pair_layers,
     pair_profile,
+    pair_texts,
     per_layer_selected,
-    search_pairs,
     selected_pairs,
     token_map,
 )
@@ -48,7 +49,7 @@ if not pair_runs:
     )
     links.stop()
 
-columns = st.columns([3, 1, 1])
+columns = controls.row(3)
 minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
 run_id = controls.pick_one(columns[0], "Run", pair_runs, key="pairs_run", what="run",
                            index=pair_runs.index((minimal or pair_runs)[0]))  # fmt: skip
@@ -69,7 +70,7 @@ if not shown:
     links.stop()
 per_layer = per_layer_selected(profile, shown)
 colours = charts.category_colours(categories, overall=overall_name(profile, shown))
-left, right = st.columns(2)
+left, right = controls.row(2)
 charts.draw(
     left, charts.lines,
     per_layer, "layer", "mean_abs", "category", x_title="layer", y_title="mean |b - a|",
@@ -85,7 +86,7 @@ charts.draw(
 
 controls.subsample_note(len(profile.pairs), profile.n_pairs_total, "Pair statistics", "pairs")
 st.subheader("Dimensions")
-columns = st.columns([3, 1])
+columns = controls.row(2)
 layer = controls.pick_layer(profile.layers, columns[0])
 top = controls.pick_count(columns[1], "How many", [5, 10, 15, 20, 30, 50], value=10, key="top")
 n_chosen = int(selected_pairs(profile, shown).sum())
@@ -108,17 +109,21 @@ for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], 
 downloads.pair_downloads(view, run_id, hook, position, layer)  # b - a and the vectors
 
 st.subheader("One pair")
-pairs = profile.pairs[selected_pairs(profile, shown)]
+texts = pair_texts(profile, shown)  # pair id -> its texts and category, shared by every view
 words = st.text_input("Search pairs", placeholder="a word of either sentence, a category or id",
                       max_chars=200, key="pair_search")  # fmt: skip
-found = search_pairs(pairs, words)
-st.caption(f"{len(found)} of {len(pairs)} pairs match. Click a row to pick its pair.")
-texts = dict(zip(pairs["pair_id"], pairs["text_a"] + " → " + pairs["text_b"], strict=True))
-pair_id = controls.pick_in_table(
-    found[["pair_id", "category", "text_a", "text_b"]], "pair_id", "Pair", list(pairs["pair_id"]),
-    key="pair", what="pair", format_func=lambda p: f"{p}: {short(texts.get(p, ''), 80)}",
-)  # fmt: skip
-chosen_pair = pairs.set_index("pair_id").loc[pair_id]
+found = found_pairs(profile, shown, words)
+st.caption(f"{len(found)} of {len(texts)} pairs match. Click a row to pick its pair.")
+
+
+def pair_label(pair: str) -> str:
+    text = texts.get(pair)
+    return f"{pair}: {short(text['text_a'] + ' → ' + text['text_b'] if text else '', 80)}"
+
+
+pair_id = controls.pick_in_table(found, "pair_id", "Pair", list(texts), key="pair", what="pair",
+                                 format_func=pair_label)  # fmt: skip
+chosen_pair = texts[str(pair_id)]
 st.markdown(
     f"**a:** {plain(chosen_pair['text_a'])}  \n**b:** {plain(chosen_pair['text_b'])}"
     f"  \nCategory: {plain(chosen_pair['category'])}"
@@ -130,7 +135,7 @@ charts.draw(
     title=f"This pair per layer ({position} vectors of {hook}), beside the median pair",
     colours=charts.colours_for([THIS_PAIR, MEDIAN_PAIR]),
 )  # fmt: skip
-all_run = all_positions_run(view.store, manifest, hook)
+all_run = all_positions_run_of(view, run_id, hook)
 if all_run is None:
     st.info(
         f"The per-token view needs a run of {plain(runs.loc[run_id, 'model'])} on this dataset "

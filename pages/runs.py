@@ -7,7 +7,7 @@ import streamlit as st
 
 from store import StoreError
 from ui import controls, links
-from ui.compute import run_summaries
+from ui.compute import runs_table
 from ui.context import (
     RUNS_TABLE,
     current_view,
@@ -21,8 +21,8 @@ from ui.context import (
 st.title("Runs")
 view = current_view()
 try:
-    runs = runs_frame(view)
-    summaries = run_summaries(view)
+    runs = runs_frame(view)  # shared by every session, as runs_table: filter, never assign into
+    frame, summaries = runs_table(view)
     unreadable = dict(summaries.unreadable)  # manifest fine, files not
     damaged = [(d.folder, d.reason) for d in damaged_runs(view)]
 except StoreError as exc:
@@ -48,7 +48,7 @@ if runs.empty:
 
 runs = runs.assign(model=runs["model"].map(public_text))  # a model may be a server folder
 hooks_available = sorted({h.strip() for hooks in runs["hooks"] for h in hooks.split(",")})
-left, middle, right = st.columns(3)
+left, middle, right = controls.row(3)
 models = controls.pick_many(left, "Model", sorted(runs["model"].unique()), key="model",
                             what="model")  # fmt: skip
 datasets = controls.pick_many(middle, "Dataset", sorted(runs["dataset"].unique()), key="dataset",
@@ -64,8 +64,7 @@ if hooks:
     shown = shown[shown["hooks"].apply(lambda value: any(h in value.split(", ") for h in hooks))]
 
 st.caption(f"{len(shown)} of {len(runs)} runs · {shown['size_mb'].sum():.1f} MB")
-frame = summaries.frame.set_index("run_id") if len(summaries.frame) else pd.DataFrame()
-opens, open_config = links.link_columns(frame, list(shown["run_id"]))
+opens, open_config = links.run_link_columns(view, tuple(shown["run_id"]))
 order = [*list(RUNS_TABLE)[:7], *open_config, *list(RUNS_TABLE)[7:]]
 st.dataframe(
     pd.concat([shown.reset_index(drop=True), opens], axis=1), hide_index=True, width="stretch",

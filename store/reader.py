@@ -147,6 +147,12 @@ class Store:
         """Ids of the healthy committed runs, sorted."""
         return sorted(m.run_id for m in self.runs())
 
+    def listing(self) -> tuple[list[str], list[DamagedRun]]:
+        """(`run_ids()`, `damaged_runs()`) from one listing of the store: a page view asks for
+        both, and each listing costs a few stats per run folder (and a sync on object storage)."""
+        healthy, damaged, _ = self._scan(False)
+        return sorted(m.run_id for m in healthy), damaged
+
     def manifest(self, run_id: str) -> RunManifest:
         self._sync()
         return self._catalog.get(run_id)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import numbers
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -142,11 +143,16 @@ def category_colours(categories: Sequence[str], overall: str | None = None) -> S
 
 
 def _series(runs: pd.DataFrame, by: str) -> list[str]:
-    """Models or run titles of every run, oldest first (runs come newest first)."""
-    oldest_first = runs.iloc[::-1]
-    if by == "model":
-        return list(oldest_first["model"])
-    return [run_title(row) for _, row in oldest_first.iterrows()]
+    """Models or run titles of every run, oldest first (runs come newest first); kept while
+    `runs` lives (the shared runs table: `_derived`)."""
+
+    def make() -> tuple[str, ...]:
+        oldest_first = runs.iloc[::-1]
+        if by == "model":
+            return tuple(oldest_first["model"])
+        return tuple(run_title(row) for _, row in oldest_first.iterrows())
+
+    return list(_derived(runs, ("series", by), make))
 
 
 def series_colours(runs: pd.DataFrame, by: str) -> Styles:
@@ -231,13 +237,50 @@ class _Drawn:
 DRAWN = _Drawn()
 
 
+# id(frame) -> (a weak reference to it, what was derived from it): see `_derived`.
+_FRAME_MEMO: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _derived(frame: pd.DataFrame, key: tuple, make: Callable[[], object]):
+    """`make()`, kept while `frame` lives: most frames a page draws or styles from are shared
+    results (ui.shared, `_memo`: the runs table, profiles) that every view passes again, and
+    deriving from them again (a content hash, the series of every run) was a good part of a
+    served view (bench/bench_load.py). So a frame must not change in place once passed here
+    (shared results never do; a page passes a changed copy)."""
+    known = _FRAME_MEMO.get(id(frame))
+    if known is not None and known[0]() is frame:
+        if key not in known[1]:
+            known[1][key] = make()
+        return known[1][key]
+    value = make()
+    try:  # forgotten when the frame goes, before its id can be reused
+        ident = id(frame)
+        ref = weakref.ref(frame, lambda _, ident=ident: _FRAME_MEMO.pop(ident, None))
+    except TypeError:
+        return value
+    _FRAME_MEMO[ident] = (ref, {key: value})
+    return value
+
+
+def _frame_digest(frame: pd.DataFrame) -> bytes:
+    """A digest of a frame's content (columns, values, dtypes, index), kept while the frame
+    lives (`_derived`)."""
+
+    def make() -> bytes:
+        out = hashlib.sha256()
+        out.update(repr(list(frame.columns)).encode())  # each column's dtype: _digest_values
+        for i in range(frame.shape[1]):
+            _digest_values(_column_values(frame, i), out)
+        _digest_values(frame.index.array, out)
+        return out.digest()
+
+    return _derived(frame, ("digest",), make)
+
+
 def _digest(value, out) -> None:
     """Feed `value` (a builder argument) into the hash `out`; TypeError if it cannot say."""
     if isinstance(value, pd.DataFrame):
-        out.update(repr(list(value.columns)).encode())  # each column's dtype: _digest_values
-        for i in range(value.shape[1]):
-            _digest_values(_column_values(value, i), out)
-        _digest_values(value.index.array, out)
+        out.update(b"frame:" + _frame_digest(value))
     elif isinstance(value, (list, tuple)):
         out.update(b"(" if isinstance(value, tuple) else b"[")
         for item in value:

@@ -16,19 +16,25 @@ Streamlit's own error display is set to "none" as well, for anything that escape
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
 from settings.env import read_only, setting
 from store import DamagedRun, Store, StoreError, open_store
 from store.fs import is_uri, shown_uri
+from ui.shared import shared
 
 __all__ = [
     "CREATE_KEY",
@@ -41,6 +47,7 @@ __all__ = [
     "hide_error_details",
     "manifest_json",
     "may_create",
+    "page",
     "plain",
     "public_manifest",
     "public_text",
@@ -74,8 +81,11 @@ def default_store_path() -> str:
     return setting("ACTX_STORE")
 
 
-@st.cache_resource(show_spinner=False)
+@shared(maxsize=16)
 def _store(path: str, create: bool) -> Store:
+    # One Store per folder for every session (its DuckDB connection, its catalog cache), as
+    # st.cache_resource would keep it, without hashing the arguments on each of the dozen
+    # lookups a view makes (bench/bench_load.py).
     return open_store(path, create=create)
 
 
@@ -109,6 +119,30 @@ def use_app_navigation() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+_PAGES: dict[tuple, StreamlitPage] = {}
+_PAGES_LOCK = threading.Lock()
+
+
+def page(script: str, **kwargs) -> StreamlitPage:
+    """`st.Page(script, **kwargs)`, made once per process and copied for each rerun.
+
+    app.py declares its pages on every rerun, and each `st.Page` resolves its file on disk
+    (path resolution, stats) and reads its icon: about a millisecond of every view
+    (bench/bench_load.py). A page holds one flag of its own per rerun (`st.navigation` marks the
+    one that may run), so every rerun gets a shallow copy: sessions never share that flag.
+    """
+    ctx = get_script_run_ctx()
+    parent = ctx.pages_manager.main_script_parent if ctx else None  # what `script` is relative to
+    key = (parent, script, tuple(sorted(kwargs.items())))
+    with _PAGES_LOCK:
+        made = _PAGES.get(key)
+    if made is None:
+        made = st.Page(script, **kwargs)
+        with _PAGES_LOCK:
+            _PAGES[key] = made
+    return copy.copy(made)
 
 
 def store_path() -> str:
@@ -163,13 +197,26 @@ def current_view() -> StoreView:
         )
         st.stop()
     try:
-        return StoreView(path, tuple(store_at(path).run_ids()))
+        run_ids, damaged = store_at(path).listing()  # one listing per view: damaged_runs reuses it
     except (StoreError, OSError) as exc:  # e.g. the sidebar names a file, not a folder
         message = str(exc)
         if read_only() and is_uri(path):  # a visitor gets the store's name, not its bucket
             message = message.replace(shown_uri(path), StoreView(path, ()).name)
         st.error(plain(public_text(f"Cannot open the store: {message}")))
         st.stop()
+    view = StoreView(path, tuple(run_ids))
+    with _LISTED_LOCK:
+        _LISTED[view] = tuple(damaged)
+        _LISTED.move_to_end(view)
+        while len(_LISTED) > 16:
+            _LISTED.popitem(last=False)
+    return view
+
+
+# The damaged runs of each view's latest listing (current_view), so a page that names them does
+# not list the store a second time.
+_LISTED: OrderedDict[StoreView, tuple[DamagedRun, ...]] = OrderedDict()
+_LISTED_LOCK = threading.Lock()
 
 
 def _exists(path: str) -> bool:
@@ -182,13 +229,17 @@ def _exists(path: str) -> bool:
 
 
 def damaged_runs(view: StoreView) -> list[DamagedRun]:
-    """Run folders the store cannot read, each with its reason (`Store.damaged_runs`)."""
-    return view.store.damaged_runs()
+    """Run folders the store cannot read, each with its reason (`Store.damaged_runs`), as the
+    listing that made `view` found them (a view made elsewhere lists the store again)."""
+    with _LISTED_LOCK:
+        listed = _LISTED.get(view)
+    return list(listed) if listed is not None else view.store.damaged_runs()
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@shared(maxsize=16)
 def runs_frame(view: StoreView) -> pd.DataFrame:
-    """One row per healthy committed run, for the Runs page table (see `RUNS_TABLE`)."""
+    """One row per healthy committed run, for the Runs page table (see `RUNS_TABLE`). Shared
+    by every session (ui.shared): filter it, never assign into it."""
     store = view.store
     rows = []
     for m in store.runs():

@@ -90,6 +90,15 @@ def _damaged(view: StoreView) -> list:
         return []
 
 
+def row(places: int = 2, vertical_alignment: str = "top") -> list:
+    """`places` spots side by side for widgets or charts, to fill left to right: one horizontal
+    container (it wraps on a narrow screen), handed out `places` times. `st.columns(n)` sends
+    n + 1 layout blocks, each a message to every visitor (bench/bench_load.py); this sends one.
+    Each element takes an equal share of the row unless it has a width of its own."""
+    box = st.container(horizontal=True, gap="small", vertical_alignment=vertical_alignment)
+    return [box] * places
+
+
 def toggle(column, label: str, *, value: bool, key: str, help: str | None = None) -> bool:
     return links.pinned_toggle(column, label, key=key, default=value, help=help)
 
@@ -241,7 +250,15 @@ def default_runs_by_labels(runs: pd.DataFrame, models: int | None = None) -> lis
 def subsample_note(shown: int, total: int, what: str, unit: str = "samples") -> None:
     """A caption saying `what` shows a subsample of `shown` of `total` (nothing if all)."""
     if shown < total:
-        st.caption(
-            f"{what} come from the run's fixed random subsample: {shown:,} of its {total:,} "
-            f"{unit} (stratified, the same on every visit)."
-        )
+        st.caption(subsample_text(shown, total, what, unit))
+
+
+def subsample_text(shown: int, total: int, what: str, unit: str = "samples", *,
+                   prefix: str = "") -> str:  # fmt: skip
+    """`subsample_note`'s sentence after `prefix`, to end another caption with ("" if all)."""
+    if shown >= total:
+        return ""
+    return (
+        f"{prefix}{what} come from the run's fixed random subsample: {shown:,} of its {total:,} "
+        f"{unit} (stratified, the same on every visit)."
+    )

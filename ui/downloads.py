@@ -6,8 +6,9 @@
     downloads.pair_downloads(view, run_id, hook, position, layer)  # Pairs
 
 Each offers CSV (`label,d1,...,dD`), `.npy` (the float32 matrix) and Parquet, one row per vector.
-The bytes are made only when a button is pressed (Streamlit calls the function then), so a page
-that shows the buttons pays nothing for them. `run_vector_buttons` reads through
+The bytes are made only when a button is pressed (Streamlit calls the function then), and the
+pages' buttons are built only when their "Download" expander is opened (`OPEN_KEY` in session
+state), so a view that does not download pays nothing for them. `run_vector_buttons` reads through
 `store.export.export_vectors`, exactly what the CLI writes; if the run cannot be read by then
 (damaged meanwhile), the file holds the one-line error instead of a traceback.
 
@@ -87,14 +88,29 @@ def run_vector_buttons(
 
 
 # -- the blocks the analysis pages add at their end ------------------------------------------
+OPEN_KEY = "downloads_open"  # the Download expander's state: open, its buttons are built
+
+
+def _section():
+    """The pages' closed "Download" expander, or None while it is closed: its buttons (and the
+    directions they would hold) are built only once a visitor opens it. A dozen elements on
+    every view otherwise (each a message to each visitor: bench/bench_load.py), for a section
+    few visitors use."""
+    box = st.expander("Download", key=OPEN_KEY, on_change="rerun", icon=":material/download:")
+    return box if box.open else None
+
+
 def direction_downloads(
     view: StoreView, run_id: str, hook: str, position: str, layer: int, baseline: str
 ) -> None:
     """Directions page: its label directions at `layer` (one row per label, as the page
-    computes them: against the baseline label, or one-vs-rest) and the samples' vectors there."""
+    computes them: against the baseline label, or one-vs-rest) and the samples' vectors there.
+    In the Download expander (`_section`)."""
+    box = _section()
+    if box is None:
+        return
     targets, D = layer_directions(view, run_id, hook, position, layer, baseline)  # the page's
-    st.subheader("Download")
-    left, right = st.columns(2)
+    left, right = box.columns(2)
     left.caption(f"The label directions at layer {layer} (vs {baseline}), one row per label")
     matrix_buttons(left, D, targets, f"directions-{run_id}-{hook}-L{layer}-{position}-vs-"
                    f"{baseline}", key="dir_dl", what="Label directions")  # fmt: skip
@@ -114,9 +130,12 @@ def _pair_differences(store, run_id, hook, layer, position, fmt) -> bytes:
 
 def pair_downloads(view: StoreView, run_id: str, hook: str, position: str, layer: int) -> None:
     """Pairs page: each pair's difference b - a at `layer` (one row per pair, labelled by its
-    pair id) and the samples' vectors there (labelled pair id and side)."""
-    st.subheader("Download")
-    left, right = st.columns(2)
+    pair id) and the samples' vectors there (labelled pair id and side). In the Download
+    expander (`_section`)."""
+    box = _section()
+    if box is None:
+        return
+    left, right = box.columns(2)
     left.caption(f"Each pair's difference b - a at layer {layer}, one row per pair")
     make = partial(_pair_differences, view.store, run_id, hook, int(layer), position)
     _buttons(left, make, f"pair-differences-{run_id}-{hook}-L{layer}-{position}", "pairs_dl",

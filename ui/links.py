@@ -13,7 +13,8 @@ bar names every value that defines the view, defaults included. How a page follo
   page through `run_pinned`, which calls `begin()` before it and `finish()` after it, and
   `stop()` calls `finish()` first (after st.stop() no Streamlit call gets through). `finish`
   makes the URL exactly the values this run pinned, in one update (one browser history entry),
-  and fills the sidebar's "Copy link" button with that link. A page that pins nothing (New run,
+  and offers that link in the sidebar's "Copy link" popover (filled once it is opened). A page
+  that pins nothing (New run,
   whose form widgets use Streamlit's `bind`) keeps its URL as it is.
 * **Open a run elsewhere** with `open_in(runs, run_id)`: the pages it can be opened in and the
   query that opens it there; `page_links` draws them as buttons, `relative_url` makes one for a
@@ -42,14 +43,16 @@ import streamlit as st
 
 from settings.run import ANSWER_POSITION
 from settings.vectors import VECTOR_HOOKS
-from ui.compute import complete_first
-from ui.context import plain, short
+from ui.compute import complete_first, runs_table
+from ui.context import StoreView, plain, short
+from ui.shared import shared
 
 MAX_ECHOED = 3  # bad URL values named in one warning
 MAX_LISTED = 12  # options listed in one warning
 _PINS = "_links_pins"  # key -> URL value(s) this run pinned
 _TOUCHED = "_links_touched"  # keys of widgets the visitor changed just before this run
 _WRITTEN = "_links_written"  # the query this session last wrote, {key: [values]}
+LINK_OPEN = "_links_copy_open"  # whether the sidebar's Copy link popover is open
 
 
 # -- pinning ---------------------------------------------------------------------------------
@@ -90,12 +93,16 @@ def finish() -> None:
     if {key: st.query_params.get_all(key) for key in st.query_params} != wanted:
         st.query_params.from_dict(query)
     st.session_state[_WRITTEN] = wanted
-    with st.sidebar.popover("Copy link", icon=":material/link:", width="stretch"):
-        st.caption(
+    # Filled only once opened (its state is LINK_OPEN): two elements fewer on every view, each a
+    # message to each visitor (bench/bench_load.py); opening it reruns the page.
+    box = st.sidebar.popover("Copy link", icon=":material/link:", width="stretch", key=LINK_OPEN,
+                             on_change="rerun")  # fmt: skip
+    if box.open:
+        box.caption(
             "This link reopens this view as it is now: the runs and every setting are in it, "
             "so runs committed later do not change what it shows."
         )
-        st.code(view_link(query), language=None, wrap_lines=True)
+        box.code(view_link(query), language=None, wrap_lines=True)
 
 
 def view_link(query: dict) -> str:
@@ -311,15 +318,25 @@ def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
 
 
 def page_links(targets: Sequence[OpenIn]) -> None:
-    """One button per target, side by side."""
+    """One button per target, side by side (one horizontal container: one layout block, where
+    columns sent one per button and one more)."""
     if not targets:
         return
-    for column, target in zip(st.columns(len(targets) + 2)[: len(targets)], targets, strict=True):
-        column.page_link(target.page, label=f"Open in {target.title}",
-                         icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
+    row = st.container(horizontal=True, gap="small")
+    for target in targets:
+        row.page_link(target.page, label=f"Open in {target.title}", width="content",
+                      icon=":material/open_in_new:", query_params=target.query)  # fmt: skip
 
 
 OPEN_TITLES = ("Directions", "Pairs", "Cross-model", "Propositions", "Vectors", "Query")
+
+
+@shared(maxsize=16)
+def run_link_columns(view: StoreView, run_ids: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
+    """`link_columns` over the view's run summaries (`runs_table`), made once per view and
+    selection for every session (the Runs page's table; read-only)."""
+    runs, _ = runs_table(view)
+    return link_columns(runs, run_ids)
 
 
 def link_columns(runs: pd.DataFrame, run_ids: Sequence[str]) -> tuple[pd.DataFrame, dict]:

@@ -45,7 +45,7 @@ from ui.jobs import prefill_query, upload_label
 from ui.shared import shared
 
 ALL_CATEGORIES = "(all pairs)"
-MAX_MEMO = 16  # derived values a profile keeps (`_memo`): a bound a hostile URL cannot grow
+MAX_MEMO = 32  # derived values a profile keeps (`_memo`): a bound a hostile URL cannot grow
 SELECTED_CATEGORIES = "(selected pairs)"  # the overall line when some categories are hidden
 
 
@@ -336,6 +336,37 @@ def _pair_layers(profile: PairProfile, pair_id: str, categories) -> pd.DataFrame
     )  # fmt: skip
 
 
+def pair_rows(profile: PairProfile, categories) -> pd.DataFrame:
+    """`profile.pairs` of the chosen categories. Read-only (kept: `_memo`)."""
+    key = ("rows", tuple(categories))
+    return _memo(profile, key, lambda: profile.pairs[selected_pairs(profile, categories)])
+
+
+PAIR_TABLE = ["pair_id", "category", "text_a", "text_b"]  # the columns of the page's pair table
+
+
+def found_pairs(profile: PairProfile, categories, text: str) -> pd.DataFrame:
+    """`search_pairs` over `pair_rows`, in the columns of the page's table (`PAIR_TABLE`).
+    Read-only (kept: `_memo`: the same table, and so the same chart and table keys, for every
+    visitor who searches the same)."""
+    rows = pair_rows(profile, categories)
+    return _memo(profile, ("found", tuple(categories), text),
+                 lambda: search_pairs(rows, text)[PAIR_TABLE])  # fmt: skip
+
+
+def pair_texts(profile: PairProfile, categories) -> dict[str, dict[str, str]]:
+    """pair id -> its text_a, text_b and category, over the chosen categories. Read-only
+    (kept: `_memo`)."""
+    key = ("texts", tuple(categories))
+
+    def make() -> dict[str, dict[str, str]]:
+        rows = pair_rows(profile, categories)
+        return {str(r["pair_id"]): {k: str(r[k]) for k in ("text_a", "text_b", "category")}
+                for r in rows[PAIR_TABLE].to_dict("records")}  # fmt: skip
+
+    return _memo(profile, key, make)
+
+
 def search_pairs(pairs: pd.DataFrame, text: str) -> pd.DataFrame:
     """The pairs whose id, category or either sentence contains every word of `text` (any
     case; an empty text keeps all). Plain substring matching: nothing in `text` is a pattern."""
@@ -349,6 +380,14 @@ def search_pairs(pairs: pd.DataFrame, text: str) -> pd.DataFrame:
 
 
 # -- per-token view ------------------------------------------------------------------------------
+@shared(maxsize=64)
+def all_positions_run_of(view: StoreView, run_id: str, hook: str) -> str | None:
+    """`all_positions_run` for run `run_id` of the view, worked out once per view for every
+    session (it lists the store's runs)."""
+    store = view.store
+    return all_positions_run(store, store.manifest(run_id), hook)
+
+
 def all_positions_run(store: Store, manifest: RunManifest, hook: str) -> str | None:
     """A run with position `all` and `hook`, same model and dataset; the given run first."""
     candidates = [manifest] + [m for m in store.runs() if m.run_id != manifest.run_id]

@@ -116,6 +116,15 @@ def test_manifest_fields_of_the_wrong_type_are_named(damage, case):
     _assert_good_still_works(store)
 
 
+def test_one_listing_gives_the_healthy_ids_and_the_damaged_runs(damage):
+    damage.copy("bad-listed")
+    damage.write_manifest("bad-listed", b"{not json")
+    store = open_store(damage.root)
+    run_ids, damaged = store.listing()
+    assert run_ids == store.run_ids() and run_ids and "bad-listed" not in run_ids
+    assert damaged == store.damaged_runs() and [d.folder for d in damaged] == ["runs/bad-listed"]
+
+
 def test_missing_field_is_named(damage):
     damage.copy("no-width")
     data = damage.manifest("no-width")

@@ -31,6 +31,17 @@ def open_page(page: str, query: dict | None = None, *, check: bool = True) -> Ap
     return at
 
 
+def open_downloads(at: AppTest) -> AppTest:
+    """Open the page's Download expander, as a visitor's click does (its buttons are built only
+    then: ui.downloads), and rerun."""
+    from ui.downloads import OPEN_KEY
+
+    at.session_state[OPEN_KEY] = True
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def charts(at: AppTest) -> dict[str, pd.DataFrame]:
     """Title -> the chart's data, for every Vega-Lite chart on the page."""
     out = {}

@@ -114,6 +114,23 @@ def test_any_change_in_a_frame_draws_anew():
     assert data[0] != data[1] and data[0] != data[2]
 
 
+def test_a_frame_drawn_again_is_not_hashed_again(monkeypatch):
+    build, (frame, *rest), kwargs = _calls()[0]
+    charts.DRAWN.clear()
+    hashed = []
+    original = charts._digest_values
+    monkeypatch.setattr(charts, "_digest_values",
+                        lambda values, out: (hashed.append(1), original(values, out)))  # fmt: skip
+    out = Recorder()
+    charts.draw(out, build, frame, *rest, **kwargs)
+    once = len(hashed)
+    charts.draw(out, build, frame, *rest, **kwargs)  # the same (shared) frame: known by identity
+    assert once > 0 and len(hashed) == once
+    charts.draw(out, build, frame.copy(), *rest, **kwargs)  # an equal copy: hashed, then found
+    assert len(hashed) == 2 * once and len(charts.DRAWN._items) == 1
+    assert _comparable(out.specs[0]) == _comparable(out.specs[2])
+
+
 def test_an_invalid_chart_fails_on_its_first_draw():
     frame = pd.DataFrame({"a": [1, 2]})
 

@@ -14,7 +14,7 @@ import pytest
 
 from store import open_store
 from store.export import export_vectors
-from tests.ui.apptest import open_page, record_downloads, run_id_named
+from tests.ui.apptest import open_downloads, open_page, record_downloads, run_id_named
 
 
 def _file(made: dict, starts: str, fmt: str) -> bytes:
@@ -27,7 +27,8 @@ def test_directions_offers_its_label_directions_and_the_samples(tiny_env, monkey
     made = record_downloads(monkeypatch)
     llama = run_id_named(tiny_env, "emo-llama")
     at = open_page("pages/directions.py", {"runs": [llama], "layer": "2", "baseline": "neutral"})
-    assert len(at.get("download_button")) == 6
+    assert len(at.get("download_button")) == 0  # built only once the Download section opens
+    assert len(open_downloads(at).get("download_button")) == 6
     X, samples = open_store(tiny_env["root"]).vectors(llama, "resid_post", 2, "last")
     labels = samples["label"].to_numpy()
     frame = pd.read_csv(io.BytesIO(_file(made, f"directions-{llama}-resid_post-L2", "csv")))
@@ -46,7 +47,7 @@ def test_pairs_offers_each_pairs_difference(tiny_env, monkeypatch):
     made = record_downloads(monkeypatch)
     run_id = run_id_named(tiny_env, "pairs-llama")
     at = open_page("pages/pairs.py", {"layer": "1", "site": "resid_post", "position": "last"})
-    assert len(at.get("download_button")) == 6
+    assert len(open_downloads(at).get("download_button")) == 6
     D = np.load(io.BytesIO(_file(made, f"pair-differences-{run_id}-resid_post-L1", "npy")))
     X, samples = open_store(tiny_env["root"]).vectors(run_id, "resid_post", 1, "last")
     row = {i: k for k, i in enumerate(samples["id"])}
@@ -62,7 +63,7 @@ def test_a_run_damaged_after_the_page_drew_is_one_error_line(tiny_store, tmp_pat
     monkeypatch.setenv("ACTX_STORE", str(root))
     made = record_downloads(monkeypatch)
     run_id = run_id_named(tiny_store, "pairs-llama")
-    open_page("pages/pairs.py", {"site": "resid_post", "position": "last"})
+    open_downloads(open_page("pages/pairs.py", {"site": "resid_post", "position": "last"}))
     for part in (root / "runs" / run_id / "vectors").glob("part-*.parquet"):
         part.write_bytes(b"not parquet")
     for starts in ("pair-differences", run_id):
@@ -73,4 +74,4 @@ def test_a_run_damaged_after_the_page_drew_is_one_error_line(tiny_store, tmp_pat
 @pytest.mark.slow
 def test_read_only_offers_the_downloads(tiny_env, monkeypatch):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
-    assert len(open_page("pages/pairs.py").get("download_button")) == 6
+    assert len(open_downloads(open_page("pages/pairs.py")).get("download_button")) == 6

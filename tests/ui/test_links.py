@@ -46,9 +46,19 @@ def as_lists(query: dict) -> dict[str, list[str]]:
 
 
 def copied_link(at) -> dict[str, list[str]]:
-    """The query of the link in the sidebar's Copy link popover."""
-    (code,) = [c.value for c in at.sidebar.code]
+    """The query of the link in the sidebar's Copy link popover (opened, which reruns the page:
+    the popover is filled only then)."""
+    (code,) = [c.value for c in open_link(at).sidebar.code]
     return parse_qs(urlsplit(code).query, keep_blank_values=True)
+
+
+def open_link(at):
+    """Open the sidebar's Copy link popover, as a click does, and rerun."""
+    assert not at.sidebar.code  # closed, it holds nothing
+    at.session_state[links.LINK_OPEN] = True
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
 def commit_newer_runs(root: Path, like: dict) -> tuple[str, str]:
@@ -146,7 +156,7 @@ def test_read_only_pages_pin_and_link_without_server_paths(tiny_env, monkeypatch
     for page in ("pages/runs.py", "pages/directions.py"):
         at = open_page(page)
         assert set(at.query_params) == PINNED[page]
-        link = at.sidebar.code[0].value
+        link = open_link(at).sidebar.code[0].value
         assert str(tiny_env["root"].parent) not in link and "/tmp" not in link
 
 
