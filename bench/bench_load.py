@@ -9,7 +9,9 @@ ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial`
 `st.write` page: the baseline, measured in the same run under the same load, with the same
 `.streamlit/config.toml`, so that only the page differs) and `elements` (a static page of
 --elements captions and nothing else: what Streamlit itself costs for a page with about as many
-elements as ours, the floor no work in our pages can go below). Clients drive it as
+elements as ours, the floor no work in our pages can go below) and `mix` (a static page of our
+pages' mix: 12 select boxes, 6 line charts, 12 captions, none of their work: what Streamlit costs
+for a view that looks like ours). Clients drive it as
 a browser does: every page view is a new session (GET the page, /_stcore/health and
 /_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg with
 the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a random
@@ -52,8 +54,36 @@ sys.path.insert(0, str(ROOT))
 
 TRIVIAL_APP = 'import streamlit as st\n\nst.write("Hello, world")\n'
 ELEMENTS_APP = 'import streamlit as st\n\nfor i in range({n}):\n    st.caption(f"line {{i}}")\n'
-TARGETS = ("trivial", "elements", "read-only", "writable")
-STATIC = ("trivial", "elements")  # one view, no store
+# Our pages' mix of elements with none of their work: 12 select boxes in one row, 6 line charts
+# of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours).
+MIX_APP = """import numpy as np
+import pandas as pd
+import streamlit as st
+
+
+@st.cache_resource
+def frame():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"layer": np.repeat(np.arange(30), 6), "label": np.tile(list("abcdef"), 30),
+                         "value": rng.random(180)})
+
+
+st.title("Mix")
+row = st.container(horizontal=True)
+for i in range(12):
+    row.selectbox(f"w{i}", ["x", "y", "z"], key=f"w{i}")
+spec = {"mark": "line", "encoding": {
+    "x": {"field": "layer", "type": "quantitative"},
+    "y": {"field": "value", "type": "quantitative"},
+    "color": {"field": "label", "type": "nominal"},
+}}
+for i in range(6):
+    st.vega_lite_chart(frame(), spec)
+for i in range(12):
+    st.caption(f"line {i}")
+"""
+TARGETS = ("trivial", "elements", "mix", "read-only", "writable")
+STATIC = ("trivial", "elements", "mix")  # one view, no store
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -249,9 +279,9 @@ class Server:
         env.pop("ACTX_READ_ONLY", None)
         if target in STATIC:  # run with our .streamlit/config.toml, so only the page differs
             script, cwd = workdir / f"{target}_app.py", workdir
-            script.write_text(
-                TRIVIAL_APP if target == "trivial" else ELEMENTS_APP.format(n=elements)
-            )
+            pages = {"trivial": TRIVIAL_APP, "elements": ELEMENTS_APP.format(n=elements),
+                     "mix": MIX_APP}  # fmt: skip
+            script.write_text(pages[target])
             (workdir / ".streamlit").mkdir(exist_ok=True)
             shutil.copyfile(
                 ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml"
