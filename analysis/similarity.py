@@ -427,6 +427,16 @@ def procrustes_cosine_matrix(
 ALIGN_BATCH = 128  # layer pairs per stacked SVD (memory: 4 x batch x n/2 x rank floats)
 
 
+def _cells_by_width(prep_a, prep_b, cells) -> dict[int, list[int]]:
+    """The indices into `cells` of the pairs (i, j) grouped by their padded width: the wider of
+    prep_a[i]'s and prep_b[j]'s fitting coordinates (each prep: (train coords [n, w], ...))."""
+    by_width: dict[int, list[int]] = {}
+    for c, (i, j) in enumerate(cells):
+        width = max(prep_a[i][0].shape[1], prep_b[j][0].shape[1])
+        by_width.setdefault(width, []).append(c)
+    return by_width
+
+
 def _aligned_cosines(prep_a, prep_b, cells) -> np.ndarray:
     """Held-out mean cosine after the orthogonal map fitted on the span coordinates, for each
     (i, j) in cells: [C]. prep_a[i], prep_b[j]: (train coords, test coords) of a layer.
@@ -436,11 +446,7 @@ def _aligned_cosines(prep_a, prep_b, cells) -> np.ndarray:
     stack), instead of a Python round trip per pair: 900 pairs of 30-layer runs per heatmap.
     """
     out = np.empty(len(cells))
-    by_width: dict[int, list[int]] = {}
-    for c, (i, j) in enumerate(cells):
-        width = max(prep_a[i][0].shape[1], prep_b[j][0].shape[1])
-        by_width.setdefault(width, []).append(c)
-    for width, members in by_width.items():
+    for width, members in _cells_by_width(prep_a, prep_b, cells).items():
         for start in range(0, len(members), ALIGN_BATCH):
             batch = members[start : start + ALIGN_BATCH]
             a = [prep_a[cells[c][0]] for c in batch]
@@ -807,11 +813,7 @@ def _aligned_cosine_table(prep_a, prep_b, cells) -> np.ndarray:
     out = np.empty(len(cells))
     # Each pair is padded to the wider of its two widths only, as ``_aligned_cosines`` pads it
     # (the zero padding beyond that changes no determined part of R).
-    by_width: dict[int, list[int]] = {}
-    for c, (i, j) in enumerate(cells):
-        width = max(prep_a[i][0].shape[1], prep_b[j][0].shape[1])
-        by_width.setdefault(width, []).append(c)
-    for width, members in by_width.items():
+    for width, members in _cells_by_width(prep_a, prep_b, cells).items():
         ii = np.array([cells[c][0] for c in members])
         jj = np.array([cells[c][1] for c in members])
         if table:

@@ -39,6 +39,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import (
+    LayerComparison,
     best_per_row,
     centred_label_similarity,
     compare_layers,
@@ -512,17 +513,10 @@ def _direction_stack(stats: LayerStats, target: str, baseline: str) -> np.ndarra
 
 @dataclass(frozen=True)
 class LayerSimilarity:
-    """CKA and Procrustes of every layer pair of two runs (`analysis.compare_layers` over their
-    shared samples): cka, procrustes [La, Lb]; cka_best, procrustes_best [La], the best column
-    of each row (-1: none); cka_chance, procrustes_chance [La], the mean over CHANCE_SHUFFLES
-    shuffles at that cell (nan where a row has none); n_shared."""
+    """CKA and Procrustes of every layer pair of two runs over their `n_shared` shared samples:
+    `analysis.compare_layers`'s result, chance levels per shuffle (the page draws their mean)."""
 
-    cka: np.ndarray
-    procrustes: np.ndarray
-    cka_best: np.ndarray
-    procrustes_best: np.ndarray
-    cka_chance: np.ndarray
-    procrustes_chance: np.ndarray
+    layers: LayerComparison
     n_shared: int
 
 
@@ -540,11 +534,7 @@ def layer_similarity(
         list(a.sub_X[:, ia]), list(b.sub_X[:, ib]), rank=PROCRUSTES_RANK,
         shuffles=CHANCE_SHUFFLES,
     )  # fmt: skip
-    return LayerSimilarity(
-        result.cka, result.procrustes, result.cka_best, result.procrustes_best,
-        result.cka_chance.mean(axis=1),
-        result.procrustes_chance.mean(axis=1), len(ia),
-    )  # fmt: skip
+    return LayerSimilarity(result, len(ia))
 
 
 @st.cache_data(show_spinner="Comparing the two models layer by layer...", max_entries=32)
@@ -571,7 +561,7 @@ def cross_model(
         C = cosine_matrix(np.concatenate([Da, Db]))[: len(Da), len(Da) :]
         raw = _long(C, a, b)
     return CrossModel(
-        _long(similarity.cka, a, b), _long(similarity.procrustes, a, b), rsa, raw,
+        _long(similarity.layers.cka, a, b), _long(similarity.layers.procrustes, a, b), rsa, raw,
         similarity.n_shared, note,
     )  # fmt: skip
 
@@ -586,10 +576,10 @@ def cross_model_drawn(
     (from `layer_similarity`: the mean over CHANCE_SHUFFLES shuffles of B's sample order at
     each best cell)."""
     result = cross_model(view, run_a, run_b, hook, position, target, baseline)
-    similarity = layer_similarity(view, run_a, run_b, hook, position)
-    cka = _with_best_and_chance(result.cka, similarity.cka_best, similarity.cka_chance)
+    layers = layer_similarity(view, run_a, run_b, hook, position).layers
+    cka = _with_best_and_chance(result.cka, layers.cka_best, layers.cka_chance.mean(axis=1))
     procrustes = _with_best_and_chance(
-        result.procrustes, similarity.procrustes_best, similarity.procrustes_chance
+        result.procrustes, layers.procrustes_best, layers.procrustes_chance.mean(axis=1)
     )
     return dataclasses.replace(
         result, cka=cka, procrustes=procrustes,
