@@ -246,9 +246,15 @@ def dimension_table(
 ) -> pd.DataFrame:
     """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread,
     over the pairs of `categories` (None: all), with the signed mean change and the share of
-    pairs whose change has its sign ("same sign") when the profile has them."""
+    pairs whose change has its sign ("same sign") when the profile has them. Read-only (kept:
+    `_memo`: the same table, so the same Arrow form, for every visitor; ui.controls.table)."""
     if layer not in profile.layers:
         raise Unsuitable(f"This run has no layer {layer}.")
+    key = ("dimensions", layer, top, largest, None if categories is None else tuple(categories))
+    return _memo(profile, key, lambda: _dimension_table(profile, layer, top, largest, categories))
+
+
+def _dimension_table(profile: PairProfile, layer: int, top: int, largest: bool, categories):
     li = profile.layers.index(layer)
     every = selected_stats(profile, categories)
     stats = DimensionStats(*(None if v is None else v[li] for v in vars(every).values()))
