@@ -21,6 +21,7 @@ from ui.compute import (
     CROSS_MODEL_MAX_ROWS,
     PROCRUSTES_RANK,
     Unsuitable,
+    best_matches,
     cross_model_drawn,
     directions_of,
     run_title,
@@ -63,7 +64,7 @@ readable = [r for r in run_ids if r not in dict(directions.failed)]
 if len(readable) < 2:
     st.info("Fewer than two of these runs can be read: pick others to compare.")
     links.stop()
-profile = directions.per_label[directions.per_label["label"] == target]
+profile = controls.rows_where(directions.per_label, "label", target)
 series = "model" if chosen["model"].is_unique else "run"
 colours = charts.series_colours(runs, series)
 left, right = controls.row(2)
@@ -119,13 +120,12 @@ def heatmap(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
     charts.draw(column, charts.heatmap, frame, "layer_b", "layer_a", "value", title=title,
                 domain=domain, legend=legend, best="best", best_tooltip=("chance",),
                 **axes)  # fmt: skip
-    best = frame[frame["best"]]
-    low, high = best["value"].min(), best["value"].max()
-    text = f"{caption} Best match per layer of A (rings): {low:.2f} to {high:.2f}"
-    if "chance" in frame:
+    best = best_matches(frame)
+    text = f"{caption} Best match per layer of A (rings): {best.low:.2f} to {best.high:.2f}"
+    if best.chance is not None:
         text += (
             f"; the same layer pairs with B's samples shuffled ({CHANCE_SHUFFLES} shuffles, "
-            f"the chance level): {best['chance'].min():.2f} to {best['chance'].max():.2f} "
+            f"the chance level): {best.chance[0]:.2f} to {best.chance[1]:.2f} "
             "(each ring's tooltip has its own)"
         )
     column.caption(text + ".")

@@ -185,7 +185,7 @@ def _row_ids(table: pd.DataFrame, id_column: str) -> tuple[list[str], str]:
 
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
     """Directions and comparisons only make sense over the same samples."""
-    if chosen["dataset_sha256"].nunique() > 1:
+    if derived(chosen, ("datasets",), lambda: chosen["dataset_sha256"].nunique()) > 1:
         names = ", ".join(f"{run_title(r)}: {r['dataset']}" for _, r in chosen.iterrows())
         st.warning(
             "The selected runs use different datasets (or versions of one), so their samples "
@@ -196,8 +196,7 @@ def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
 
 def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
     """Hook and pooled position common to all chosen runs (`all` is per token, not pooled)."""
-    hooks = [h for h in chosen["hooks"].iloc[0] if all(h in hs for hs in chosen["hooks"])]
-    positions = [p for p in ("last", "mean") if all(p in ps for ps in chosen["positions"])]
+    hooks, positions = derived(chosen, ("site",), lambda: _common_site(chosen))
     if not hooks or not positions:
         st.warning("The selected runs share no hook and pooled position (last or mean).")
         links.stop()
@@ -212,6 +211,17 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
         help="last: the last token; mean: the mean over tokens (first token left out).",
     )  # fmt: skip
     return hook, position
+
+
+def _common_site(chosen: pd.DataFrame) -> tuple[list[str], list[str]]:
+    hooks = [h for h in chosen["hooks"].iloc[0] if all(h in hs for hs in chosen["hooks"])]
+    positions = [p for p in ("last", "mean") if all(p in ps for ps in chosen["positions"])]
+    return hooks, positions
+
+
+def rows_where(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:
+    """`frame[frame[column] == value]`, made once while the (shared) frame lives; read-only."""
+    return derived(frame, ("where", column, value), lambda: frame[frame[column] == value])
 
 
 def pick_baseline(labels: list[str], column, preferred: str = "neutral", *,

@@ -193,8 +193,10 @@ def _pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pai
 
 # -- a choice of categories ----------------------------------------------------------------------
 def selected_pairs(profile: PairProfile, categories) -> np.ndarray:
-    """Which pairs (rows of profile.pairs) are in the chosen categories: [p] bool."""
-    return profile.pairs["category"].isin(list(categories)).to_numpy()
+    """Which pairs (rows of profile.pairs) are in the chosen categories: [p] bool. Read-only
+    (kept: `_memo`)."""
+    key = ("selected", tuple(categories))
+    return _memo(profile, key, lambda: profile.pairs["category"].isin(list(categories)).to_numpy())
 
 
 def overall_name(profile: PairProfile, categories) -> str:
