@@ -9,7 +9,7 @@ from store import StoreError
 from ui import controls, links
 from ui.compute import runs_table
 from ui.context import RUNS_TABLE, current_view, public_text, show_store_error
-from ui.runs_compute import provenance, runs_listing, runs_shown
+from ui.runs_compute import damaged_in, provenance, runs_listing, runs_shown
 
 st.title("Runs")
 view = current_view()
@@ -19,7 +19,7 @@ try:
 except StoreError as exc:
     show_store_error(exc)
     links.stop()
-runs, damaged = listing.runs, listing.damaged
+runs, damaged = listing.runs, damaged_in(view, listing)
 
 
 def show_damaged() -> None:
