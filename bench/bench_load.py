@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_load.py                       # store_data, 16 sessions, 30 s
     .venv/bin/python bench/bench_load.py --store /data/acts --sessions 8 --seconds 20
     .venv/bin/python bench/bench_load.py --targets trivial,read-only   # a subset
+    .venv/bin/python bench/bench_load.py --other ../before --targets trivial,read-only,other
 
 Each target is a real `streamlit run` server started here: `read-only` (our app with
 ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial` (a one-line
@@ -11,7 +12,9 @@ ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial`
 --elements captions and nothing else: what Streamlit itself costs for a page with about as many
 elements as ours, the floor no work in our pages can go below) and `mix` (a static page of our
 pages' mix: 12 select boxes, 6 line charts, 12 captions, none of their work: what Streamlit costs
-for a view that looks like ours). Clients drive it as
+for a view that looks like ours); `other` is the read-only app of another checkout (`--other DIR`,
+e.g. a git worktree of an earlier commit), so a change is measured beside what it changes, in
+one run, with this checkout's clients and store. Clients drive it as
 a browser does: every page view is a new session (GET the page, /_stcore/health and
 /_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg with
 the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a random
@@ -55,17 +58,21 @@ sys.path.insert(0, str(ROOT))
 TRIVIAL_APP = 'import streamlit as st\n\nst.write("Hello, world")\n'
 ELEMENTS_APP = 'import streamlit as st\n\nfor i in range({n}):\n    st.caption(f"line {{i}}")\n'
 # Our pages' mix of elements with none of their work: 12 select boxes in one row, 6 line charts
-# of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours).
+# of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours). The
+# charts' data is an Arrow table made once, as ours ship it (ui.charts.draw): from a pandas frame
+# Streamlit converts it again on every view, 0.4 ms of server CPU per chart here.
 MIX_APP = """import numpy as np
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
 
 
 @st.cache_resource
 def frame():
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"layer": np.repeat(np.arange(30), 6), "label": np.tile(list("abcdef"), 30),
-                         "value": rng.random(180)})
+    return pa.Table.from_pandas(pd.DataFrame({
+        "layer": np.repeat(np.arange(30), 6), "label": np.tile(list("abcdef"), 30),
+        "value": rng.random(180)}), preserve_index=False)
 
 
 st.title("Mix")
@@ -82,7 +89,7 @@ for i in range(6):
 for i in range(12):
     st.caption(f"line {i}")
 """
-TARGETS = ("trivial", "elements", "mix", "read-only", "writable")
+TARGETS = ("trivial", "elements", "mix", "read-only", "writable", "other")
 STATIC = ("trivial", "elements", "mix")  # one view, no store
 
 
@@ -273,7 +280,8 @@ def _free_port() -> int:
 class Server:
     """A `streamlit run` process for one target; stopped on exit."""
 
-    def __init__(self, target: str, store: str, workdir: Path, elements: int = 60) -> None:
+    def __init__(self, target: str, store: str, workdir: Path, elements: int = 60,
+                 other: Path | None = None) -> None:  # fmt: skip
         self.port = _free_port()
         env = {**os.environ, "ACTX_STORE": store, "PYTHONUNBUFFERED": "1"}
         env.pop("ACTX_READ_ONLY", None)
@@ -287,8 +295,9 @@ class Server:
                 ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml"
             )
         else:
-            script, cwd = ROOT / "app.py", ROOT
-            env["ACTX_READ_ONLY"] = "1" if target == "read-only" else "0"
+            root = other if target == "other" else ROOT
+            script, cwd = root / "app.py", root
+            env["ACTX_READ_ONLY"] = "0" if target == "writable" else "1"
         self.log = open(workdir / f"{target}.log", "w")  # noqa: SIM115 - closed in stop()
         command = [
             sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true",
@@ -350,7 +359,7 @@ class TargetResult:
 
 
 def run_target(target: str, args, views, workdir: Path) -> TargetResult:
-    server = Server(target, args.store, workdir, args.elements)
+    server = Server(target, args.store, workdir, args.elements, args.other)
     try:
         server.wait_ready()
         target_views = [("", {})] if target in STATIC else views
@@ -405,14 +414,20 @@ def main() -> None:
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(t for t in TARGETS if t != "other"))
     parser.add_argument("--elements", type=int, default=60,
                         help="captions on the `elements` target's page")  # fmt: skip
+    parser.add_argument("--other", type=Path, default=None,
+                        help="a checkout whose read-only app is the `other` target")  # fmt: skip
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         parser.error(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}")
+    if args.other and "other" not in targets:
+        targets.append("other")
+    if "other" in targets and not (args.other and (args.other / "app.py").is_file()):
+        parser.error(f"target 'other' needs --other DIR, a checkout with app.py (got {args.other})")
     views = store_views(args.store)
     pages = sorted({page or "runs" for page, _ in views})
     print(f"== load: {args.sessions} sessions x {args.seconds:g} s per target over {args.store}; "
