@@ -12,14 +12,15 @@ ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial`
 --elements captions and nothing else: what Streamlit itself costs for a page with about as many
 elements as ours, the floor no work in our pages can go below) and `mix` (a static page of our
 pages' mix: 12 select boxes, 6 line charts, 12 captions, none of their work: what Streamlit costs
-for a view that looks like ours); `other` is the read-only app of another checkout (`--other DIR`,
-e.g. a git worktree of an earlier commit), so a change is measured beside what it changes, in
-one run, with this checkout's clients and store. Clients drive it as
-a browser does: every page view is a new session (GET the page, /_stcore/health and
-/_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg with
-the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a random
-page and random filters over the store's runs (a fixed seed, so runs repeat). A view fails when it
-errs, shows "This view failed", or is not finished within --timeout seconds.
+for a view that looks like ours), and on request its parts alone: `selects`, `charts` (from one
+Arrow table, as ours) and `pandas-charts` (from a pandas frame, converted on every view); `other`
+is the read-only app of another checkout (`--other DIR`, e.g. a git worktree of an earlier commit),
+so a change is measured beside what it changes, in one run, with this checkout's clients and store.
+Clients drive it as a browser does: every page view is a new session (GET the page, /_stcore/health
+and /_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg
+with the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a
+random page and random filters over the store's runs (a fixed seed, so runs repeat). A view fails
+when it errs, shows "This view failed", or is not finished within --timeout seconds.
 
 Per target: a warm-up (every page and filter set once, so caches are as they would be on a
 server that has been up a while), then one session alone (median latency of --single views),
@@ -60,37 +61,47 @@ ELEMENTS_APP = 'import streamlit as st\n\nfor i in range({n}):\n    st.caption(f
 # Our pages' mix of elements with none of their work: 12 select boxes in one row, 6 line charts
 # of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours). The
 # charts' data is an Arrow table made once, as ours ship it (ui.charts.draw): from a pandas frame
-# Streamlit converts it again on every view, 0.4 ms of server CPU per chart here.
-MIX_APP = """import numpy as np
+# Streamlit converts it again on every view (the `pandas-charts` target). `selects` and `charts`
+# are its widgets and its charts alone: what each kind costs.
+_FRAME = """import numpy as np
 import pandas as pd
 import pyarrow as pa
 import streamlit as st
+
+ARROW = {arrow}
 
 
 @st.cache_resource
 def frame():
     rng = np.random.default_rng(0)
-    return pa.Table.from_pandas(pd.DataFrame({
-        "layer": np.repeat(np.arange(30), 6), "label": np.tile(list("abcdef"), 30),
-        "value": rng.random(180)}), preserve_index=False)
+    data = pd.DataFrame({{"layer": np.repeat(np.arange(30), 6),
+                         "label": np.tile(list("abcdef"), 30), "value": rng.random(180)}})
+    return pa.Table.from_pandas(data, preserve_index=False) if ARROW else data
 
 
-st.title("Mix")
-row = st.container(horizontal=True)
+"""
+_SELECTS = """row = st.container(horizontal=True)
 for i in range(12):
     row.selectbox(f"w{i}", ["x", "y", "z"], key=f"w{i}")
-spec = {"mark": "line", "encoding": {
+"""
+_CHARTS = """spec = {"mark": "line", "encoding": {
     "x": {"field": "layer", "type": "quantitative"},
     "y": {"field": "value", "type": "quantitative"},
     "color": {"field": "label", "type": "nominal"},
 }}
 for i in range(6):
     st.vega_lite_chart(frame(), spec)
-for i in range(12):
-    st.caption(f"line {i}")
 """
-TARGETS = ("trivial", "elements", "mix", "read-only", "writable", "other")
-STATIC = ("trivial", "elements", "mix")  # one view, no store
+_CAPTIONS = 'for i in range(12):\n    st.caption(f"line {i}")\n'
+MIX_APP = _FRAME.format(arrow=True) + 'st.title("Mix")\n' + _SELECTS + _CHARTS + _CAPTIONS
+SELECTS_APP = "import streamlit as st\n\n" + _SELECTS
+CHARTS_APP = _FRAME.format(arrow=True) + _CHARTS
+PANDAS_CHARTS_APP = _FRAME.format(arrow=False) + _CHARTS
+STATIC_APPS = {"trivial": TRIVIAL_APP, "elements": None, "mix": MIX_APP, "selects": SELECTS_APP,
+               "charts": CHARTS_APP, "pandas-charts": PANDAS_CHARTS_APP}  # fmt: skip
+TARGETS = (*STATIC_APPS, "read-only", "writable", "other")
+STATIC = tuple(STATIC_APPS)  # one view, no store
+DEFAULT_TARGETS = ("trivial", "elements", "mix", "read-only", "writable")
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -287,9 +298,8 @@ class Server:
         env.pop("ACTX_READ_ONLY", None)
         if target in STATIC:  # run with our .streamlit/config.toml, so only the page differs
             script, cwd = workdir / f"{target}_app.py", workdir
-            pages = {"trivial": TRIVIAL_APP, "elements": ELEMENTS_APP.format(n=elements),
-                     "mix": MIX_APP}  # fmt: skip
-            script.write_text(pages[target])
+            page = STATIC_APPS[target] or ELEMENTS_APP.format(n=elements)
+            script.write_text(page)
             (workdir / ".streamlit").mkdir(exist_ok=True)
             shutil.copyfile(
                 ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml"
@@ -382,7 +392,7 @@ def run_target(target: str, args, views, workdir: Path) -> TargetResult:
 
 def report(results: list[TargetResult], sessions: int) -> None:
     base = next((r for r in results if r.target == "trivial"), None)
-    head = f"\n{'target':<11}{'1 session p50 s':>16}{sessions:>4} sessions: {'views/s':>8}"
+    head = f"\n{'target':<14}{'1 session p50 s':>16}{sessions:>4} sessions: {'views/s':>8}"
     print(f"{head}{'p50 s':>8}{'p95 s':>8}{'failed':>8}{'cost vs trivial':>17}{'msgs/view':>11}"
           f"{'server ms/view':>16}{'CPU vs trivial':>16}{'client ms/view':>16}"
           f"{'load avg':>14}")  # fmt: skip
@@ -391,7 +401,7 @@ def report(results: list[TargetResult], sessions: int) -> None:
         cost = base.loaded.rate / r.loaded.rate if base and r.loaded.rate else float("nan")
         cpu = r.loaded.per_view_ms(r.loaded.server_cpu)
         print(
-            f"{r.target:<11}{r.single.percentile(0.5):>16.3f}{'':>14}{r.loaded.rate:>8.2f}"
+            f"{r.target:<14}{r.single.percentile(0.5):>16.3f}{'':>14}{r.loaded.rate:>8.2f}"
             f"{r.loaded.percentile(0.5):>8.2f}{r.loaded.percentile(0.95):>8.2f}"
             f"{len(r.loaded.failures):>8}{cost:>16.2f}x{r.loaded.messages:>11.0f}"
             f"{cpu:>16.1f}{cpu / base_cpu:>15.2f}x"
@@ -414,7 +424,8 @@ def main() -> None:
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--targets", default=",".join(t for t in TARGETS if t != "other"))
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help=f"any of {', '.join(TARGETS)}")  # fmt: skip
     parser.add_argument("--elements", type=int, default=60,
                         help="captions on the `elements` target's page")  # fmt: skip
     parser.add_argument("--other", type=Path, default=None,
