@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_load.py                       # store_data, 16 sessions, 30 s
     .venv/bin/python bench/bench_load.py --store /data/acts --sessions 8 --seconds 20
     .venv/bin/python bench/bench_load.py --targets trivial,read-only   # a subset
+    .venv/bin/python bench/bench_load.py --other ../before --targets trivial,read-only,other
 
 Each target is a real `streamlit run` server started here: `read-only` (our app with
 ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial` (a one-line
@@ -11,12 +12,15 @@ ACTX_READ_ONLY=1 over the store), `writable` (the same app, writable), `trivial`
 --elements captions and nothing else: what Streamlit itself costs for a page with about as many
 elements as ours, the floor no work in our pages can go below) and `mix` (a static page of our
 pages' mix: 12 select boxes, 6 line charts, 12 captions, none of their work: what Streamlit costs
-for a view that looks like ours). Clients drive it as
-a browser does: every page view is a new session (GET the page, /_stcore/health and
-/_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg with
-the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a random
-page and random filters over the store's runs (a fixed seed, so runs repeat). A view fails when it
-errs, shows "This view failed", or is not finished within --timeout seconds.
+for a view that looks like ours), and on request its parts alone: `selects`, `charts` (from one
+Arrow table, as ours) and `pandas-charts` (from a pandas frame, converted on every view); `other`
+is the read-only app of another checkout (`--other DIR`, e.g. a git worktree of an earlier commit),
+so a change is measured beside what it changes, in one run, with this checkout's clients and store.
+Clients drive it as a browser does: every page view is a new session (GET the page, /_stcore/health
+and /_stcore/host-config, open the `/_stcore/stream` websocket, send the `rerun_script` BackMsg
+with the page and its URL query, read ForwardMsgs until the run finishes), and each view picks a
+random page and random filters over the store's runs (a fixed seed, so runs repeat). A view fails
+when it errs, shows "This view failed", or is not finished within --timeout seconds.
 
 Per target: a warm-up (every page and filter set once, so caches are as they would be on a
 server that has been up a while), then one session alone (median latency of --single views),
@@ -55,35 +59,49 @@ sys.path.insert(0, str(ROOT))
 TRIVIAL_APP = 'import streamlit as st\n\nst.write("Hello, world")\n'
 ELEMENTS_APP = 'import streamlit as st\n\nfor i in range({n}):\n    st.caption(f"line {{i}}")\n'
 # Our pages' mix of elements with none of their work: 12 select boxes in one row, 6 line charts
-# of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours).
-MIX_APP = """import numpy as np
+# of 180 rows (6 series x 30 layers), 12 captions and a title (35 messages a view, as ours). The
+# charts' data is an Arrow table made once, as ours ship it (ui.charts.draw): from a pandas frame
+# Streamlit converts it again on every view (the `pandas-charts` target). `selects` and `charts`
+# are its widgets and its charts alone: what each kind costs.
+_FRAME = """import numpy as np
 import pandas as pd
+import pyarrow as pa
 import streamlit as st
+
+ARROW = {arrow}
 
 
 @st.cache_resource
 def frame():
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"layer": np.repeat(np.arange(30), 6), "label": np.tile(list("abcdef"), 30),
-                         "value": rng.random(180)})
+    data = pd.DataFrame({{"layer": np.repeat(np.arange(30), 6),
+                         "label": np.tile(list("abcdef"), 30), "value": rng.random(180)}})
+    return pa.Table.from_pandas(data, preserve_index=False) if ARROW else data
 
 
-st.title("Mix")
-row = st.container(horizontal=True)
+"""
+_SELECTS = """row = st.container(horizontal=True)
 for i in range(12):
     row.selectbox(f"w{i}", ["x", "y", "z"], key=f"w{i}")
-spec = {"mark": "line", "encoding": {
+"""
+_CHARTS = """spec = {"mark": "line", "encoding": {
     "x": {"field": "layer", "type": "quantitative"},
     "y": {"field": "value", "type": "quantitative"},
     "color": {"field": "label", "type": "nominal"},
 }}
 for i in range(6):
     st.vega_lite_chart(frame(), spec)
-for i in range(12):
-    st.caption(f"line {i}")
 """
-TARGETS = ("trivial", "elements", "mix", "read-only", "writable")
-STATIC = ("trivial", "elements", "mix")  # one view, no store
+_CAPTIONS = 'for i in range(12):\n    st.caption(f"line {i}")\n'
+MIX_APP = _FRAME.format(arrow=True) + 'st.title("Mix")\n' + _SELECTS + _CHARTS + _CAPTIONS
+SELECTS_APP = "import streamlit as st\n\n" + _SELECTS
+CHARTS_APP = _FRAME.format(arrow=True) + _CHARTS
+PANDAS_CHARTS_APP = _FRAME.format(arrow=False) + _CHARTS
+STATIC_APPS = {"trivial": TRIVIAL_APP, "elements": None, "mix": MIX_APP, "selects": SELECTS_APP,
+               "charts": CHARTS_APP, "pandas-charts": PANDAS_CHARTS_APP}  # fmt: skip
+TARGETS = (*STATIC_APPS, "read-only", "writable", "other")
+STATIC = tuple(STATIC_APPS)  # one view, no store
+DEFAULT_TARGETS = ("trivial", "elements", "mix", "read-only", "writable")
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -273,22 +291,23 @@ def _free_port() -> int:
 class Server:
     """A `streamlit run` process for one target; stopped on exit."""
 
-    def __init__(self, target: str, store: str, workdir: Path, elements: int = 60) -> None:
+    def __init__(self, target: str, store: str, workdir: Path, elements: int = 60,
+                 other: Path | None = None) -> None:  # fmt: skip
         self.port = _free_port()
         env = {**os.environ, "ACTX_STORE": store, "PYTHONUNBUFFERED": "1"}
         env.pop("ACTX_READ_ONLY", None)
         if target in STATIC:  # run with our .streamlit/config.toml, so only the page differs
             script, cwd = workdir / f"{target}_app.py", workdir
-            pages = {"trivial": TRIVIAL_APP, "elements": ELEMENTS_APP.format(n=elements),
-                     "mix": MIX_APP}  # fmt: skip
-            script.write_text(pages[target])
+            page = STATIC_APPS[target] or ELEMENTS_APP.format(n=elements)
+            script.write_text(page)
             (workdir / ".streamlit").mkdir(exist_ok=True)
             shutil.copyfile(
                 ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml"
             )
         else:
-            script, cwd = ROOT / "app.py", ROOT
-            env["ACTX_READ_ONLY"] = "1" if target == "read-only" else "0"
+            root = other if target == "other" else ROOT
+            script, cwd = root / "app.py", root
+            env["ACTX_READ_ONLY"] = "0" if target == "writable" else "1"
         self.log = open(workdir / f"{target}.log", "w")  # noqa: SIM115 - closed in stop()
         command = [
             sys.executable, "-m", "streamlit", "run", str(script), "--server.headless=true",
@@ -350,7 +369,7 @@ class TargetResult:
 
 
 def run_target(target: str, args, views, workdir: Path) -> TargetResult:
-    server = Server(target, args.store, workdir, args.elements)
+    server = Server(target, args.store, workdir, args.elements, args.other)
     try:
         server.wait_ready()
         target_views = [("", {})] if target in STATIC else views
@@ -373,7 +392,7 @@ def run_target(target: str, args, views, workdir: Path) -> TargetResult:
 
 def report(results: list[TargetResult], sessions: int) -> None:
     base = next((r for r in results if r.target == "trivial"), None)
-    head = f"\n{'target':<11}{'1 session p50 s':>16}{sessions:>4} sessions: {'views/s':>8}"
+    head = f"\n{'target':<14}{'1 session p50 s':>16}{sessions:>4} sessions: {'views/s':>8}"
     print(f"{head}{'p50 s':>8}{'p95 s':>8}{'failed':>8}{'cost vs trivial':>17}{'msgs/view':>11}"
           f"{'server ms/view':>16}{'CPU vs trivial':>16}{'client ms/view':>16}"
           f"{'load avg':>14}")  # fmt: skip
@@ -382,7 +401,7 @@ def report(results: list[TargetResult], sessions: int) -> None:
         cost = base.loaded.rate / r.loaded.rate if base and r.loaded.rate else float("nan")
         cpu = r.loaded.per_view_ms(r.loaded.server_cpu)
         print(
-            f"{r.target:<11}{r.single.percentile(0.5):>16.3f}{'':>14}{r.loaded.rate:>8.2f}"
+            f"{r.target:<14}{r.single.percentile(0.5):>16.3f}{'':>14}{r.loaded.rate:>8.2f}"
             f"{r.loaded.percentile(0.5):>8.2f}{r.loaded.percentile(0.95):>8.2f}"
             f"{len(r.loaded.failures):>8}{cost:>16.2f}x{r.loaded.messages:>11.0f}"
             f"{cpu:>16.1f}{cpu / base_cpu:>15.2f}x"
@@ -405,14 +424,21 @@ def main() -> None:
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help=f"any of {', '.join(TARGETS)}")  # fmt: skip
     parser.add_argument("--elements", type=int, default=60,
                         help="captions on the `elements` target's page")  # fmt: skip
+    parser.add_argument("--other", type=Path, default=None,
+                        help="a checkout whose read-only app is the `other` target")  # fmt: skip
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         parser.error(f"unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}")
+    if args.other and "other" not in targets:
+        targets.append("other")
+    if "other" in targets and not (args.other and (args.other / "app.py").is_file()):
+        parser.error(f"target 'other' needs --other DIR, a checkout with app.py (got {args.other})")
     views = store_views(args.store)
     pages = sorted({page or "runs" for page, _ in views})
     print(f"== load: {args.sessions} sessions x {args.seconds:g} s per target over {args.store}; "

@@ -21,6 +21,7 @@ from ui.compute import (
     CROSS_MODEL_MAX_ROWS,
     PROCRUSTES_RANK,
     Unsuitable,
+    best_matches,
     cross_model_drawn,
     directions_of,
     run_title,
@@ -38,7 +39,7 @@ run_ids = controls.pick_runs(
 if len(run_ids) < 2:
     st.info("Pick at least two runs of the same dataset (one per model) to compare them.")
     links.stop()
-chosen = runs.loc[run_ids]
+chosen = controls.chosen_runs(runs, run_ids)
 controls.one_dataset_or_stop(chosen)
 if not chosen["model"].is_unique:
     st.info("Some of these runs use the same model: the comparison still works, across runs.")
@@ -63,7 +64,7 @@ readable = [r for r in run_ids if r not in dict(directions.failed)]
 if len(readable) < 2:
     st.info("Fewer than two of these runs can be read: pick others to compare.")
     links.stop()
-profile = directions.per_label[directions.per_label["label"] == target]
+profile = controls.rows_where(directions.per_label, "label", target)
 series = "model" if chosen["model"].is_unique else "run"
 colours = charts.series_colours(runs, series)
 left, right = controls.row(2)
@@ -100,10 +101,10 @@ pick[1].button("Swap", icon=":material/swap_horiz:", key="swap", on_click=swap, 
 run_b = controls.pick_one(pick[2], "Run B (columns)", readable, key="b", what="run", index=1)
 if run_a == run_b:
     st.info(
-        f"A and B are the same run, {plain(run_title(runs.loc[run_a]))}: each heatmap compares "
-        "the model's layers with each other. The diagonal is 1 for CKA, RSA and raw cosine by "
-        "definition (Procrustes near 1); off the diagonal, high values mark layers that "
-        "represent the samples alike. Pick another run as B to compare two models."
+        f"A and B are the same run, {plain(run_title(controls.run_row(runs, run_a)))}: each "
+        "heatmap compares the model's layers with each other. The diagonal is 1 for CKA, RSA "
+        "and raw cosine by definition (Procrustes near 1); off the diagonal, high values mark "
+        "layers that represent the samples alike. Pick another run as B to compare two models."
     )
 try:
     result = cross_model_drawn(view, run_a, run_b, hook, position, target, baseline)
@@ -111,7 +112,7 @@ except (Unsuitable, StoreError) as exc:
     controls.show_problem(exc)
     links.stop()
 
-name_a, name_b = runs.loc[run_a, "model"], runs.loc[run_b, "model"]
+name_a, name_b = runs.at[run_a, "model"], runs.at[run_b, "model"]
 axes = {"x_title": f"layer of {name_b} (B)", "y_title": f"layer of {name_a} (A)"}
 
 
@@ -119,13 +120,12 @@ def heatmap(column, frame, title, caption, legend, domain=(0.0, 1.0)) -> None:
     charts.draw(column, charts.heatmap, frame, "layer_b", "layer_a", "value", title=title,
                 domain=domain, legend=legend, best="best", best_tooltip=("chance",),
                 **axes)  # fmt: skip
-    best = frame[frame["best"]]
-    low, high = best["value"].min(), best["value"].max()
-    text = f"{caption} Best match per layer of A (rings): {low:.2f} to {high:.2f}"
-    if "chance" in frame:
+    best = best_matches(frame)
+    text = f"{caption} Best match per layer of A (rings): {best.low:.2f} to {best.high:.2f}"
+    if best.chance is not None:
         text += (
             f"; the same layer pairs with B's samples shuffled ({CHANCE_SHUFFLES} shuffles, "
-            f"the chance level): {best['chance'].min():.2f} to {best['chance'].max():.2f} "
+            f"the chance level): {best.chance[0]:.2f} to {best.chance[1]:.2f} "
             "(each ring's tooltip has its own)"
         )
     column.caption(text + ".")
@@ -158,8 +158,8 @@ heatmap(
 if result.raw is None:
     right.info(
         f"Raw cosine between the two models' directions needs equal widths; {plain(name_a)} "
-        f"has {runs.loc[run_a, 'd_model']} dimensions and {plain(name_b)} "
-        f"{runs.loc[run_b, 'd_model']}. "
+        f"has {runs.at[run_a, 'd_model']} dimensions and {plain(name_b)} "
+        f"{runs.at[run_b, 'd_model']}. "
         "Use the basis-free comparisons."
     )
 else:

@@ -25,7 +25,7 @@ run_ids = controls.pick_runs(
 if not run_ids:
     st.info("Pick a run to see its label directions.")
     links.stop()
-chosen = runs.loc[run_ids]
+chosen = controls.chosen_runs(runs, run_ids)
 controls.one_dataset_or_stop(chosen)
 labels = list(chosen["labels"].iloc[0])
 if len(labels) < 2:
@@ -131,9 +131,8 @@ columns = controls.row(4)
 detail = readable[0]
 if len(readable) > 1:
     detail = controls.pick_one(columns[0], "Run", readable, key="detail", what="run")
-layer = controls.pick_layer(
-    list(runs.loc[detail, "layers"]), columns[1], run=run_title(runs.loc[detail])
-)
+detail_run = controls.run_row(runs, detail)
+layer = controls.pick_layer(list(detail_run["layers"]), columns[1], run=run_title(detail_run))
 target = controls.pick_one(columns[2], "Project on", targets, key="project", what="label")
 three_d = controls.toggle(columns[3], "3-D PCA", value=False, key="pca3d")
 try:
@@ -159,7 +158,7 @@ st.caption(
     f"Projections are in units of the direction's length: a sample at 0 sits at the mean of "
     f"{plain(versus)}, at 1 at the mean of {plain(target)} (means over every sample)."
     + controls.subsample_text(
-        len(layer_view.scores), runs.loc[detail, "n_samples"], "Histogram and PCA", prefix=" "
+        len(layer_view.scores), detail_run["n_samples"], "Histogram and PCA", prefix=" "
     )  # fmt: skip
 )
 ratio = ", ".join(f"{r:.1%}" for r in layer_view.explained)

@@ -40,7 +40,7 @@ from ui.pairs_compute import (
 st.title("Minimal pairs")
 view = current_view()
 runs = controls.runs_or_stop(view)
-pair_runs = list(runs.index[runs["has_pairs"]])
+pair_runs, first = controls.pair_runs(runs)
 if not pair_runs:
     st.info(
         "No run in this store has minimal pairs (samples with a pair_id and sides a / b). Make "
@@ -50,10 +50,9 @@ if not pair_runs:
     links.stop()
 
 columns = controls.row(3)
-minimal = [r for r in pair_runs if runs.loc[r, "dataset"] == "minimal_pairs"]
 run_id = controls.pick_one(columns[0], "Run", pair_runs, key="pairs_run", what="run",
-                           index=pair_runs.index((minimal or pair_runs)[0]))  # fmt: skip
-chosen = runs.loc[[run_id]]
+                           index=first)  # fmt: skip
+chosen = controls.chosen_runs(runs, [run_id])
 hook, position = controls.pick_site(chosen, columns[1:3])
 try:
     profile = pair_profile(view, run_id, hook, position)
@@ -97,8 +96,8 @@ columns = st.columns(2)
 for column, largest, title in ((columns[0], True, "Most changed"), (columns[1], False, "Least")):
     table = tables[largest]
     column.markdown(f"**{title} at layer {layer}**")
-    column.dataframe(table, hide_index=True, height=35 * (len(table) + 1) + 3,
-                     column_config=DIMENSION_COLUMNS)  # fmt: skip
+    controls.show_table(column, table, height=35 * (len(table) + 1) + 3,
+                        column_config=DIMENSION_COLUMNS)  # fmt: skip
     charts.draw(
         column, charts.heatmap,
         dimension_layers(profile, table["dimension"].tolist(), shown), "dimension", "layer",
@@ -138,7 +137,7 @@ charts.draw(
 all_run = all_positions_run_of(view, run_id, hook)
 if all_run is None:
     st.info(
-        f"The per-token view needs a run of {plain(runs.loc[run_id, 'model'])} on this dataset "
+        f"The per-token view needs a run of {plain(runs.at[run_id, 'model'])} on this dataset "
         f"captured with position `all` (hook {hook}); there is none in this store. Start one with:"
     )
     st.code(extraction_command(manifest, hook, view.path), language="bash", wrap_lines=True)
@@ -161,4 +160,4 @@ charts.draw(
     title="||b - a|| per token and layer", tooltip=("token_a", "token_b"),
 )  # fmt: skip
 if all_run != run_id and all_run in runs.index:
-    st.caption(f"Tokens from run {plain(run_title(runs.loc[all_run]))}.")
+    st.caption(f"Tokens from run {plain(run_title(controls.run_row(runs, all_run)))}.")

@@ -8,28 +8,18 @@ import streamlit as st
 from store import StoreError
 from ui import controls, links
 from ui.compute import runs_table
-from ui.context import (
-    RUNS_TABLE,
-    current_view,
-    damaged_runs,
-    manifest_json,
-    public_text,
-    runs_frame,
-    show_store_error,
-)
+from ui.context import RUNS_TABLE, current_view, public_text, show_store_error
+from ui.runs_compute import damaged_in, provenance, runs_listing, runs_shown
 
 st.title("Runs")
 view = current_view()
 try:
-    runs = runs_frame(view)  # shared by every session, as runs_table: filter, never assign into
-    frame, summaries = runs_table(view)
-    unreadable = dict(summaries.unreadable)  # manifest fine, files not
-    damaged = [(d.folder, d.reason) for d in damaged_runs(view)]
+    listing = runs_listing(view)  # shared by every session: read-only
+    frame, _ = runs_table(view)
 except StoreError as exc:
     show_store_error(exc)
     links.stop()
-damaged += [(f"runs/{run_id}", reason) for run_id, reason in unreadable.items()]
-runs = runs[~runs["run_id"].isin(list(unreadable))] if unreadable else runs
+runs, damaged = listing.runs, damaged_in(view, listing)
 
 
 def show_damaged() -> None:
@@ -46,30 +36,18 @@ if runs.empty:
     show_damaged()
     controls.stop_empty_store(view)
 
-runs = runs.assign(model=runs["model"].map(public_text))  # a model may be a server folder
-hooks_available = sorted({h.strip() for hooks in runs["hooks"] for h in hooks.split(",")})
 left, middle, right = controls.row(3)
-models = controls.pick_many(left, "Model", sorted(runs["model"].unique()), key="model",
-                            what="model")  # fmt: skip
-datasets = controls.pick_many(middle, "Dataset", sorted(runs["dataset"].unique()), key="dataset",
+models = controls.pick_many(left, "Model", list(listing.models), key="model", what="model")
+datasets = controls.pick_many(middle, "Dataset", list(listing.datasets), key="dataset",
                               what="dataset")  # fmt: skip
-hooks = controls.pick_many(right, "Hook", hooks_available, key="hook", what="hook")
+hooks = controls.pick_many(right, "Hook", list(listing.hooks), key="hook", what="hook")
 
-shown = runs
-if models:
-    shown = shown[shown["model"].isin(models)]
-if datasets:
-    shown = shown[shown["dataset"].isin(datasets)]
-if hooks:
-    shown = shown[shown["hooks"].apply(lambda value: any(h in value.split(", ") for h in hooks))]
-
+table = runs_shown(view, tuple(models), tuple(datasets), tuple(hooks))
+shown = table.runs
 st.caption(f"{len(shown)} of {len(runs)} runs · {shown['size_mb'].sum():.1f} MB")
-opens, open_config = links.run_link_columns(view, tuple(shown["run_id"]))
-order = [*list(RUNS_TABLE)[:7], *open_config, *list(RUNS_TABLE)[7:]]
-st.dataframe(
-    pd.concat([shown.reset_index(drop=True), opens], axis=1), hide_index=True, width="stretch",
-    column_config=RUNS_TABLE | open_config, column_order=order,
-)  # fmt: skip
+order = [*list(RUNS_TABLE)[:7], *table.column_config, *list(RUNS_TABLE)[7:]]
+controls.show_table(st, table.table, width="stretch", column_order=order,
+                    column_config=RUNS_TABLE | table.column_config)  # fmt: skip
 
 if not shown.empty:
     run_id = controls.pick_one(st, "Provenance of run", list(shown["run_id"]), key="run",
@@ -77,7 +55,7 @@ if not shown.empty:
     if run_id in frame.index:
         links.page_links(links.open_in(frame, run_id))
     try:
-        st.json(manifest_json(view.store.manifest(run_id).to_json()), expanded=1)
+        st.json(provenance(view, run_id), expanded=1)
     except StoreError as exc:
         show_store_error(exc)
 show_damaged()

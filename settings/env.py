@@ -157,10 +157,14 @@ def _lookup(spec: EnvSetting, secrets: dict[str, object]) -> object | None:
     return None
 
 
-def setting(name: str) -> str:
-    """The value of one `ACTX_*` setting: environment, else secrets.toml, else its default."""
+Secrets = tuple[dict[str, object], bool]  # what read_secrets returns
+
+
+def setting(name: str, secrets: Secrets | None = None) -> str:
+    """The value of one `ACTX_*` setting: environment, else secrets.toml, else its default.
+    secrets: `read_secrets()` as read a moment ago (the app reads it once per view); None: now."""
     spec = BY_NAME[name]
-    value = _lookup(spec, read_secrets()[0])
+    value = _lookup(spec, (secrets or read_secrets())[0])
     if value is None:
         return spec.default
     if isinstance(value, bool):
@@ -175,11 +179,11 @@ def is_off(value: object) -> bool:
     return str(value).strip().lower() in OFF_VALUES
 
 
-def read_only() -> bool:
+def read_only(secrets: Secrets | None = None) -> bool:
     """Hosted mode. On when any source says so, when a value is not an explicit off, and when
-    a secrets file exists but cannot be read: fails closed."""
+    a secrets file exists but cannot be read: fails closed. secrets: as for `setting`."""
     spec = BY_NAME["ACTX_READ_ONLY"]
-    secrets, broken = read_secrets()
+    secrets, broken = secrets or read_secrets()
     if broken:
         return True
     if spec.name in os.environ and not is_off(os.environ[spec.name]):

@@ -30,7 +30,6 @@ import hashlib
 import json
 import numbers
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import pyarrow as pa
 from streamlit import dataframe_util
 
 from ui.compute import run_title
+from ui.shared import derived
 
 HEIGHT = 260
 LEGEND_TITLE, LEGEND_ROW = 34, 20  # pixels a legend below a chart takes
@@ -144,7 +144,7 @@ def category_colours(categories: Sequence[str], overall: str | None = None) -> S
 
 def _series(runs: pd.DataFrame, by: str) -> list[str]:
     """Models or run titles of every run, oldest first (runs come newest first); kept while
-    `runs` lives (the shared runs table: `_derived`)."""
+    `runs` lives (the shared runs table: `ui.shared.derived`)."""
 
     def make() -> tuple[str, ...]:
         oldest_first = runs.iloc[::-1]
@@ -152,7 +152,7 @@ def _series(runs: pd.DataFrame, by: str) -> list[str]:
             return tuple(oldest_first["model"])
         return tuple(run_title(row) for _, row in oldest_first.iterrows())
 
-    return list(_derived(runs, ("series", by), make))
+    return list(derived(runs, ("series", by), make))
 
 
 def series_colours(runs: pd.DataFrame, by: str) -> Styles:
@@ -237,34 +237,9 @@ class _Drawn:
 DRAWN = _Drawn()
 
 
-# id(frame) -> (a weak reference to it, what was derived from it): see `_derived`.
-_FRAME_MEMO: dict[int, tuple[weakref.ref, dict]] = {}
-
-
-def _derived(frame: pd.DataFrame, key: tuple, make: Callable[[], object]):
-    """`make()`, kept while `frame` lives: most frames a page draws or styles from are shared
-    results (ui.shared, `_memo`: the runs table, profiles) that every view passes again, and
-    deriving from them again (a content hash, the series of every run) was a good part of a
-    served view (bench/bench_load.py). So a frame must not change in place once passed here
-    (shared results never do; a page passes a changed copy)."""
-    known = _FRAME_MEMO.get(id(frame))
-    if known is not None and known[0]() is frame:
-        if key not in known[1]:
-            known[1][key] = make()
-        return known[1][key]
-    value = make()
-    try:  # forgotten when the frame goes, before its id can be reused
-        ident = id(frame)
-        ref = weakref.ref(frame, lambda _, ident=ident: _FRAME_MEMO.pop(ident, None))
-    except TypeError:
-        return value
-    _FRAME_MEMO[ident] = (ref, {key: value})
-    return value
-
-
 def _frame_digest(frame: pd.DataFrame) -> bytes:
     """A digest of a frame's content (columns, values, dtypes, index), kept while the frame
-    lives (`_derived`)."""
+    lives (`ui.shared.derived`)."""
 
     def make() -> bytes:
         out = hashlib.sha256()
@@ -274,7 +249,7 @@ def _frame_digest(frame: pd.DataFrame) -> bytes:
         _digest_values(frame.index.array, out)
         return out.digest()
 
-    return _derived(frame, ("digest",), make)
+    return derived(frame, ("digest",), make)
 
 
 def _digest(value, out) -> None:

@@ -56,7 +56,7 @@ from analysis import (
 from store import RunManifest, StoreError
 from store.summaries import MAX_SUMMARY_LABELS, PAGE_SUBSAMPLE_SIZE
 from ui.context import StoreView, public_text
-from ui.shared import shared
+from ui.shared import derived, shared
 
 CROSS_MODEL_MAX_ROWS = 400  # shared samples used for CKA / Procrustes (cost grows with n^2)
 CHANCE_SHUFFLES = 5  # shuffles of B's sample order behind each chance level
@@ -586,6 +586,28 @@ def cross_model_drawn(
         rsa=None if result.rsa is None else with_best(result.rsa),
         raw=None if result.raw is None else with_best(result.raw),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BestMatches:
+    """The range of a heatmap's best cells (`best`: a ring per row) and of their `chance`
+    (None when the frame has no chance level)."""
+
+    low: float
+    high: float
+    chance: tuple[float, float] | None
+
+
+def best_matches(frame: pd.DataFrame) -> BestMatches:
+    """`BestMatches` of a `cross_model_drawn` heatmap, worked out once while the shared frame
+    lives."""
+
+    def make() -> BestMatches:
+        best = frame[frame["best"]]
+        chance = (best["chance"].min(), best["chance"].max()) if "chance" in frame else None
+        return BestMatches(best["value"].min(), best["value"].max(), chance)
+
+    return derived(frame, ("best matches",), make)
 
 
 def _with_best_and_chance(frame: pd.DataFrame, best: np.ndarray, chance: np.ndarray):

@@ -6,12 +6,13 @@ and the runs committed when this rerun started, frozen and hashable, so it is th
 run committed by another process changes the view on the next rerun and shows up without a
 restart; a cached function opens the store from `view.path` (`view.store`).
 
-Read-only mode is `settings.env.read_only()`, the one decision (it fails closed; re-exported
-here for the pages). It pins the store to ACTX_STORE, and nothing a visitor sees names a server
-path: `public_text` and `public_manifest` cut absolute paths down to their last part (the
-store's folder name, a model or dataset file name). `run_page` turns an unexpected exception
-into one line naming its type, with the traceback in the server log only; in read-only mode
-Streamlit's own error display is set to "none" as well, for anything that escapes it.
+Read-only mode is `settings.env.read_only()`, the one decision (it fails closed; re-exported here
+for the pages, through ui.shared, which reads the secrets files once per script run). It pins the
+store to ACTX_STORE, and nothing a visitor sees names a server path: `public_text` and
+`public_manifest` cut absolute paths down to their last part (the store's folder name, a model or
+dataset file name). `run_page` turns an unexpected exception into one line naming its type, with
+the traceback in the server log only; in read-only mode Streamlit's own error display is set to
+"none" as well, for anything that escapes it.
 """
 
 from __future__ import annotations
@@ -31,10 +32,9 @@ import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
-from settings.env import read_only, setting
 from store import DamagedRun, Store, StoreError, open_store
 from store.fs import is_uri, shown_uri
-from ui.shared import shared
+from ui.shared import read_only, setting, shared
 
 __all__ = [
     "CREATE_KEY",

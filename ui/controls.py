@@ -23,12 +23,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
+from streamlit import dataframe_util
 
 from store import StoreError
 from ui import links
 from ui.compute import REST, Unsuitable, complete_first, run_title, runs_table
 from ui.context import StoreView, damaged_runs, plain, public_text, read_only, short
-from ui.shared import shared
+from ui.shared import derived, shared
 from ui.summaries import show_unavailable
 
 BIND = "query-params"
@@ -123,16 +124,26 @@ def pick_one(column, label: str, options: list, *, key: str, what: str, index: i
                         default=options[index])  # fmt: skip
 
 
+def show_table(container, frame: pd.DataFrame, **kwargs):
+    """`container.dataframe(frame, hide_index=True, **kwargs)`, the frame converted to Arrow
+    once while it lives (`ui.shared.derived`): Streamlit converts a pandas frame again on every
+    view, most of a table's cost to a served view (bench/bench_load.py). The frame must not
+    change in place afterwards (shared results never do)."""
+    data = derived(frame, ("arrow",), lambda: dataframe_util.convert_pandas_df_to_arrow_table(
+        frame, preserve_index=False))  # fmt: skip
+    return container.dataframe(data, hide_index=True, **kwargs)
+
+
 def pick_in_table(table: pd.DataFrame, id_column: str, label: str, options: list, *, key: str,
                   what: str, format_func=str, default=None, height: int = 250):  # fmt: skip
     """A table whose clicked row picks its `id_column` value, then the pinned selectbox `key`
     over `options` that holds the choice (a click sets it; the URL pins it). A table of other
     rows (a new search) starts unselected, so an old click never picks a row it no longer shows.
     """
-    ids = table[id_column].astype(str).tolist()
-    table_key = f"{key}_rows_" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:10]
-    event = st.dataframe(table, key=table_key, on_select="rerun", selection_mode="single-row",
-                         hide_index=True, height=height)  # fmt: skip
+    ids, digest = derived(table, ("ids", id_column), lambda: _row_ids(table, id_column))
+    table_key = f"{key}_rows_{digest}"
+    event = show_table(st, table, key=table_key, on_select="rerun", selection_mode="single-row",
+                       height=height)  # fmt: skip
     rows = list(event.selection.rows) if event is not None else []
     seen = f"{table_key}_seen"
     fresh = rows and rows != st.session_state.get(seen) and 0 <= rows[0] < len(ids)
@@ -143,9 +154,38 @@ def pick_in_table(table: pd.DataFrame, id_column: str, label: str, options: list
                         default=options[0] if default is None else default)  # fmt: skip
 
 
+def chosen_runs(runs: pd.DataFrame, run_ids: Sequence[str]) -> pd.DataFrame:
+    """`runs.loc[run_ids]` of the shared runs table (`runs_or_stop`), made once per selection
+    (a label lookup on that table was a tenth of a served view); shared: read-only."""
+    return derived(runs, ("chosen", tuple(run_ids)), lambda: runs.loc[list(run_ids)])
+
+
+def run_row(runs: pd.DataFrame, run_id: str) -> pd.Series:
+    """`runs.loc[run_id]` of the shared runs table, made once per run; shared: read-only."""
+    return derived(runs, ("row", run_id), lambda: runs.loc[run_id])
+
+
+def pair_runs(runs: pd.DataFrame) -> tuple[list[str], int]:
+    """(the runs of the shared runs table that hold minimal pairs, the index among them of the
+    default: the newest run of the built-in minimal_pairs dataset, else the newest)."""
+
+    def make() -> tuple[list[str], int]:
+        with_pairs = runs[runs["has_pairs"]]
+        ids = list(with_pairs.index)
+        minimal = list(with_pairs.index[with_pairs["dataset"] == "minimal_pairs"])
+        return ids, ids.index(minimal[0]) if minimal else 0
+
+    return derived(runs, ("pair runs",), make)
+
+
+def _row_ids(table: pd.DataFrame, id_column: str) -> tuple[list[str], str]:
+    ids = table[id_column].astype(str).tolist()
+    return ids, hashlib.sha1("\n".join(ids).encode()).hexdigest()[:10]
+
+
 def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
     """Directions and comparisons only make sense over the same samples."""
-    if chosen["dataset_sha256"].nunique() > 1:
+    if derived(chosen, ("datasets",), lambda: chosen["dataset_sha256"].nunique()) > 1:
         names = ", ".join(f"{run_title(r)}: {r['dataset']}" for _, r in chosen.iterrows())
         st.warning(
             "The selected runs use different datasets (or versions of one), so their samples "
@@ -156,8 +196,7 @@ def one_dataset_or_stop(chosen: pd.DataFrame) -> None:
 
 def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
     """Hook and pooled position common to all chosen runs (`all` is per token, not pooled)."""
-    hooks = [h for h in chosen["hooks"].iloc[0] if all(h in hs for hs in chosen["hooks"])]
-    positions = [p for p in ("last", "mean") if all(p in ps for ps in chosen["positions"])]
+    hooks, positions = derived(chosen, ("site",), lambda: _common_site(chosen))
     if not hooks or not positions:
         st.warning("The selected runs share no hook and pooled position (last or mean).")
         links.stop()
@@ -172,6 +211,17 @@ def pick_site(chosen: pd.DataFrame, columns) -> tuple[str, str]:
         help="last: the last token; mean: the mean over tokens (first token left out).",
     )  # fmt: skip
     return hook, position
+
+
+def _common_site(chosen: pd.DataFrame) -> tuple[list[str], list[str]]:
+    hooks = [h for h in chosen["hooks"].iloc[0] if all(h in hs for hs in chosen["hooks"])]
+    positions = [p for p in ("last", "mean") if all(p in ps for ps in chosen["positions"])]
+    return hooks, positions
+
+
+def rows_where(frame: pd.DataFrame, column: str, value) -> pd.DataFrame:
+    """`frame[frame[column] == value]`, made once while the (shared) frame lives; read-only."""
+    return derived(frame, ("where", column, value), lambda: frame[frame[column] == value])
 
 
 def pick_baseline(labels: list[str], column, preferred: str = "neutral", *,

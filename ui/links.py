@@ -45,7 +45,7 @@ from settings.run import ANSWER_POSITION
 from settings.vectors import VECTOR_HOOKS
 from ui.compute import complete_first, runs_table
 from ui.context import StoreView, plain, short
-from ui.shared import shared
+from ui.shared import derived, shared
 
 MAX_ECHOED = 3  # bad URL values named in one warning
 MAX_LISTED = 12  # options listed in one warning
@@ -288,14 +288,19 @@ def makes_vectors(run: pd.Series) -> bool:
     )
 
 
-def open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
+def open_in(runs: pd.DataFrame, run_id: str) -> tuple[OpenIn, ...]:
     """Where run `run_id` can be opened: Directions (two labels or more), Pairs (minimal pairs),
     Cross-model (beside the newest complete run of the same dataset on another model),
     Propositions (answers to paired prompts: a `--generate N` run of pairs), Vectors (its
     newest vector set, or the form to compute one: `makes_vectors`) and Query (any run).
 
-    runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first.
+    runs: run summaries indexed by run_id (`ui.controls.runs_or_stop`), newest first. Worked out
+    once per run while the shared frame lives (`ui.shared.derived`).
     """
+    return derived(runs, ("open in", run_id), lambda: tuple(_open_in(runs, run_id)))
+
+
+def _open_in(runs: pd.DataFrame, run_id: str) -> list[OpenIn]:
     run = runs.loc[run_id]
     targets = []
     if len(run["labels"]) >= 2:

@@ -193,8 +193,10 @@ def _pair_profile(view: StoreView, run_id: str, hook: str, position: str) -> Pai
 
 # -- a choice of categories ----------------------------------------------------------------------
 def selected_pairs(profile: PairProfile, categories) -> np.ndarray:
-    """Which pairs (rows of profile.pairs) are in the chosen categories: [p] bool."""
-    return profile.pairs["category"].isin(list(categories)).to_numpy()
+    """Which pairs (rows of profile.pairs) are in the chosen categories: [p] bool. Read-only
+    (kept: `_memo`)."""
+    key = ("selected", tuple(categories))
+    return _memo(profile, key, lambda: profile.pairs["category"].isin(list(categories)).to_numpy())
 
 
 def overall_name(profile: PairProfile, categories) -> str:
@@ -246,9 +248,15 @@ def dimension_table(
 ) -> pd.DataFrame:
     """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread,
     over the pairs of `categories` (None: all), with the signed mean change and the share of
-    pairs whose change has its sign ("same sign") when the profile has them."""
+    pairs whose change has its sign ("same sign") when the profile has them. Read-only (kept:
+    `_memo`: the same table, so the same Arrow form, for every visitor; ui.controls.table)."""
     if layer not in profile.layers:
         raise Unsuitable(f"This run has no layer {layer}.")
+    key = ("dimensions", layer, top, largest, None if categories is None else tuple(categories))
+    return _memo(profile, key, lambda: _dimension_table(profile, layer, top, largest, categories))
+
+
+def _dimension_table(profile: PairProfile, layer: int, top: int, largest: bool, categories):
     li = profile.layers.index(layer)
     every = selected_stats(profile, categories)
     stats = DimensionStats(*(None if v is None else v[li] for v in vars(every).values()))

@@ -144,3 +144,16 @@ def test_a_run_that_fails_while_read_is_one_error_beside_the_others(damaged_stor
     assert len(errors) == 1 and victim in errors[0], errors
     assert chart(at, "L2 norm")["run"].str.startswith("emo-llama").all()
     assert not chart(at, "PCA of the samples").empty  # the layer view uses the healthy run
+
+
+@pytest.mark.parametrize("damaged_store", ["garbage_manifest"], indirect=True)
+def test_a_repaired_run_leaves_the_damaged_list_on_the_next_view(damaged_store, tiny_store):
+    """The Runs page's listing is shared by every session (ui.runs_compute), but never one that
+    names a damaged run: the view after the repair lists it with the others."""
+    assert "Damaged runs" in [s.value for s in open_page("pages/runs.py").subheader]
+    victim = damaged_store["victim"]
+    original = tiny_store["root"] / "runs" / victim / "manifest.json"
+    shutil.copyfile(original, damaged_store["root"] / "runs" / victim / "manifest.json")
+    at = open_page("pages/runs.py")
+    assert "Damaged runs" not in [s.value for s in at.subheader]
+    assert len(at.dataframe[0].value) == len(damaged_store["run_ids"])

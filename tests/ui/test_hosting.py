@@ -155,7 +155,7 @@ def test_an_unexpected_exception_is_one_line_for_a_visitor(
 ):
     monkeypatch.setenv("ACTX_READ_ONLY", "1")
     monkeypatch.setattr("ui.controls.runs_table", _explode)  # the analysis pages' first read
-    monkeypatch.setattr("ui.context.runs_frame", _explode)  # the Runs page's first read
+    monkeypatch.setattr("ui.runs_compute.runs_listing", _explode)  # the Runs page's first read
     with caplog.at_level(logging.ERROR, logger="activation_explorer.app"):
         at = open_page(page)
     assert [e.value for e in at.error] == [
