@@ -85,11 +85,11 @@ def page_compute(page: str, view, hook: str = SYN_HOOK, position: str = SYN_POSI
     from ui import compute as c
     from ui import controls
     from ui import pairs_compute as pc
-    from ui.context import runs_frame
+    from ui.runs_compute import runs_listing, runs_shown
 
     runs = c.run_summaries(view).frame.set_index("run_id")
-    if page == "runs":
-        return runs_frame(view)
+    if page == "runs":  # the listing, and the table of every run with its links (no filter)
+        return runs_listing(view), runs_shown(view, (), (), ())
     if page == "pairs":
         pair_run = next(r for r in runs.index if runs.loc[r, "has_pairs"])
         profile = pc.pair_profile(view, pair_run, hook, position)
