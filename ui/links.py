@@ -78,8 +78,12 @@ def stop() -> NoReturn:
 
 
 def begin() -> None:
-    """Start a page run: nothing pinned yet."""
+    """Start a page run: nothing pinned yet. The visitor's changes (`_TOUCHED`, filled by the
+    widgets' callbacks before the run) are always there, if empty: a missing session-state key
+    costs Streamlit an exception on every lookup, and each pinned widget looks."""
     st.session_state[_PINS] = {}
+    if _TOUCHED not in st.session_state:
+        st.session_state[_TOUCHED] = set()
 
 
 def finish() -> None:
