@@ -115,10 +115,10 @@ def derived(frame, key: tuple, make: Callable[[], R]) -> R:
     """`make()`, kept while `frame` lives: most frames a page draws, shows or styles are shared
     results (`shared`: the runs table, direction profiles, pair tables) that every view passes
     again, and deriving from them again (a content hash, a table's Arrow form, a selection of
-    runs) was a good part of a served view (bench/bench_load.py). A frame that is new on every
-    view (an `st.cache_data` hit is a fresh copy) gains nothing, and loses nothing either. So a
-    frame must not change in place once passed here (shared results never do; a page passes a
-    changed copy), and what `make` returns is shared too: read-only.
+    runs) was a good part of a served view (bench/bench_load.py). So a frame must not change in
+    place once passed here (shared results never do; a page passes a changed copy), and what
+    `make` returns is shared too: read-only. A frame that is new on every view (an
+    `st.cache_data` hit is a fresh copy) gains nothing, and loses nothing either.
     """
     known = _FRAME_MEMO.get(id(frame))
     if known is not None and known[0]() is frame:
