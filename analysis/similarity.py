@@ -113,22 +113,10 @@ def cka_matrix(layers_a, layers_b) -> np.ndarray:
     layers_a: list of La arrays [n, d1]; layers_b: list of Lb arrays [n, d2]; all share the same
     n rows in the same order. Returns [La, Lb] float64.
     """
-    centred = []
-    for side, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
-        if len(layers) == 0:
-            raise ValueError(f"{side} is empty")
-        centred.append(
-            [
-                _center_scaled(as_float_matrix(X, f"{side}[{i}]", min_rows=2))
-                for i, X in enumerate(layers)
-            ]
-        )
-    ca, cb = centred
-    n = ca[0].shape[0]
-    for side, mats in (("layers_a", ca), ("layers_b", cb)):
-        for i, Xc in enumerate(mats):
-            if Xc.shape[0] != n:
-                raise ValueError(f"{side}[{i}] has {Xc.shape[0]} rows, layers_a[0] has {n}")
+    ca, cb, n = _same_rows(layers_a, layers_b, min_rows=2)
+    for mats in (ca, cb):  # each copy replaced by its centred form as it goes (peak memory)
+        for k, X in enumerate(mats):
+            mats[k] = _center_scaled(X)
     if _use_gram_table(n, ca, cb):
         return _cka_matrix_grams(ca, cb)
     pa = [(Xc, _self_term(Xc)) for Xc in ca]
@@ -142,6 +130,24 @@ def cka_matrix(layers_a, layers_b) -> np.ndarray:
 
 # Most bytes the stacked [Lb, n, n] Gram matrices of ``_cka_matrix_grams`` may take.
 _GRAM_TABLE_BYTES = 256 * 1024 * 1024
+
+
+def _same_rows(layers_a, layers_b, min_rows: int = 1) -> tuple[list, list, int]:
+    """(layers_a, layers_b as float64 matrices, their shared row count n): each side at least
+    one layer, each layer [n, d] with n >= min_rows and the same n throughout."""
+    sides = []
+    for name, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
+        if len(layers) == 0:
+            raise ValueError(f"{name} is empty")
+        sides.append(
+            [as_float_matrix(X, f"{name}[{i}]", min_rows=min_rows) for i, X in enumerate(layers)]
+        )
+    n = sides[0][0].shape[0]
+    for name, mats in zip(("layers_a", "layers_b"), sides, strict=True):
+        for i, X in enumerate(mats):
+            if X.shape[0] != n:
+                raise ValueError(f"{name}[{i}] has {X.shape[0]} rows, layers_a[0] has {n}")
+    return sides[0], sides[1], n
 
 
 def _use_gram_table(n: int, ca: list, cb: list) -> bool:
@@ -404,22 +410,13 @@ def procrustes_cosine_matrix(
     """
     if rank is not None:
         rank = check_positive_int(rank, "rank")
-    sides = []
-    for name, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
-        if len(layers) == 0:
-            raise ValueError(f"{name} is empty")
-        sides.append([as_float_matrix(X, f"{name}[{i}]") for i, X in enumerate(layers)])
-    n = sides[0][0].shape[0]
-    for name, mats in zip(("layers_a", "layers_b"), sides, strict=True):
-        for i, X in enumerate(mats):
-            if X.shape[0] != n:
-                raise ValueError(f"{name}[{i}] has {X.shape[0]} rows, layers_a[0] has {n}")
+    mats_a, mats_b, n = _same_rows(layers_a, layers_b)
     if n < 4:
         raise ValueError(f"procrustes_cosine_matrix needs at least 4 shared rows, got {n}")
     perm = check_seed(seed).permutation(n)
     train, test = perm[: n // 2], perm[n // 2 :]
-    prep_a = [_span_coordinates(X, train, test, center, rank) for X in sides[0]]
-    prep_b = [_span_coordinates(X, train, test, center, rank) for X in sides[1]]
+    prep_a = [_span_coordinates(X, train, test, center, rank) for X in mats_a]
+    prep_b = [_span_coordinates(X, train, test, center, rank) for X in mats_b]
     cells = [(i, j) for i in range(len(prep_a)) for j in range(len(prep_b))]
     return _aligned_cosines(prep_a, prep_b, cells).reshape(len(prep_a), len(prep_b))
 
@@ -613,84 +610,86 @@ def compare_layers(
     if rank is not None:
         rank = check_positive_int(rank, "rank")
     shuffles = check_positive_int(shuffles, "shuffles")
-    sides = []
-    for name, layers in (("layers_a", layers_a), ("layers_b", layers_b)):
-        if len(layers) == 0:
-            raise ValueError(f"{name} is empty")
-        sides.append([as_float_matrix(X, f"{name}[{i}]") for i, X in enumerate(layers)])
-    mats_a, mats_b = sides
-    n = mats_a[0].shape[0]
-    for name, mats in (("layers_a", mats_a), ("layers_b", mats_b)):
-        for i, X in enumerate(mats):
-            if X.shape[0] != n:
-                raise ValueError(f"{name}[{i}] has {X.shape[0]} rows, layers_a[0] has {n}")
+    mats_a, mats_b, n = _same_rows(layers_a, layers_b)
     if n < 4:
         raise ValueError(f"compare_layers needs at least 4 shared rows, got {n}")
-    widths = [X.shape[1] for X in mats_a + mats_b]
+    widths_a, widths_b = [X.shape[1] for X in mats_a], [X.shape[1] for X in mats_b]
+    narrowest = min(widths_a + widths_b)
     fast = (
         rank is not None
-        and rank < min(n // 2, min(widths)) // 2
-        and n < min(widths)
+        and rank < min(n // 2, narrowest) // 2
+        and n < narrowest
         and max(len(mats_a), len(mats_b)) * n * n * 8 <= _GRAM_TABLE_BYTES
     )
     if not fast:
         return _compare_layers_by_parts(mats_a, mats_b, rank, shuffles, seed, split_seed)
     grams_a, grams_b = _centred_grams(mats_a), _centred_grams(mats_b)
-    widths_a, widths_b = [X.shape[1] for X in mats_a], [X.shape[1] for X in mats_b]
-    del mats_a, mats_b, sides
+    del mats_a, mats_b
     rng = check_seed(seed)
     perms = np.stack([rng.permutation(n) for _ in range(shuffles)])  # as _chance_inputs draws
     split = check_seed(split_seed).permutation(n)
     train, test = split[: n // 2], split[n // 2 :]
 
     cka = _gram_cka(grams_a, grams_b)
-    cka_best = best_per_row(cka)
-    cka_chance = np.full((len(cka), shuffles), np.nan)
-    rows = np.flatnonzero(cka_best >= 0)
-    cka_chance[rows] = _gram_cka_chance(grams_a, grams_b, rows, cka_best[rows], perms)
+    cka_best, cka_chance = _chance_at_best(
+        cka, shuffles, lambda rows, cols: _gram_cka_chance(grams_a, grams_b, rows, cols, perms)
+    )
 
     coords_a = _gram_span_coordinates(grams_a, widths_a, train, test, rank)
     coords_b = _gram_span_coordinates(grams_b, widths_b, train, test, rank)
     La, Lb = len(coords_a), len(coords_b)
     cells = [(i, j) for i in range(La) for j in range(Lb)]
     procrustes = _aligned_cosine_table(coords_a, coords_b, cells).reshape(La, Lb)
-    proc_best = best_per_row(procrustes)
-    proc_chance = np.full((La, shuffles), np.nan)
-    rows = np.flatnonzero(proc_best >= 0)
-    used_b = sorted(set(proc_best[rows].tolist()))
-    if len(rows):
-        # B's layers under each shuffle p: the rows p[train] fit, p[test] score.
+
+    def procrustes_chance_at(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if not len(rows):
+            return np.empty((0, shuffles))
+        # B's used layers under each shuffle p: the rows p[train] fit, p[test] score.
+        used_b = sorted(set(cols.tolist()))
         shuffled, grams_used = [], grams_b[used_b]
         for p in perms:
             shuffled += _gram_span_coordinates(
                 grams_used, [widths_b[j] for j in used_b], p[train], p[test], rank
             )
-        where = {j: k for k, j in enumerate(used_b)}
-        cells = [(i, s * len(used_b) + where[int(proc_best[i])])
-                 for s in range(shuffles) for i in rows]  # fmt: skip
-        values = _aligned_cosine_table(coords_a, shuffled, cells)
-        proc_chance[rows] = values.reshape(shuffles, len(rows)).T
+        column = {j: k for k, j in enumerate(used_b)}
+        at = [column[int(j)] for j in cols]  # B's column of each row's best cell, among used_b
+        pairs = list(zip(rows, at, strict=True))
+        chance_cells = [(i, s * len(used_b) + k) for s in range(shuffles) for i, k in pairs]
+        values = _aligned_cosine_table(coords_a, shuffled, chance_cells)
+        return values.reshape(shuffles, len(rows)).T
+
+    proc_best, proc_chance = _chance_at_best(procrustes, shuffles, procrustes_chance_at)
     return LayerComparison(cka, procrustes, cka_best, proc_best, cka_chance, proc_chance)
+
+
+def _chance_at_best(M: np.ndarray, shuffles: int, chance) -> tuple[np.ndarray, np.ndarray]:
+    """(best_per_row(M) [La], chance levels [La, S] at each row's best cell, nan where a row has
+    none): chance(rows, cols) gives [len(rows), S] for the cells (rows[k], cols[k])."""
+    best = best_per_row(M)
+    levels = np.full((len(M), shuffles), np.nan)
+    rows = np.flatnonzero(best >= 0)
+    levels[rows] = chance(rows, best[rows])
+    return best, levels
 
 
 def _compare_layers_by_parts(mats_a, mats_b, rank, shuffles, seed, split_seed):
     """compare_layers from the general functions, for shapes its Gram form does not suit."""
+
+    def cells(rows, cols):
+        return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True)]
+
     cka = cka_matrix(mats_a, mats_b)
     procrustes = procrustes_cosine_matrix(mats_a, mats_b, seed=split_seed, rank=rank)
-    out = [cka, procrustes]
-    for M, chance in ((cka, cka_chance), (procrustes, procrustes_chance)):
-        best = best_per_row(M)
-        rows = np.flatnonzero(best >= 0)
-        levels = np.full((len(M), shuffles), np.nan)
-        cells = [(int(i), int(best[i])) for i in rows]
-        if chance is cka_chance:
-            levels[rows] = cka_chance(mats_a, mats_b, cells, shuffles, seed)
-        else:
-            levels[rows] = procrustes_chance(
-                mats_a, mats_b, cells, shuffles, seed, split_seed, rank=rank
-            )
-        out += [best, levels]
-    cka, procrustes, cka_best, cka_levels, proc_best, proc_levels = out
+    cka_best, cka_levels = _chance_at_best(
+        cka, shuffles,
+        lambda rows, cols: cka_chance(mats_a, mats_b, cells(rows, cols), shuffles, seed),
+    )  # fmt: skip
+    proc_best, proc_levels = _chance_at_best(
+        procrustes, shuffles,
+        lambda rows, cols: procrustes_chance(
+            mats_a, mats_b, cells(rows, cols), shuffles, seed, split_seed, rank=rank
+        ),
+    )  # fmt: skip
     return LayerComparison(cka, procrustes, cka_best, proc_best, cka_levels, proc_levels)
 
 
