@@ -270,10 +270,7 @@ class RunWriter:
         """Reserve `count` part numbers for parts-only writers under a fresh token, past this
         writer's parts and any earlier reservation's (whose writers are fenced off from here
         on); this writer's own next part comes after them."""
-        try:
-            earlier = _read_fence(read_regular(layout.fence_path(self.run_path), 4096))
-        except (OSError, ValueError):
-            earlier = None
+        earlier = self._held_fence()
         start = max(self._next_part, earlier.end if earlier is not None else 0)
         fence = PartsFence(secrets.token_hex(16), start, start + count)
         if fence.end > MAX_PART:
@@ -296,22 +293,27 @@ class RunWriter:
         """The numbers of the parts a resumed run's earlier attempt left (kept by `resume`)."""
         return [_part_number(p) for p in self._earlier_parts]
 
+    def _held_fence(self) -> PartsFence | None:
+        """The run's reservation as it stands (on the object store for a parts-only writer
+        there); None when there is none or it is not one of ours (`_read_fence`)."""
+        try:
+            if self._put_root is not None:
+                remote = RemoteStore(self._put_root)
+                data = remote.get_bytes(f"runs/{self.run_id}/{layout.FENCE_FILE}", FENCE_MAX_BYTES)
+            else:
+                data = read_regular(layout.fence_path(self.run_path), FENCE_MAX_BYTES)
+        except (StoreError, OSError, ValueError):
+            return None
+        return _read_fence(data)
+
     def _check_fence(self) -> None:
         if self._fence is None:
             return
-        name = layout.FENCE_FILE
-        try:
-            if self._put_root is not None:
-                data = RemoteStore(self._put_root).get_bytes(f"runs/{self.run_id}/{name}", 4096)
-            else:
-                data = read_regular(layout.fence_path(self.run_path), 4096)
-        except (StoreError, OSError, ValueError):
-            data = None
-        held = _read_fence(data)
+        held = self._held_fence()
         if held is None or held.token != self._fence:
             raise StoreError(
-                f"run {self.run_id!r} was taken over by a newer attempt (its {name} changed); "
-                "this writer stops without writing"
+                f"run {self.run_id!r} was taken over by a newer attempt (its "
+                f"{layout.FENCE_FILE} changed); this writer stops without writing"
             )
 
     @property
@@ -653,6 +655,7 @@ def read_progress(root: Path, run_id: str, folder: str = "runs") -> tuple[int | 
 
 
 MAX_PART = 10**9  # part names have at most 9 digits (layout.PART_NAME)
+FENCE_MAX_BYTES = 4096  # parts_fence.json is under 100 bytes; a longer one is not ours
 
 
 @dataclass(frozen=True)
@@ -668,7 +671,7 @@ def _read_fence(data: bytes | None) -> PartsFence | None:
     """parts_fence.json as written by `reserve_parts`, or None when absent or not one (a damaged
     or planted file fences every writer off and reserves nothing)."""
     try:
-        found = json.loads(data) if data is not None and len(data) <= 4096 else None
+        found = json.loads(data) if data is not None and len(data) <= FENCE_MAX_BYTES else None
         fence = PartsFence(found["token"], found["start"], found["end"])
     except (ValueError, TypeError, KeyError):
         return None

@@ -14,8 +14,7 @@ bar names every value that defines the view, defaults included. How a page follo
   `stop()` calls `finish()` first (after st.stop() no Streamlit call gets through). `finish`
   makes the URL exactly the values this run pinned, in one update (one browser history entry),
   and offers that link in the sidebar's "Copy link" popover (filled once it is opened). A page
-  that pins nothing (New run,
-  whose form widgets use Streamlit's `bind`) keeps its URL as it is.
+  that pins nothing (New run, whose form widgets use Streamlit's `bind`) keeps its URL as it is.
 * **Open a run elsewhere** with `open_in(runs, run_id)`: the pages it can be opened in and the
   query that opens it there; `page_links` draws them as buttons, `relative_url` makes one for a
   table's `LinkColumn`. A page that takes new query keys adds its target in `open_in`.

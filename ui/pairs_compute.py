@@ -249,7 +249,7 @@ def dimension_table(
     """Ranked dimensions at `layer`: largest (or smallest) change relative to natural spread,
     over the pairs of `categories` (None: all), with the signed mean change and the share of
     pairs whose change has its sign ("same sign") when the profile has them. Read-only (kept:
-    `_memo`: the same table, so the same Arrow form, for every visitor; ui.controls.table)."""
+    `_memo`: the same table, so the same Arrow form, for every visitor; ui.controls.show_table)."""
     if layer not in profile.layers:
         raise Unsuitable(f"This run has no layer {layer}.")
     key = ("dimensions", layer, top, largest, None if categories is None else tuple(categories))
